@@ -1,0 +1,94 @@
+"""The command line: argv -> Settings -> the chosen mode. Flags are derived from the settings
+table (sidecar.config); a bad value, an unknown flag or a port in use ends here with one line
+on stderr and exit status 2, before anything has started."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Final, NoReturn
+
+from sidecar import __version__
+from sidecar.config import SettingsError, load_settings, setting_specs
+
+EXIT_USAGE: Final = 2
+
+DESCRIPTION: Final = """\
+Graceful, measured pod shutdown on Kubernetes. Readiness fails the moment shutdown starts
+(SIGTERM or the app's preStop call to /prestop), /prestop holds the app's SIGTERM until
+endpoint removal has propagated, and every shutdown is measured and reported."""
+
+SERVE_EPILOG: Final = """\
+endpoints: GET /livez /readyz[?verbose] /startupz /status /metrics; GET|POST /prestop;
+POST /drain. Every flag can also be set as the environment variable shown; flags win.
+Point the app container's preStop httpGet at /prestop and the sidecar's readinessProbe at /readyz."""
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints the whole usage before an error; operators reading pod logs want one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the admin server in its own container next to the app",
+        description=DESCRIPTION,
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for spec in setting_specs():
+        default = "none" if spec.default is None else spec.default
+        serve.add_argument(
+            spec.flag,
+            dest=spec.name,
+            metavar=spec.metavar,
+            default=None,  # None = not given, so the environment variable can apply
+            help=f"{spec.help} [env {spec.env_var}; default {default}]",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = load_settings({spec.name: getattr(args, spec.name) for spec in setting_specs()})
+    except SettingsError as exc:
+        print(f"shutdown-sidecar: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    # Imported after the settings are known good: a typo costs no server imports.
+    from sidecar.logs import configure_logging
+    from sidecar.serve import serve
+    from sidecar.server import bind_admin_socket
+
+    try:
+        sock = bind_admin_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"shutdown-sidecar: error: --port: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    configure_logging(settings.log_format, settings.log_level)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(serve(settings, sock))
+
+
+def event_loop_factory() -> type[asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the standard loop works, a little slower
+        return None
+    return uvloop.Loop

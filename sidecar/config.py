@@ -1,0 +1,248 @@
+"""The one settings table: each setting is declared once, and its flag, environment variable,
+help text and validation are derived from that declaration. The only reader of os.environ.
+It must not start anything: bad input becomes a SettingsError, and the caller exits 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+ENV_PREFIX: Final = "SIDECAR_"
+DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
+LOG_FORMATS: Final = ("json", "text")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+T = TypeVar("T")
+
+# Typed as optional so the setting's parser may return None (an empty value switches it off).
+_DEFAULT_TERMINATION_LOG_VALUE: str | None = DEFAULT_TERMINATION_LOG
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used: `flag` names it, the message says why."""
+
+    def __init__(self, flag: str, reason: str) -> None:
+        super().__init__(f"{flag}: {reason}")
+        self.flag = flag
+        self.reason = reason
+
+
+# --- parsers: text in, value out, ValueError with a reason otherwise -----------------------------
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def parse_positive_seconds(text: str) -> float:
+    value = parse_seconds(text)
+    if value == 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _parse_int(text: str, low: int, high: int, what: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise ValueError(f"expected {what}, got {text!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"expected {what} from {low} to {high}, got {value}")
+    return value
+
+
+def parse_listen_port(text: str) -> int:
+    # 0 asks the kernel for a free port (tests, local runs); the bound port is logged.
+    return _parse_int(text, 0, 65535, "a port number")
+
+
+def parse_app_port(text: str) -> int:
+    return _parse_int(text, 1, 65535, "a port number")
+
+
+def parse_pid(text: str) -> int:
+    return _parse_int(text, 1, 2**22, "a process id")
+
+
+def parse_host(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if text != "localhost":
+            raise ValueError(f"expected an IP address (0.0.0.0, ::, 127.0.0.1) or localhost, got {text!r}") from None
+    return text
+
+
+def parse_nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def parse_optional_path(text: str) -> str | None:
+    # An empty value switches the termination log off.
+    return text or None
+
+
+def parse_http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def setting(default: T, help: str, *, parse: Callable[[str], T], metavar: str, secret: bool = False) -> T:
+    """Declare a setting. Typed as its default so the dataclass field keeps its type for mypy."""
+    metadata = {"help": help, "parse": parse, "metavar": metavar, "secret": secret}
+    field: Any = dataclasses.field(default=default, repr=not secret, metadata=metadata)
+    return field  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = setting(
+        "0.0.0.0", "admin server address; kubelet probes come from the node", parse=parse_host, metavar="ADDR"
+    )
+    port: int = setting(9180, "admin server port (0: any free port)", parse=parse_listen_port, metavar="PORT")
+    grace_period: float = setting(
+        30.0, "seconds; must equal the pod's terminationGracePeriodSeconds", parse=parse_positive_seconds, metavar="S"
+    )
+    prestop_delay: float = setting(
+        5.0, "seconds readiness fails before the app is told to stop", parse=parse_seconds, metavar="S"
+    )
+    report_reserve: float = setting(
+        1.0, "seconds before the deadline kept for the final report", parse=parse_seconds, metavar="S"
+    )
+    admin_token: str | None = setting(
+        None,
+        "when set, /prestop and /drain need 'Authorization: Bearer <token>' (prefer the environment variable)",
+        parse=parse_nonempty,
+        metavar="TOKEN",
+        secret=True,
+    )
+    app_port: int | None = setting(
+        None, "the app's port, watched for its listener and connections", parse=parse_app_port, metavar="PORT"
+    )
+    watch_pid: int | None = setting(None, "a PID to watch (shared process namespace)", parse=parse_pid, metavar="PID")
+    watch_process: str | None = setting(
+        None, "a command-line pattern to watch (shared process namespace)", parse=parse_nonempty, metavar="PATTERN"
+    )
+    termination_log: str | None = setting(
+        _DEFAULT_TERMINATION_LOG_VALUE,
+        "where the final report is written, at most 4096 bytes (empty: nowhere); "
+        "the default is used only when writable",
+        parse=parse_optional_path,
+        metavar="PATH",
+    )
+    linger: float = setting(
+        0.0,
+        "up to this many seconds after the report, serve until one /metrics scrape",
+        parse=parse_seconds,
+        metavar="S",
+    )
+    pushgateway_url: str | None = setting(
+        None, "push the final metrics there, bounded by the time left", parse=parse_http_url, metavar="URL"
+    )
+    log_format: str = setting("json", "json lines, or text for humans", parse=one_of(*LOG_FORMATS), metavar="FORMAT")
+    log_level: str = setting("info", "debug, info, warning or error", parse=one_of(*LOG_LEVELS), metavar="LEVEL")
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingSpec:
+    """What a Settings field's declaration says, in the form the CLI needs."""
+
+    name: str
+    default: object
+    help: str
+    parse: Callable[[str], object]
+    metavar: str
+    secret: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def setting_specs() -> Iterator[SettingSpec]:
+    for field in dataclasses.fields(Settings):
+        meta = field.metadata
+        yield SettingSpec(field.name, field.default, meta["help"], meta["parse"], meta["metavar"], meta["secret"])
+
+
+# Settings declared in the contract whose feature has not landed yet. Accepting them silently
+# would let an operator believe they act; naming them as unavailable is the honest answer.
+NOT_YET_AVAILABLE: Final = frozenset({"app_port", "watch_pid", "watch_process", "linger", "pushgateway_url"})
+
+
+def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from flag values (None when absent) and the environment; flags win.
+
+    Raises SettingsError naming the first bad setting; nothing is started here.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for spec in setting_specs():
+        flag_value = flags.get(spec.name)
+        if flag_value is not None:
+            raw, origin = flag_value, spec.flag
+        elif spec.env_var in environ:
+            raw, origin = environ[spec.env_var], f"{spec.flag} (from {spec.env_var})"
+        else:
+            continue
+        if spec.name in NOT_YET_AVAILABLE:
+            raise SettingsError(origin, "not available in this version yet")
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(origin, str(exc)) from None
+    settings = Settings(**values)  # type: ignore[arg-type]
+    check_timing(settings)
+    if "termination_log" not in values:
+        settings = dataclasses.replace(settings, termination_log=default_termination_log())
+    return settings
+
+
+def check_timing(settings: Settings) -> None:
+    if settings.prestop_delay + settings.report_reserve >= settings.grace_period:
+        raise SettingsError(
+            "--prestop-delay",
+            f"prestop delay ({settings.prestop_delay:g}s) + report reserve ({settings.report_reserve:g}s) "
+            f"must be less than the grace period ({settings.grace_period:g}s), or nothing is left to drain",
+        )
+
+
+def default_termination_log() -> str | None:
+    # Kubernetes mounts /dev/termination-log in every container; elsewhere (a laptop, CI) it is
+    # absent, and the report then goes to the log line alone.
+    path = DEFAULT_TERMINATION_LOG
+    return path if os.access(path, os.W_OK) else None

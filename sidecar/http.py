@@ -1,0 +1,250 @@
+"""The admin endpoints of SPEC.md. Probes take a pure-ASGI fast path (kubelets on every node hit
+them constantly); the rest are Starlette routes. Handlers read and trigger the shutdown sequence;
+they never wait on anything but its events, and every request is bounded in size and time."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sidecar.lifecycle import DrainEndSource, Phase, Trigger
+from sidecar.shutdown import ShutdownSequence
+from sidecar.telemetry.metrics import ShutdownMetrics
+
+ReadinessCheck = Callable[[], str | None]  # None when passing, else why not
+StatusDocument = Callable[[], Mapping[str, Any]]
+
+PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/startupz"})
+DRAIN_KEYS: Final = frozenset({"inflight", "event"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 8192
+    body_timeout_seconds: float = 5.0
+    max_prestop_waiters: int = 64
+
+
+class RequestRejected(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+def first_failure(checks: Mapping[str, ReadinessCheck]) -> str | None:
+    for name, check in checks.items():
+        reason = check()
+        if reason is not None:
+            return f"{name}: {reason}"
+    return None
+
+
+class ProbeFastPath:
+    """Answers GET/HEAD /livez, /readyz and /startupz without routing or request objects;
+    everything else (including /readyz?verbose) goes to `app`."""
+
+    def __init__(self, app: ASGIApp, readiness: Mapping[str, ReadinessCheck], is_started: Callable[[], bool]) -> None:
+        self.app = app
+        self.readiness = readiness
+        self.is_started = is_started
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in PROBE_PATHS or scope["query_string"]:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            status, body = 405, b"method not allowed"
+        elif path == "/livez":
+            status, body = 200, b"ok"
+        elif path == "/startupz":
+            status, body = (200, b"ok") if self.is_started() else (503, b"starting")
+        else:
+            failure = first_failure(self.readiness)
+            status, body = (200, b"ok") if failure is None else (503, failure.encode())
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class AdminRoutes:
+    """The Starlette side: /prestop, /drain, /status, /metrics and /readyz?verbose."""
+
+    def __init__(
+        self,
+        *,
+        sequence: ShutdownSequence,
+        metrics: ShutdownMetrics,
+        status: StatusDocument,
+        readiness: Mapping[str, ReadinessCheck],
+        admin_token: str | None,
+        limits: Limits,
+    ) -> None:
+        self.sequence = sequence
+        self.metrics = metrics
+        self.status = status
+        self.readiness = readiness
+        self.admin_token = None if admin_token is None else admin_token.encode()
+        self.limits = limits
+        self.prestop_waiters = 0
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/prestop", self.prestop, methods=["GET", "POST"]),
+            Route("/drain", self.drain, methods=["POST"]),
+            Route("/status", self.status_route, methods=["GET"]),
+            Route("/metrics", self.metrics_route, methods=["GET"]),
+            Route("/readyz", self.readyz_verbose, methods=["GET"]),
+        ]
+
+    def is_authorized(self, request: Request) -> bool:
+        if self.admin_token is None:
+            return True
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # compare_digest: the time taken must not tell an attacker how much of the token matched.
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.admin_token)
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise RequestRejected(413, f"request body over {limit} bytes")
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.limits.body_timeout_seconds):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise RequestRejected(413, f"request body over {limit} bytes")
+        except TimeoutError:
+            raise RequestRejected(408, "request body not received in time") from None
+        return bytes(body)
+
+    async def guard(self, request: Request) -> Response | None:
+        """Authorization, then a bounded body; a rejection changes nothing."""
+        if not self.is_authorized(request):
+            return error_response(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        try:
+            await self.read_body(request)
+        except RequestRejected as rejected:
+            return error_response(rejected.status_code, rejected.message)
+        return None
+
+    async def prestop(self, request: Request) -> Response:
+        response = await self.guard(request) or await self._hold_until_prestop_delay_over()
+        self.metrics.count_prestop(response.status_code)
+        return response
+
+    async def _hold_until_prestop_delay_over(self) -> Response:
+        sequence = self.sequence
+        sequence.begin(Trigger.PRESTOP)
+        arrived = time.monotonic()
+        if sequence.timeline.phase is Phase.PRESTOP_DELAY:
+            if self.prestop_waiters >= self.limits.max_prestop_waiters:
+                return error_response(429, "too many /prestop callers waiting", {"Retry-After": "1"})
+            # The kubelet retries a hook that fails and may call it twice; every caller waits
+            # for the same instant, so a retry never extends the delay. Shutdown has begun
+            # before this await, so a caller that disconnects cancels nothing.
+            self.prestop_waiters += 1
+            try:
+                await sequence.wait_prestop_delay_over()
+            finally:
+                self.prestop_waiters -= 1
+        timeline = sequence.timeline
+        return JSONResponse(
+            {
+                "t0": timeline.to_wall(timeline.started_at),
+                "deadline": timeline.to_wall(timeline.deadline),
+                "waited_seconds": round(time.monotonic() - arrived, 6),
+                "phase": timeline.phase.value,
+            }
+        )
+
+    async def drain(self, request: Request) -> Response:
+        if not self.is_authorized(request):
+            return error_response(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        try:
+            inflight, complete = parse_drain_report(await self.read_body(request))
+        except RequestRejected as rejected:
+            return error_response(rejected.status_code, rejected.message)
+        if complete and self.sequence.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
+            return error_response(409, f"no drain to complete during phase {self.sequence.timeline.phase}")
+        # Validated in full above: from here on everything in the report is applied.
+        if inflight is not None:
+            self.metrics.app_inflight.set(inflight)
+        accepted = self.sequence.report_drain_end(DrainEndSource.APP_REPORT) if complete else False
+        return JSONResponse({"phase": self.sequence.timeline.phase.value, "drain_end_accepted": accepted})
+
+    async def status_route(self, request: Request) -> Response:
+        return JSONResponse(self.status())
+
+    async def metrics_route(self, request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(self.metrics.registry), media_type=content_type)
+
+    async def readyz_verbose(self, request: Request) -> Response:
+        lines, ready = [], True
+        for name, check in self.readiness.items():
+            reason = check()
+            ready = ready and reason is None
+            lines.append(f"[+]{name} ok" if reason is None else f"[-]{name} failed: {reason}")
+        lines.append("readyz check passed" if ready else "readyz check failed")
+        return PlainTextResponse("\n".join(lines) + "\n", status_code=200 if ready else 503)
+
+
+def parse_drain_report(body: bytes) -> tuple[int | None, bool]:
+    """`{"inflight": N}` and/or `{"event": "complete"}` -> (inflight, complete); 400 otherwise."""
+    try:
+        report = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestRejected(400, "body is not JSON") from None
+    if not isinstance(report, dict) or not report:
+        raise RequestRejected(400, 'expected an object with "inflight" and/or "event"')
+    unknown = set(report) - DRAIN_KEYS
+    if unknown:
+        raise RequestRejected(400, f"unknown keys: {', '.join(sorted(unknown))}")
+    inflight = report.get("inflight")
+    if inflight is not None and (type(inflight) is not int or inflight < 0):
+        raise RequestRejected(400, '"inflight" must be a whole number >= 0')
+    event = report.get("event")
+    if event is not None and event != "complete":
+        raise RequestRejected(400, '"event" must be "complete"')
+    return inflight, event == "complete"
+
+
+def create_app(
+    *,
+    sequence: ShutdownSequence,
+    metrics: ShutdownMetrics,
+    status: StatusDocument,
+    readiness: Mapping[str, ReadinessCheck],
+    admin_token: str | None,
+    is_started: Callable[[], bool] = lambda: True,
+    limits: Limits | None = None,
+) -> ASGIApp:
+    routes = AdminRoutes(
+        sequence=sequence,
+        metrics=metrics,
+        status=status,
+        readiness=readiness,
+        admin_token=admin_token,
+        limits=limits or Limits(),
+    )
+    return ProbeFastPath(Starlette(routes=routes.routes()), readiness, is_started)

@@ -1,0 +1,146 @@
+"""The shutdown sequence: t0 -> prestop delay -> drain -> report -> done, under one absolute
+deadline. Every wait is an await on an event or a timer; nothing polls. It decides what a
+signal means; it does not touch sockets, files or metrics itself."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from sidecar.lifecycle import DrainEndSource, Phase, Timeline, Trigger, decide_outcome
+from sidecar.logs import LOGGER_NAME
+
+logger = logging.getLogger(LOGGER_NAME)
+
+# Exit status when the watchdog had to end a process whose event loop stopped answering.
+EXIT_WATCHDOG: Final = 70
+# The watchdog fires this long before the kubelet's SIGKILL would.
+WATCHDOG_LEAD_SECONDS: Final = 0.01
+
+
+async def wait_for_any(events: tuple[asyncio.Event, ...], deadline: float) -> bool:
+    """Wait until one of `events` is set or `deadline` (time.monotonic()) passes; True if an event won."""
+    if any(event.is_set() for event in events):
+        return True
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        done, _ = await asyncio.wait(
+            waiters, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return bool(done)
+
+
+def arm_watchdog(deadline: float) -> threading.Timer:
+    """Last resort, on its own thread: if the loop is stuck (a C extension, a blocked write to
+    stderr), end the process just before the deadline rather than be SIGKILLed without a word."""
+
+    def fire() -> None:
+        os.write(2, b'{"level":"error","msg":"watchdog: event loop did not finish before the deadline"}\n')
+        os._exit(EXIT_WATCHDOG)
+
+    timer = threading.Timer(max(0.0, deadline - WATCHDOG_LEAD_SECONDS - time.monotonic()), fire)
+    timer.daemon = True
+    timer.name = "deadline-watchdog"
+    timer.start()
+    return timer
+
+
+class ShutdownSequence:
+    def __init__(
+        self,
+        timeline: Timeline,
+        *,
+        report: Callable[[Timeline], Awaitable[None]],
+        app_watched: bool = False,
+    ) -> None:
+        self.timeline = timeline
+        self._report = report
+        self._app_watched = app_watched
+        self._begun = asyncio.Event()
+        self._prestop_delay_over = asyncio.Event()
+        self._drain_reported = asyncio.Event()
+        self._interrupted = asyncio.Event()
+        self._done = asyncio.Event()
+        self._drain_end: tuple[DrainEndSource, float] | None = None
+        self._watchdog: threading.Timer | None = None
+
+    # --- inputs: synchronous, idempotent, safe to call from any loop callback --------------------
+
+    def begin(self, trigger: Trigger) -> bool:
+        """Start the shutdown (t0 is now); False when it had already begun."""
+        now = time.monotonic()
+        if not self.timeline.begin(trigger, now):
+            return False
+        self._watchdog = arm_watchdog(self.timeline.deadline)
+        self._begun.set()
+        return True
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        """SIGTERM/SIGINT start the shutdown. Afterwards a SIGTERM is ignored (an impatient
+        orchestrator, or the kubelet repeating itself), while a SIGINT (Ctrl-C again) means
+        "stop now": the report is finished and the process exits."""
+        if self.begin(Trigger.SIGNAL):
+            return
+        if sig is signal.SIGINT:
+            logger.warning("second interrupt, finishing the report now", extra={"fields": {"signal": sig.name}})
+            self._interrupted.set()
+        else:
+            logger.info("repeated signal ignored", extra={"fields": {"signal": sig.name}})
+
+    def report_drain_end(self, source: DrainEndSource) -> bool:
+        """A source saw the app finish; the first report wins. False when too early or too late."""
+        if self.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN) or self._drain_end is not None:
+            return False
+        self._drain_end = (source, time.monotonic())
+        self._drain_reported.set()
+        return True
+
+    # --- observers -------------------------------------------------------------------------------
+
+    @property
+    def is_done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait_prestop_delay_over(self) -> None:
+        await self._prestop_delay_over.wait()
+
+    async def wait_done(self) -> None:
+        await self._done.wait()
+
+    # --- the sequence ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Wait for t0, then drive every phase to done. Returns once the report is delivered."""
+        await self._begun.wait()
+        timeline = self.timeline
+        # The app keeps serving while endpoint removal propagates; readiness already fails.
+        await wait_for_any((self._interrupted,), timeline.prestop_delay_deadline)
+        timeline.advance(Phase.DRAIN, time.monotonic())
+        self._prestop_delay_over.set()
+
+        await wait_for_any((self._drain_reported, self._interrupted), timeline.drain_deadline)
+        source, ended_at = self._drain_outcome()
+        timeline.end_drain(source, decide_outcome(source, app_watched=self._app_watched), ended_at)
+
+        await self._report(timeline)
+        timeline.advance(Phase.DONE, time.monotonic())
+        self._done.set()
+
+    def _drain_outcome(self) -> tuple[DrainEndSource, float]:
+        now = time.monotonic()
+        if self._drain_end is not None:
+            source, reported_at = self._drain_end
+            # An app may report completion before the drain phase began; the drain then lasts 0 s.
+            return source, max(reported_at, self.timeline.records[Phase.DRAIN].start)
+        if self._interrupted.is_set():
+            return DrainEndSource.INTERRUPTED, now
+        return DrainEndSource.DEADLINE, now

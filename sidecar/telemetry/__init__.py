@@ -1,0 +1,1 @@
+"""What the sidecar tells the outside world about a shutdown: metrics, the final report, spans."""

@@ -1,0 +1,152 @@
+"""The final report: one JSON document (what /status shows at the end), delivered to every sink
+within the time left, then written to the termination log and logged as one line. Shaped like the
+OpenTelemetry SDK's MeterProvider.shutdown: runs once, one deadline for all parts, keeps going
+when a part fails, and names every failure in `errors`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from sidecar.lifecycle import SHUTDOWN_PHASES, Timeline
+from sidecar.logs import LOGGER_NAME
+from sidecar.telemetry.offload import run_in_thread
+
+# Kubernetes keeps at most 4096 bytes of /dev/termination-log (and 12 KiB across all containers).
+TERMINATION_LOG_MAX_BYTES: Final = 4096
+# Network sinks stop this long before the deadline so the local write and the exit still fit.
+LOCAL_WRITE_RESERVE_SECONDS: Final = 0.2
+# Every part of the report is abandoned this long before the deadline: the process must be gone
+# before the kubelet's SIGKILL, or the exit status and the last log lines are lost with it.
+EXIT_RESERVE_SECONDS: Final = 0.05
+
+logger = logging.getLogger(LOGGER_NAME)
+
+Document = dict[str, Any]
+ReportSink = Callable[[Mapping[str, Any]], None]  # blocking; run in a thread under the deadline
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def phases_document(timeline: Timeline, now: float) -> dict[str, dict[str, float | None]]:
+    phases: dict[str, dict[str, float | None]] = {}
+    for phase in SHUTDOWN_PHASES:
+        record = timeline.records.get(phase)
+        if record is None:
+            continue
+        phases[phase.value] = {
+            "start": _round(timeline.to_wall(record.start)),
+            "end": None if record.end is None else _round(timeline.to_wall(record.end)),
+            "duration_seconds": _round(record.duration_seconds(now)),
+        }
+    return phases
+
+
+def status_document(
+    timeline: Timeline,
+    now: float,
+    *,
+    late_connections: int = 0,
+    last_late_connection_seconds: float | None = None,
+    errors: tuple[str, ...] | list[str] = (),
+) -> Document:
+    """What /status shows; at the end of the shutdown, the final report."""
+    budget = timeline.budget
+    begun = timeline.t0 is not None
+    covered = None
+    if last_late_connection_seconds is not None:
+        covered = last_late_connection_seconds <= budget.prestop_delay_seconds
+    return {
+        "phase": timeline.phase.value,
+        "trigger": None if timeline.trigger is None else timeline.trigger.value,
+        "outcome": None if timeline.outcome is None else timeline.outcome.value,
+        "drain_end_source": None if timeline.drain_end_source is None else timeline.drain_end_source.value,
+        "grace_period_seconds": budget.grace_period_seconds,
+        "prestop_delay_seconds": budget.prestop_delay_seconds,
+        "report_reserve_seconds": budget.report_reserve_seconds,
+        "t0": _round(timeline.to_wall(timeline.started_at)) if begun else None,
+        "deadline": _round(timeline.to_wall(timeline.deadline)) if begun else None,
+        "time_left_seconds": _round(timeline.deadline - now) if begun else None,
+        "drain_end": None if timeline.drain_end is None else _round(timeline.to_wall(timeline.drain_end)),
+        "margin_seconds": _round(timeline.margin_seconds),
+        "phases": phases_document(timeline, now),
+        "late_connections": late_connections,
+        "last_late_connection_seconds": _round(last_late_connection_seconds),
+        "prestop_delay_covered_late_connections": covered,
+        "errors": list(errors),
+    }
+
+
+def termination_log_text(document: Mapping[str, Any]) -> str:
+    """The document as compact JSON of at most 4096 bytes.
+
+    Too long (many errors), it degrades in steps and says so with "truncated": errors shortened,
+    then phases dropped, then only the verdict kept: the outcome always survives.
+    """
+    steps: list[Callable[[Document], Document]] = [
+        lambda d: d,
+        lambda d: {**d, "errors": [e[:160] for e in d.get("errors", [])[:5]], "truncated": True},
+        lambda d: {**d, "errors": [e[:80] for e in d.get("errors", [])[:2]], "phases": {}, "truncated": True},
+        lambda d: (
+            {key: d.get(key) for key in ("outcome", "trigger", "drain_end_source", "margin_seconds", "t0", "deadline")}
+            | {"truncated": True}
+        ),
+    ]
+    text = ""
+    for shrink in steps:
+        text = json.dumps(shrink(dict(document)), separators=(",", ":"), default=str)
+        if len(text.encode()) <= TERMINATION_LOG_MAX_BYTES:
+            return text
+    return text.encode()[:TERMINATION_LOG_MAX_BYTES].decode(errors="ignore")
+
+
+def write_termination_log(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        stream.write(text)
+
+
+def describe_error(part: str, exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"{part}: gave up at the deadline"
+    return f"{part}: {type(exc).__name__}: {exc}"
+
+
+async def deliver_report(
+    document: Document,
+    *,
+    sinks: Mapping[str, ReportSink],
+    termination_log: str | None,
+    deadline: float,
+) -> list[str]:
+    """Send `document` to every sink at once, then the termination log, then one log line.
+
+    `deadline` is the pod's (time.monotonic()); no part runs past it. Returns the errors, which
+    are also added to document["errors"] before the local write so the file names them.
+    """
+    errors: list[str] = document.setdefault("errors", [])
+    sink_deadline = deadline - LOCAL_WRITE_RESERVE_SECONDS
+
+    async def deliver(name: str, sink: ReportSink) -> None:
+        try:
+            await run_in_thread(lambda: sink(document), deadline=sink_deadline, name=f"report-{name}")
+        except Exception as exc:
+            errors.append(describe_error(name, exc))
+
+    await asyncio.gather(*(deliver(name, sink) for name, sink in sinks.items()))
+    if termination_log is not None:
+        text = termination_log_text(document)
+        try:
+            await run_in_thread(
+                lambda: write_termination_log(termination_log, text),
+                deadline=deadline - EXIT_RESERVE_SECONDS,
+                name="report-termination-log",
+            )
+        except Exception as exc:
+            errors.append(describe_error(f"termination log {termination_log}", exc))
+    logger.info("shutdown report", extra={"fields": {"report": document}})
+    return errors
