@@ -18,7 +18,7 @@ from sidecar.http import create_app
 from sidecar.lifecycle import Budget, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.server import AdminServer, build_config
-from sidecar.shutdown import ShutdownSequence
+from sidecar.shutdown import ShutdownSequence, arm_watchdog
 from sidecar.signals import install_signal_handlers
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Document, deliver_report, status_document
@@ -38,6 +38,11 @@ def log_phase_change(previous: Phase, current: Phase, timeline: Timeline) -> Non
     logger.info("phase changed", extra={"fields": fields})
 
 
+def arm_watchdog_at_t0(previous: Phase, current: Phase, timeline: Timeline) -> None:
+    if previous is Phase.RUNNING:
+        arm_watchdog(timeline.deadline)
+
+
 def budget_of(settings: Settings) -> Budget:
     return Budget(
         grace_period_seconds=settings.grace_period,
@@ -52,6 +57,7 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
     metrics = ShutdownMetrics(CollectorRegistry(), version=__version__, grace_period_seconds=settings.grace_period)
     timeline.add_listener(metrics.on_phase_change)
     timeline.add_listener(log_phase_change)
+    timeline.add_listener(arm_watchdog_at_t0)
 
     def status() -> Document:
         return status_document(timeline, time.monotonic())

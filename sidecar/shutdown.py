@@ -41,7 +41,8 @@ async def wait_for_any(events: tuple[asyncio.Event, ...], deadline: float) -> bo
 
 def arm_watchdog(deadline: float) -> threading.Timer:
     """Last resort, on its own thread: if the loop is stuck (a C extension, a blocked write to
-    stderr), end the process just before the deadline rather than be SIGKILLed without a word."""
+    stderr), end the process just before the deadline rather than be SIGKILLed without a word.
+    Ends the whole process: armed by the mode that owns the process, never by library code."""
 
     def fire() -> None:
         os.write(2, b'{"level":"error","msg":"watchdog: event loop did not finish before the deadline"}\n')
@@ -71,7 +72,6 @@ class ShutdownSequence:
         self._interrupted = asyncio.Event()
         self._done = asyncio.Event()
         self._drain_end: tuple[DrainEndSource, float] | None = None
-        self._watchdog: threading.Timer | None = None
 
     # --- inputs: synchronous, idempotent, safe to call from any loop callback --------------------
 
@@ -80,7 +80,6 @@ class ShutdownSequence:
         now = time.monotonic()
         if not self.timeline.begin(trigger, now):
             return False
-        self._watchdog = arm_watchdog(self.timeline.deadline)
         self._begun.set()
         return True
 

@@ -1,0 +1,132 @@
+"""A real `python -m sidecar` process for end-to-end tests: started on a free port, its JSON log
+lines collected by a reader thread, waited on by condition with a deadline, never by sleep."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+START_TIMEOUT_SECONDS = 10.0
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.01, what: str = "condition") -> T:
+    """Return the first truthy value of `predicate()`; AssertionError once `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class SidecarProcess:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
+        )
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = 0
+
+    @classmethod
+    def serve(cls, *args: str, env: Mapping[str, str] | None = None) -> SidecarProcess:
+        """Start `serve` on a free loopback port and wait until it logs that it is ready."""
+        process = cls(["serve", "--host", "127.0.0.1", "--port", "0", "--termination-log", "", *args], env=env)
+        ready = process.wait_for_log(lambda line: line.get("msg") == "sidecar ready", START_TIMEOUT_SECONDS)
+        process.port = int(ready["port"])
+        return process
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            text = raw.decode(errors="replace").rstrip("\n")
+            with self._lock:
+                self.raw.append(text)
+                with contextlib.suppress(ValueError):  # a traceback line, say: kept in raw only
+                    self.lines.append(json.loads(text))
+
+    def logs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.lines)
+
+    def wait_for_log(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            if self.proc.poll() is not None:
+                self._reader.join(timeout=1)
+            hits = [line for line in self.logs() if match(line)]
+            if hits:
+                return hits[0]
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sidecar exited ({self.proc.returncode}) first:\n" + "\n".join(self.raw))
+            return None
+
+        return wait_until(found, timeout, what="a log line")
+
+    def report(self) -> dict[str, Any]:
+        line = self.wait_for_log(lambda line: line.get("msg") == "shutdown report", 0)
+        report: dict[str, Any] = line["report"]
+        return report
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(self.url(path), timeout=5, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(self.url(path), timeout=5, **kwargs)
+
+    def send_signal(self, sig: signal.Signals) -> float:
+        """Send `sig`; returns time.monotonic() just before sending."""
+        sent = time.monotonic()
+        self.proc.send_signal(sig)
+        return sent
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"sidecar still running after {timeout}s:\n" + "\n".join(self.raw)) from None
+        self._reader.join(timeout=2)
+        return code
+
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in (labels or {}).items()) + "}" if labels else "")
+        for line in self.get("/metrics").text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if series == wanted:
+                return float(value)
+        raise AssertionError(f"no series {wanted}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self._reader.join(timeout=2)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sidecar.lifecycle import Budget, DrainEndSource, Outcome, Phase, Timeline, Trigger
+from sidecar.telemetry.offload import run_in_thread
+from sidecar.telemetry.report import TERMINATION_LOG_MAX_BYTES, deliver_report, status_document, termination_log_text
+
+REQUIRED_KEYS = {
+    "outcome", "trigger", "drain_end_source", "grace_period_seconds", "prestop_delay_seconds", "margin_seconds",
+    "t0", "deadline", "phases", "late_connections", "last_late_connection_seconds", "errors",
+}  # fmt: skip
+
+
+def finished_timeline() -> Timeline:
+    timeline = Timeline(Budget(30, 5, 1), wall_clock=lambda: 1_700_000_000.0)
+    timeline.begin(Trigger.PRESTOP, now=10)
+    timeline.advance(Phase.DRAIN, now=15)
+    timeline.end_drain(DrainEndSource.APP_REPORT, Outcome.CLEAN, now=20)
+    return timeline
+
+
+def test_report_document_has_the_contract_keys_in_unix_seconds() -> None:
+    document = status_document(finished_timeline(), now=20.5)
+    assert set(document) >= REQUIRED_KEYS
+    assert document["t0"] == 1_700_000_000.0
+    assert document["deadline"] == 1_700_000_030.0
+    assert document["margin_seconds"] == 20
+    assert document["phases"]["drain"] == {"start": 1_700_000_005.0, "end": 1_700_000_010.0, "duration_seconds": 5}
+    assert document["phases"]["report"]["end"] is None
+
+
+def test_report_termination_log_text_fits_4096_bytes_and_keeps_the_outcome() -> None:
+    document = status_document(finished_timeline(), now=21, errors=["é" * 3000 for _ in range(20)])
+    text = termination_log_text(document)
+    assert len(text.encode()) <= TERMINATION_LOG_MAX_BYTES
+    parsed = json.loads(text)
+    assert parsed["outcome"] == "clean"
+    assert parsed["truncated"] is True
+
+
+def test_report_small_document_is_written_whole() -> None:
+    document = status_document(finished_timeline(), now=21)
+    assert json.loads(termination_log_text(document)) == document
+
+
+def test_report_a_hanging_sink_is_named_and_does_not_hold_the_rest(tmp_path: Path) -> None:
+    release = threading.Event()
+    path = tmp_path / "termination-log"
+
+    async def scenario() -> list[str]:
+        document = status_document(finished_timeline(), now=21)
+        deadline = time.monotonic() + 0.5
+        errors = await deliver_report(
+            document,
+            sinks={"stuck": lambda _: release.wait(30) and None, "broken": lambda _: 1 / 0},
+            termination_log=str(path),
+            deadline=deadline,
+        )
+        assert time.monotonic() < deadline
+        return errors
+
+    try:
+        errors = asyncio.run(scenario())
+    finally:
+        release.set()
+    assert sorted(errors) == ["broken: ZeroDivisionError: division by zero", "stuck: gave up at the deadline"]
+    assert json.loads(path.read_text())["errors"] == errors
+
+
+def test_offload_returns_the_result_or_raises_the_error() -> None:
+    async def scenario() -> None:
+        deadline = time.monotonic() + 5
+        assert await run_in_thread(lambda: 42, deadline=deadline, name="t") == 42
+        with pytest.raises(KeyError):
+            await run_in_thread(lambda: {}["missing"], deadline=deadline, name="t")
+
+    asyncio.run(scenario())

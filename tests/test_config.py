@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sidecar.config import NOT_YET_AVAILABLE, Settings, SettingsError, load_settings, setting_specs
+
+
+def test_config_every_setting_derives_flag_env_var_and_help() -> None:
+    specs = list(setting_specs())
+    assert [spec.name for spec in specs] == [field.name for field in dataclasses.fields(Settings)]
+    for spec in specs:
+        assert spec.flag == "--" + spec.name.replace("_", "-")
+        assert spec.env_var == "SIDECAR_" + spec.name.upper()
+        assert spec.help
+
+
+def test_config_defaults_match_the_contract() -> None:
+    settings = load_settings({}, {})
+    assert (settings.host, settings.port) == ("0.0.0.0", 9180)
+    assert (settings.grace_period, settings.prestop_delay, settings.report_reserve) == (30, 5, 1)
+    assert (settings.log_format, settings.log_level, settings.linger) == ("json", "info", 0)
+    assert settings.admin_token is None
+
+
+def test_config_flags_win_over_the_environment() -> None:
+    settings = load_settings({"grace_period": "40"}, {"SIDECAR_GRACE_PERIOD": "50", "SIDECAR_PRESTOP_DELAY": "7"})
+    assert settings.grace_period == 40
+    assert settings.prestop_delay == 7
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "flag"),
+    [
+        pytest.param({"grace_period": "0"}, {}, "--grace-period", id="zero-grace"),
+        pytest.param({"report_reserve": "-0.5"}, {}, "--report-reserve", id="negative"),
+        pytest.param({"prestop_delay": "inf"}, {}, "--prestop-delay", id="infinite"),
+        pytest.param({"port": "9180.5"}, {}, "--port", id="fractional-port"),
+        pytest.param({}, {"SIDECAR_LOG_LEVEL": "loud"}, "--log-level (from SIDECAR_LOG_LEVEL)", id="env"),
+        pytest.param({"admin_token": "  "}, {}, "--admin-token", id="blank-token"),
+        pytest.param({"grace_period": "10", "prestop_delay": "9"}, {}, "--prestop-delay", id="timing"),
+    ],
+)
+def test_config_bad_value_raises_naming_the_setting(flags: dict[str, str], environ: dict[str, str], flag: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(flags, environ)
+    assert raised.value.flag == flag
+    assert str(raised.value).startswith(flag + ": ")
+
+
+@pytest.mark.parametrize("name", sorted(NOT_YET_AVAILABLE))
+def test_config_setting_not_yet_available_is_refused_not_ignored(name: str) -> None:
+    with pytest.raises(SettingsError, match="not available"):
+        load_settings({name: "1"}, {})
+
+
+def test_config_admin_token_never_appears_in_repr() -> None:
+    settings = load_settings({"admin_token": "hunter2"}, {})
+    assert settings.admin_token == "hunter2"
+    assert "hunter2" not in repr(settings)
+
+
+def test_config_termination_log_empty_switches_it_off() -> None:
+    assert load_settings({"termination_log": ""}, {}).termination_log is None
+    assert load_settings({"termination_log": "/var/log/report"}, {}).termination_log == "/var/log/report"
+
+
+def test_config_default_termination_log_used_only_when_writable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar.config.os.access", lambda path, mode: path == "/dev/termination-log")
+    assert load_settings({}, {}).termination_log == "/dev/termination-log"
+    monkeypatch.setattr("sidecar.config.os.access", lambda path, mode: False)
+    assert load_settings({}, {}).termination_log is None

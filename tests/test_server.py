@@ -1,0 +1,89 @@
+"""AdminServer replaces uvicorn internals; these tests fail when the hooks it relies on move."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+import time
+
+import pytest
+import uvicorn
+from starlette.responses import PlainTextResponse
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from sidecar import server as server_module
+from sidecar.server import AdminServer, bind_admin_socket, build_config
+
+
+def test_server_uvicorn_still_routes_serve_through_the_hooks_we_replace() -> None:
+    serve = inspect.getsource(uvicorn.Server.serve)
+    inner = inspect.getsource(uvicorn.Server._serve)
+    assert "self.capture_signals()" in serve, "Server.serve no longer uses capture_signals"
+    assert "self.startup(sockets=sockets)" in inner
+    assert "self.main_loop()" in inner
+    assert "self.shutdown(sockets=sockets)" in inner
+    assert list(inspect.signature(uvicorn.Server.shutdown).parameters) == ["self", "sockets"]
+    assert list(inspect.signature(uvicorn.Server.startup).parameters) == ["self", "sockets"]
+
+
+def test_server_uvicorn_protocol_still_has_the_hooks_the_header_timeout_uses() -> None:
+    for name in ("connection_made", "connection_lost", "on_message_begin", "on_headers_complete"):
+        assert callable(getattr(HttpToolsProtocol, name)), name
+    source = inspect.getsource(HttpToolsProtocol)
+    assert "self.timeout_keep_alive_task" in source
+    assert "self.cycle" in source
+
+
+def test_server_installs_no_signal_handlers_and_does_not_tick() -> None:
+    async def scenario() -> None:
+        import signal
+
+        before = signal.getsignal(signal.SIGTERM)
+        sock = bind_admin_socket("127.0.0.1", 0)
+        server = AdminServer(build_config(PlainTextResponse("ok")))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        await asyncio.wait_for(server.listening.wait(), 5)
+        assert signal.getsignal(signal.SIGTERM) is before
+        assert not server.server_state.default_headers or all(
+            name != b"date" for name, _ in server.server_state.default_headers
+        )
+        started = time.monotonic()
+        server.stop()
+        await asyncio.wait_for(task, 1)
+        assert time.monotonic() - started < 0.05, "shutdown must not sleep or poll"
+
+    asyncio.run(scenario())
+
+
+def test_server_closes_a_connection_that_never_finishes_its_headers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_module, "HEADER_TIMEOUT_SECONDS", 0.2)
+
+    async def scenario() -> None:
+        sock = bind_admin_socket("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = AdminServer(build_config(PlainTextResponse("ok")))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        await asyncio.wait_for(server.listening.wait(), 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 3) == b"", "the server should have closed the connection"
+        writer.close()
+        # A prompt client on the same server is unaffected.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 3)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        server.stop()
+        await asyncio.wait_for(task, 2)
+
+    asyncio.run(scenario())
+
+
+def test_server_bind_refuses_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="in use"):
+            bind_admin_socket("127.0.0.1", taken.getsockname()[1])
