@@ -168,11 +168,13 @@ class AdminRoutes:
             finally:
                 self.prestop_waiters -= 1
         timeline = sequence.timeline
+        released = time.monotonic()
         return JSONResponse(
             {
                 "t0": timeline.to_wall(timeline.started_at),
                 "deadline": timeline.to_wall(timeline.deadline),
-                "waited_seconds": round(time.monotonic() - arrived, 6),
+                "released": timeline.to_wall(released),
+                "waited_seconds": round(released - arrived, 6),
                 "phase": timeline.phase.value,
             }
         )
