@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
@@ -82,13 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     configure_logging(settings.log_format, settings.log_level)
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        return runner.run(serve(settings, sock))
-
-
-def event_loop_factory() -> type[asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # not on this platform: the standard loop works, a little slower
-        return None
-    return uvloop.Loop
+    # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
+    # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
+    gc.freeze()
+    return asyncio.run(serve(settings, sock))

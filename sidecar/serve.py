@@ -18,7 +18,7 @@ from sidecar.http import create_app
 from sidecar.lifecycle import Budget, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.server import AdminServer, build_config
-from sidecar.shutdown import ShutdownSequence, arm_watchdog
+from sidecar.shutdown import DeadlineWatchdog, ShutdownSequence
 from sidecar.signals import install_signal_handlers
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Document, deliver_report, status_document
@@ -38,11 +38,6 @@ def log_phase_change(previous: Phase, current: Phase, timeline: Timeline) -> Non
     logger.info("phase changed", extra={"fields": fields})
 
 
-def arm_watchdog_at_t0(previous: Phase, current: Phase, timeline: Timeline) -> None:
-    if previous is Phase.RUNNING:
-        arm_watchdog(timeline.deadline)
-
-
 def budget_of(settings: Settings) -> Budget:
     return Budget(
         grace_period_seconds=settings.grace_period,
@@ -57,7 +52,9 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
     metrics = ShutdownMetrics(CollectorRegistry(), version=__version__, grace_period_seconds=settings.grace_period)
     timeline.add_listener(metrics.on_phase_change)
     timeline.add_listener(log_phase_change)
-    timeline.add_listener(arm_watchdog_at_t0)
+    watchdog = DeadlineWatchdog()
+    watchdog.start()
+    timeline.add_listener(lambda previous, _, ended: watchdog.arm(ended.deadline))
 
     def status() -> Document:
         return status_document(timeline, time.monotonic())
@@ -80,9 +77,10 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
     server = AdminServer(build_config(app))
 
     def on_signal(sig: signal.Signals) -> None:
+        phase = timeline.phase.value
+        sequence.on_signal(sig)  # first: readiness fails before anything is logged or counted
         metrics.count_signal(sig.name)
-        logger.info("signal received", extra={"fields": {"signal": sig.name, "phase": timeline.phase.value}})
-        sequence.on_signal(sig)
+        logger.info("signal received", extra={"fields": {"signal": sig.name, "phase": phase}})
 
     uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), on_signal)
     server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")

@@ -118,7 +118,10 @@ def bind_admin_socket(host: str, port: int) -> socket.socket:
     """Bind and listen before anything starts, so a port in use is a start-up error (exit 2)
     rather than a server that never answers. Raises OSError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only
+    # when it sees a TCP socket, and without it a probe answer written in two parts waits for a
+    # delayed ACK (40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

@@ -39,20 +39,33 @@ async def wait_for_any(events: tuple[asyncio.Event, ...], deadline: float) -> bo
     return bool(done)
 
 
-def arm_watchdog(deadline: float) -> threading.Timer:
+class DeadlineWatchdog:
     """Last resort, on its own thread: if the loop is stuck (a C extension, a blocked write to
     stderr), end the process just before the deadline rather than be SIGKILLed without a word.
-    Ends the whole process: armed by the mode that owns the process, never by library code."""
+    Ends the whole process: used by the mode that owns the process, never by library code.
 
-    def fire() -> None:
+    The thread is started before t0 and only armed at t0: a first thread start costs a few
+    hundred microseconds, which the SIGTERM -> readiness 503 path must not pay."""
+
+    def __init__(self) -> None:
+        self._deadline = 0.0
+        self._armed = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="deadline-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def arm(self, deadline: float) -> None:
+        """Fire at `deadline` (time.monotonic()) minus a small lead; only the first call counts."""
+        if not self._armed.is_set():
+            self._deadline = deadline
+            self._armed.set()
+
+    def _watch(self) -> None:
+        self._armed.wait()
+        time.sleep(max(0.0, self._deadline - WATCHDOG_LEAD_SECONDS - time.monotonic()))
         os.write(2, b'{"level":"error","msg":"watchdog: event loop did not finish before the deadline"}\n')
         os._exit(EXIT_WATCHDOG)
-
-    timer = threading.Timer(max(0.0, deadline - WATCHDOG_LEAD_SECONDS - time.monotonic()), fire)
-    timer.daemon = True
-    timer.name = "deadline-watchdog"
-    timer.start()
-    return timer
 
 
 class ShutdownSequence:

@@ -102,8 +102,11 @@ def test_shutdown_wait_for_any_returns_false_at_the_deadline_and_true_on_an_even
 
 def test_shutdown_watchdog_ends_a_stuck_process_before_the_deadline() -> None:
     code = (
-        "import time; from sidecar.shutdown import arm_watchdog\n"
-        "arm_watchdog(time.monotonic() + 0.3)\n"
+        "import time; from sidecar.shutdown import DeadlineWatchdog\n"
+        "watchdog = DeadlineWatchdog()\n"
+        "watchdog.start()\n"
+        "watchdog.arm(time.monotonic() + 0.3)\n"
+        "watchdog.arm(time.monotonic() + 60)  # a later arm must not push the deadline out\n"
         "time.sleep(30)  # a loop that never comes back\n"
     )
     started = time.monotonic()
