@@ -148,6 +148,10 @@ class AdminRoutes:
         return None
 
     async def prestop(self, request: Request) -> Response:
+        if request.method == "HEAD":
+            # Starlette answers HEAD wherever GET is allowed; HEAD is a safe method, and a
+            # monitoring tool's HEAD must not shut the pod down.
+            return error_response(405, "use GET or POST", {"Allow": "GET, POST"})
         response = await self.guard(request) or await self._hold_until_prestop_delay_over()
         self.metrics.count_prestop(response.status_code)
         return response

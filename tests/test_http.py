@@ -107,6 +107,15 @@ def test_http_prestop_with_oversized_body_is_413_and_starts_nothing() -> None:
     run(scenario())
 
 
+def test_http_prestop_head_is_refused_and_starts_nothing() -> None:
+    async def scenario() -> None:
+        admin = Admin()
+        assert (await admin.client.head("/prestop")).status_code == 405
+        assert admin.timeline.phase is Phase.RUNNING
+
+    run(scenario())
+
+
 def test_http_token_needs_the_bearer_scheme() -> None:
     async def scenario() -> None:
         admin = Admin(token="t0k")
