@@ -27,6 +27,14 @@ POST /drain. Every flag can also be set as the environment variable shown; flags
 Point the app container's preStop httpGet at /prestop and the sidecar's readinessProbe at /readyz."""
 
 
+RUN_EPILOG: Final = """\
+run mode: CMD runs in its own process group. At t0 (SIGTERM, SIGINT or /prestop) readiness fails,
+CMD keeps serving through the prestop delay, then gets --stop-signal; the drain ends when it
+exits. At deadline - report reserve its process group is SIGKILLed. SIGHUP, SIGUSR1, SIGUSR2 and
+SIGWINCH are forwarded at once. Exits with CMD's status (128+N when killed by signal N); 127 when
+CMD is not found, 126 when it cannot be executed."""
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse prints the whole usage before an error; operators reading pod logs want one line."""
 
@@ -37,7 +45,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="mode", metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
         help="run the admin server in its own container next to the app",
@@ -45,24 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_setting_flags(serve)
+    run = commands.add_parser(
+        "run",
+        help="be the app container's entrypoint: run CMD as a child and drain it",
+        usage="shutdown-sidecar run [options] -- CMD [ARGS...]",
+        description=DESCRIPTION,
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_setting_flags(run)
+    run.add_argument("command", nargs=argparse.REMAINDER, help="the app's command, after --")
+    return parser
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for spec in setting_specs():
         default = "none" if spec.default is None else spec.default
-        serve.add_argument(
+        parser.add_argument(
             spec.flag,
             dest=spec.name,
             metavar=spec.metavar,
             default=None,  # None = not given, so the environment variable can apply
             help=f"{spec.help} [env {spec.env_var}; default {default}]",
         )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.mode is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    command: list[str] | None = None
+    if args.mode == "run":
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not command:
+            print("shutdown-sidecar: error: run: give the app's command after --", file=sys.stderr)
+            return EXIT_USAGE
     try:
         settings = load_settings({spec.name: getattr(args, spec.name) for spec in setting_specs()})
     except SettingsError as exc:
@@ -86,4 +114,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
     # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
     gc.freeze()
-    return asyncio.run(serve(settings, sock))
+    return asyncio.run(serve(settings, sock, command))

@@ -8,6 +8,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -104,6 +105,23 @@ def parse_http_url(text: str) -> str:
     return text.rstrip("/")
 
 
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_signal_name(text: str) -> str:
+    name = text.strip().upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
+        raise ValueError(f"expected a signal name such as SIGTERM or SIGQUIT, got {text!r}")
+    return name
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.lower()
@@ -169,6 +187,15 @@ class Settings:
     pushgateway_url: str | None = setting(
         None, "push the final metrics there, bounded by the time left", parse=parse_http_url, metavar="URL"
     )
+    stop_signal: str = setting(
+        "SIGTERM", "run mode: the signal the app gets after the prestop delay", parse=parse_signal_name, metavar="SIG"
+    )
+    native_sidecar: bool = setting(
+        False,
+        "running as a Kubernetes native sidecar: a SIGTERM then means the app containers have exited",
+        parse=parse_bool,
+        metavar="BOOL",
+    )
     log_format: str = setting("json", "json lines, or text for humans", parse=one_of(*LOG_FORMATS), metavar="FORMAT")
     log_level: str = setting("info", "debug, info, warning or error", parse=one_of(*LOG_LEVELS), metavar="LEVEL")
 
@@ -201,7 +228,7 @@ def setting_specs() -> Iterator[SettingSpec]:
 
 # Settings declared in the contract whose feature has not landed yet. Accepting them silently
 # would let an operator believe they act; naming them as unavailable is the honest answer.
-NOT_YET_AVAILABLE: Final = frozenset({"app_port", "watch_pid", "watch_process", "linger", "pushgateway_url"})
+NOT_YET_AVAILABLE: Final = frozenset({"linger", "pushgateway_url"})
 
 
 def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:

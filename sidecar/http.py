@@ -60,9 +60,16 @@ class ProbeFastPath:
     """Answers GET/HEAD /livez, /readyz and /startupz without routing or request objects;
     everything else (including /readyz?verbose) goes to `app`."""
 
-    def __init__(self, app: ASGIApp, readiness: Mapping[str, ReadinessCheck], is_started: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        readiness: Mapping[str, ReadinessCheck],
+        liveness: Mapping[str, ReadinessCheck],
+        is_started: Callable[[], bool],
+    ) -> None:
         self.app = app
         self.readiness = readiness
+        self.liveness = liveness
         self.is_started = is_started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,7 +80,8 @@ class ProbeFastPath:
         if scope["method"] not in ("GET", "HEAD"):
             status, body = 405, b"method not allowed"
         elif path == "/livez":
-            status, body = 200, b"ok"
+            failure = first_failure(self.liveness)
+            status, body = (200, b"ok") if failure is None else (503, failure.encode())
         elif path == "/startupz":
             status, body = (200, b"ok") if self.is_started() else (503, b"starting")
         else:
@@ -242,6 +250,7 @@ def create_app(
     status: StatusDocument,
     readiness: Mapping[str, ReadinessCheck],
     admin_token: str | None,
+    liveness: Mapping[str, ReadinessCheck] | None = None,
     is_started: Callable[[], bool] = lambda: True,
     limits: Limits | None = None,
 ) -> ASGIApp:
@@ -253,4 +262,4 @@ def create_app(
         admin_token=admin_token,
         limits=limits or Limits(),
     )
-    return ProbeFastPath(Starlette(routes=routes.routes()), readiness, is_started)
+    return ProbeFastPath(Starlette(routes=routes.routes()), readiness, liveness or {}, is_started)

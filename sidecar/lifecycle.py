@@ -33,6 +33,7 @@ SHUTDOWN_PHASES: Final = (Phase.PRESTOP_DELAY, Phase.DRAIN, Phase.REPORT)
 class Trigger(StrEnum):
     PRESTOP = "prestop"
     SIGNAL = "signal"
+    APP_EXIT = "app_exit"  # run mode: the app exited before any shutdown began
 
 
 class DrainEndSource(StrEnum):
@@ -55,6 +56,25 @@ MEASURED_SOURCES: Final = frozenset(
 )
 
 
+# When several sources are configured, the drain ends at the event of the most precise one; a less
+# precise source's event is recorded but does not end it. The sidecar's own SIGTERM as a native
+# sidecar is the exception: the kubelet sends it only once the app containers have exited, and
+# its SIGKILL follows soon after, so it always ends the drain.
+DRAIN_SOURCE_PRECEDENCE: Final = (
+    DrainEndSource.PROCESS_EXIT,
+    DrainEndSource.CONNECTIONS,
+    DrainEndSource.APP_REPORT,
+)
+
+
+def outranks(source: DrainEndSource, configured: frozenset[DrainEndSource]) -> bool:
+    """True when no configured source is more precise than `source`."""
+    if source not in DRAIN_SOURCE_PRECEDENCE:
+        return True
+    rank = DRAIN_SOURCE_PRECEDENCE.index(source)
+    return not any(other in configured for other in DRAIN_SOURCE_PRECEDENCE[:rank])
+
+
 class Outcome(StrEnum):
     CLEAN = "clean"
     TIMEOUT = "timeout"
@@ -66,9 +86,12 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-def decide_outcome(source: DrainEndSource, *, app_watched: bool) -> Outcome:
+def decide_outcome(source: DrainEndSource, *, app_watched: bool, app_exited_first: bool = False) -> Outcome:
     """Clean when a source saw the drain end; timeout when we watched the app and it was still
-    running at deadline - reserve; unknown when nothing could have seen it."""
+    running at deadline - reserve; unknown when nothing could have seen it; app_exit when the
+    app had exited on its own before any shutdown began (a crash, not a drain)."""
+    if app_exited_first:
+        return Outcome.APP_EXIT
     if source in MEASURED_SOURCES:
         return Outcome.CLEAN
     if source is DrainEndSource.DEADLINE and app_watched:

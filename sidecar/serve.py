@@ -1,25 +1,32 @@
-"""`serve` mode: the sidecar in its own container next to the app. Wires the timeline, metrics,
-report, admin server and signals together, runs the shutdown sequence to its end and returns
-the exit status. Owns no behaviour of its own beyond that wiring."""
+"""The sidecar assembled: timeline, metrics, drain-end sources, report, admin server and signals,
+for both modes: `serve` (own container next to the app) and `run` (the app's entrypoint, with the
+app as its child). Runs the shutdown sequence to done and returns the exit status. Wiring only:
+each behaviour lives in the module its name says."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 import socket
 import time
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
 from sidecar.config import Settings
-from sidecar.http import create_app
-from sidecar.lifecycle import Budget, Phase, Timeline
+from sidecar.drain.connections import ConnectionWatch, PortSnapshot
+from sidecar.drain.process import ProcessExitWatch, find_process
+from sidecar.http import ReadinessCheck, create_app
+from sidecar.lifecycle import Budget, DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.server import AdminServer, build_config
 from sidecar.shutdown import DeadlineWatchdog, ShutdownSequence
 from sidecar.signals import install_signal_handlers
+from sidecar.supervisor import Child, SpawnError, install_child_signals
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Document, deliver_report, status_document
 
@@ -46,64 +53,243 @@ def budget_of(settings: Settings) -> Budget:
     )
 
 
-async def serve(settings: Settings, sock: socket.socket) -> int:
-    """Serve the admin endpoints until a shutdown has run to done; returns the exit status."""
-    timeline = Timeline(budget_of(settings))
-    metrics = ShutdownMetrics(CollectorRegistry(), version=__version__, grace_period_seconds=settings.grace_period)
-    timeline.add_listener(metrics.on_phase_change)
-    timeline.add_listener(log_phase_change)
-    watchdog = DeadlineWatchdog()
-    watchdog.start()
-    timeline.add_listener(lambda previous, _, ended: watchdog.arm(ended.deadline))
+def on_phase(phase: Phase, action: Callable[[Timeline], None]) -> Callable[[Phase, Phase, Timeline], None]:
+    """A timeline listener that runs `action` when `phase` begins."""
 
-    def status() -> Document:
-        return status_document(timeline, time.monotonic())
+    def listener(_: Phase, current: Phase, timeline: Timeline) -> None:
+        if current is phase:
+            action(timeline)
 
-    async def report(ended: Timeline) -> None:
-        await deliver_report(status(), sinks={}, termination_log=settings.termination_log, deadline=ended.deadline)
+    return listener
 
-    sequence = ShutdownSequence(timeline, report=report)
 
-    def shutdown_check() -> str | None:
-        return f"shutting down (phase {timeline.phase})" if timeline.is_shutting_down else None
+@dataclasses.dataclass
+class LateConnections:
+    count: int = 0
+    last_seconds: float | None = None
 
-    app = create_app(
-        sequence=sequence,
-        metrics=metrics,
-        status=status,
-        readiness={"shutdown": shutdown_check},
-        admin_token=settings.admin_token,
-    )
-    server = AdminServer(build_config(app))
 
-    def on_signal(sig: signal.Signals) -> None:
-        phase = timeline.phase.value
-        sequence.on_signal(sig)  # first: readiness fails before anything is logged or counted
-        metrics.count_signal(sig.name)
+class Sidecar:
+    """Builds every part from the settings; `run()` serves until the shutdown is done."""
+
+    def __init__(self, settings: Settings, command: Sequence[str] | None) -> None:
+        self.settings = settings
+        self.loop = asyncio.get_running_loop()
+        self.timeline = Timeline(budget_of(settings))
+        self.metrics = ShutdownMetrics(
+            CollectorRegistry(), version=__version__, grace_period_seconds=settings.grace_period
+        )
+        self.late = LateConnections()
+        self.errors: list[str] = []  # sources that could not be used, named in the report
+        self.child = None if command is None else Child(command, on_exit=self._child_exited)
+        self.child_exited = asyncio.Event()
+        self.process_watch: ProcessExitWatch | None = None
+        if settings.watch_pid is not None or settings.watch_process is not None:
+            self.process_watch = ProcessExitWatch(self.loop, self._watched_process_exited)
+        self.connection_watch: ConnectionWatch | None = None
+        if settings.app_port is not None:
+            self.connection_watch = ConnectionWatch(
+                settings.app_port,
+                on_sample=self._port_sampled,
+                on_late=self._late_connections,
+                on_drained=self._connections_drained,
+            )
+        sources = set()
+        if self.child is not None or self.process_watch is not None:
+            sources.add(DrainEndSource.PROCESS_EXIT)
+        if self.connection_watch is not None:
+            sources.add(DrainEndSource.CONNECTIONS)
+        self.sequence = ShutdownSequence(
+            self.timeline, report=self._report, sources=frozenset(sources), native_sidecar=settings.native_sidecar
+        )
+        self.watchdog = DeadlineWatchdog()
+        for listener in (
+            self.metrics.on_phase_change,
+            log_phase_change,
+            on_phase(Phase.PRESTOP_DELAY, lambda timeline: self.watchdog.arm(timeline.deadline)),
+            on_phase(Phase.PRESTOP_DELAY, self._shutdown_began),
+            on_phase(Phase.DRAIN, self._tell_app_to_stop),
+            on_phase(Phase.REPORT, self._kill_app_if_still_running),
+        ):
+            self.timeline.add_listener(listener)
+
+    # --- readiness and liveness ------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, ReadinessCheck]:
+        checks: dict[str, ReadinessCheck] = {"shutdown": self._shutdown_check}
+        if self.child is not None:
+            checks["app"] = self._app_check
+            if self.connection_watch is not None:
+                checks["app_port"] = self._app_port_check
+        return checks
+
+    def liveness(self) -> dict[str, ReadinessCheck]:
+        return {} if self.child is None else {"app": self._app_check}
+
+    def _shutdown_check(self) -> str | None:
+        return f"shutting down (phase {self.timeline.phase})" if self.timeline.is_shutting_down else None
+
+    def _app_check(self) -> str | None:
+        child = self.child
+        if child is None or child.is_running:
+            return None
+        return "not started" if child.pid is None else f"exited with status {child.exit_status}"
+
+    def _app_port_check(self) -> str | None:
+        watch = self.connection_watch
+        if watch is None or (watch.last is not None and watch.last.listening):
+            return None
+        return f"nothing listening on port {watch.port}"
+
+    # --- events from the sources -----------------------------------------------------------------
+
+    def _child_exited(self, status: int) -> None:
+        logger.info("app exited", extra={"fields": {"status": status, "phase": self.timeline.phase.value}})
+        self.child_exited.set()
+        self.sequence.app_exited()
+
+    def _watched_process_exited(self) -> None:
+        self.sequence.report_drain_end(DrainEndSource.PROCESS_EXIT)
+
+    def _connections_drained(self) -> None:
+        self.sequence.report_drain_end(DrainEndSource.CONNECTIONS)
+
+    def _port_sampled(self, snapshot: PortSnapshot) -> None:
+        self.metrics.app_connections.set(len(snapshot.established))
+
+    def _late_connections(self, count: int, after_t0_seconds: float) -> None:
+        self.late.count += count
+        self.late.last_seconds = after_t0_seconds
+        self.metrics.late_connections.inc(count)
+        self.metrics.last_late_connection.set(after_t0_seconds)
+
+    # --- phase actions ---------------------------------------------------------------------------
+
+    def _shutdown_began(self, timeline: Timeline) -> None:
+        if self.connection_watch is not None and timeline.t0 is not None:
+            self.connection_watch.shutdown_began(timeline.t0)
+        if self.process_watch is not None:
+            self._watch_process(self.process_watch)
+
+    def _watch_process(self, watch: ProcessExitWatch) -> None:
+        # Resolved at t0, not at start-up: the app container may start after the sidecar, and
+        # may have restarted since.
+        settings = self.settings
+        pid = settings.watch_pid
+        if pid is None and settings.watch_process is not None:
+            pid = find_process(settings.watch_process, exclude=frozenset({os.getpid()}))
+        try:
+            if pid is None:
+                raise ProcessLookupError(f"no process matches {settings.watch_process!r}")
+            watch.watch(pid)
+        except OSError as exc:
+            self.errors.append(f"process_exit: cannot watch the app process: {exc}")
+            logger.warning("cannot watch the app process", extra={"fields": {"error": str(exc)}})
+        else:
+            logger.info("watching the app process", extra={"fields": {"pid": pid}})
+
+    def _tell_app_to_stop(self, _: Timeline) -> None:
+        if self.child is not None and self.child.is_running:
+            sig = signal.Signals[self.settings.stop_signal]
+            self.child.send(sig)
+            logger.info("stop signal sent", extra={"fields": {"signal": sig.name, "pid": self.child.pid}})
+
+    def _kill_app_if_still_running(self, _: Timeline) -> None:
+        if self.child is not None and self.child.is_running:
+            self.child.kill_group()
+            logger.warning("app still running at the drain deadline: SIGKILL sent to its process group")
+
+    # --- report ----------------------------------------------------------------------------------
+
+    def status(self) -> Document:
+        document = status_document(
+            self.timeline,
+            time.monotonic(),
+            late_connections=self.late.count,
+            last_late_connection_seconds=self.late.last_seconds,
+            errors=self.errors,
+        )
+        t0 = self.timeline.t0
+        if t0 is not None and self.sequence.observed:
+            document["drain_end_observed"] = {
+                source.value: round(at - t0, 6) for source, at in self.sequence.observed.items()
+            }
+        if self.child is not None:
+            document["app_exit_status"] = self.child.exit_status
+        return document
+
+    async def _report(self, timeline: Timeline) -> None:
+        if self.child is not None and not self.child_exited.is_set():
+            # After the SIGKILL: the exit status belongs in the report; the reap is immediate.
+            await asyncio.wait([asyncio.ensure_future(self.child_exited.wait())], timeout=0.1)
+        await deliver_report(
+            self.status(), sinks={}, termination_log=self.settings.termination_log, deadline=timeline.deadline
+        )
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        phase = self.timeline.phase.value
+        self.sequence.on_signal(sig)  # first: readiness fails before anything is logged or counted
+        self.metrics.count_signal(sig.name)
         logger.info("signal received", extra={"fields": {"signal": sig.name, "phase": phase}})
 
-    uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), on_signal)
-    server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
-    sequence_task = asyncio.create_task(sequence.run(), name="shutdown-sequence")
-    try:
-        await server.listening.wait()
-        host, port = sock.getsockname()[:2]
-        logger.info(
-            "sidecar ready",
-            extra={"fields": {"host": host, "port": port, "version": __version__, **settings_fields(settings)}},
+    async def run(self, sock: socket.socket) -> int:
+        self.watchdog.start()
+        uninstallers = [install_signal_handlers(self.loop, self.on_signal)]
+        if self.child is not None:
+            uninstallers.append(install_child_signals(self.loop, self.child))
+            try:
+                self.child.start()
+            except SpawnError as exc:
+                logger.error("cannot start the app", extra={"fields": {"error": str(exc)}})
+                return exc.exit_status
+        app = create_app(
+            sequence=self.sequence,
+            metrics=self.metrics,
+            status=self.status,
+            readiness=self.readiness(),
+            liveness=self.liveness(),
+            admin_token=self.settings.admin_token,
         )
-        done, _ = await asyncio.wait({server_task, sequence_task}, return_when=asyncio.FIRST_COMPLETED)
-        if server_task in done:
-            # The admin server ended before any shutdown: probes would go unanswered.
-            logger.error("admin server stopped unexpectedly", exc_info=server_task.exception())
-            return 1
-        sequence_task.result()
-        return 0
-    finally:
-        uninstall_signals()
-        sequence_task.cancel()
-        server.stop()
-        await asyncio.gather(server_task, sequence_task, return_exceptions=True)
+        server = AdminServer(build_config(app))
+        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
+        sequence_task = asyncio.create_task(self.sequence.run(), name="shutdown-sequence")
+        helpers = [] if self.connection_watch is None else [asyncio.create_task(self.connection_watch.run())]
+        try:
+            await server.listening.wait()
+            host, port = sock.getsockname()[:2]
+            fields = {"host": host, "port": port, "version": __version__, **settings_fields(self.settings)}
+            if self.child is not None:
+                fields["app_pid"] = self.child.pid
+            logger.info("sidecar ready", extra={"fields": fields})
+            done, _ = await asyncio.wait({server_task, sequence_task}, return_when=asyncio.FIRST_COMPLETED)
+            if server_task in done:
+                # The admin server ended before any shutdown: probes would go unanswered.
+                logger.error("admin server stopped unexpectedly", exc_info=server_task.exception())
+                return 1
+            sequence_task.result()
+            return self._exit_status()
+        finally:
+            for uninstall in uninstallers:
+                uninstall()
+            if self.process_watch is not None:
+                self.process_watch.close()
+            server.stop()
+            for task in (sequence_task, *helpers):
+                task.cancel()
+            await asyncio.gather(server_task, sequence_task, *helpers, return_exceptions=True)
+
+    def _exit_status(self) -> int:
+        if self.child is None:
+            return 0
+        # The child's status, as a shell would give it; 137 when it had to be SIGKILLed.
+        return self.child.exit_status if self.child.exit_status is not None else 137
+
+
+async def serve(settings: Settings, sock: socket.socket, command: Sequence[str] | None = None) -> int:
+    """Serve until a shutdown has run to done; with `command`, as its wrapper (run mode)."""
+    return await Sidecar(settings, command).run(sock)
 
 
 def settings_fields(settings: Settings) -> dict[str, object]:
@@ -113,5 +299,6 @@ def settings_fields(settings: Settings) -> dict[str, object]:
         "prestop_delay_seconds": settings.prestop_delay,
         "report_reserve_seconds": settings.report_reserve,
         "termination_log": settings.termination_log,
+        "app_port": settings.app_port,
         "admin_token_set": settings.admin_token is not None,
     }

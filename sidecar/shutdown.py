@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from sidecar.lifecycle import DrainEndSource, Phase, Timeline, Trigger, decide_outcome
+from sidecar.lifecycle import DrainEndSource, Phase, Timeline, Trigger, decide_outcome, outranks
 from sidecar.logs import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -74,11 +74,17 @@ class ShutdownSequence:
         timeline: Timeline,
         *,
         report: Callable[[Timeline], Awaitable[None]],
-        app_watched: bool = False,
+        sources: frozenset[DrainEndSource] = frozenset(),
+        native_sidecar: bool = False,
     ) -> None:
+        """`sources`: the drain-end sources configured besides the app's own report; with none,
+        nothing watches the app, and a drain that reaches the deadline has outcome unknown."""
         self.timeline = timeline
         self._report = report
-        self._app_watched = app_watched
+        self._sources = sources
+        self._native_sidecar = native_sidecar
+        self.observed: dict[DrainEndSource, float] = {}  # every source's first event, for the report
+        self._app_exited_first = False
         self._begun = asyncio.Event()
         self._prestop_delay_over = asyncio.Event()
         self._drain_reported = asyncio.Event()
@@ -99,7 +105,15 @@ class ShutdownSequence:
     def on_signal(self, sig: signal.Signals) -> None:
         """SIGTERM/SIGINT start the shutdown. Afterwards a SIGTERM is ignored (an impatient
         orchestrator, or the kubelet repeating itself), while a SIGINT (Ctrl-C again) means
-        "stop now": the report is finished and the process exits."""
+        "stop now": the report is finished and the process exits.
+
+        As a native sidecar, the kubelet sends SIGTERM only after the app containers have
+        exited: it ends the drain (source sidecar_sigterm) and the report starts at once."""
+        if self._native_sidecar and sig is signal.SIGTERM:
+            self.begin(Trigger.SIGNAL)
+            self.report_drain_end(DrainEndSource.SIDECAR_SIGTERM)
+            self._interrupted.set()  # the app is gone: no prestop delay left to wait out
+            return
         if self.begin(Trigger.SIGNAL):
             return
         if sig is signal.SIGINT:
@@ -109,12 +123,26 @@ class ShutdownSequence:
             logger.info("repeated signal ignored", extra={"fields": {"signal": sig.name}})
 
     def report_drain_end(self, source: DrainEndSource) -> bool:
-        """A source saw the app finish; the first report wins. False when too early or too late."""
-        if self.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN) or self._drain_end is not None:
+        """A source saw the app finish. It ends the drain unless a more precise source is
+        configured (see DRAIN_SOURCE_PRECEDENCE) or the drain has ended already; returns whether
+        it did. Every source's first event is kept in `observed` either way."""
+        if self.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
             return False
-        self._drain_end = (source, time.monotonic())
+        now = time.monotonic()
+        self.observed.setdefault(source, now)
+        if self._drain_end is not None or not outranks(source, self._sources):
+            return False
+        self._drain_end = (source, now)
         self._drain_reported.set()
         return True
+
+    def app_exited(self) -> None:
+        """Run mode: the child exited. Before any shutdown that is a crash: the shutdown begins
+        now, skips the prestop delay, and the outcome is app_exit."""
+        if self.begin(Trigger.APP_EXIT):
+            self._app_exited_first = True
+            self._interrupted.set()
+        self.report_drain_end(DrainEndSource.PROCESS_EXIT)
 
     # --- observers -------------------------------------------------------------------------------
 
@@ -141,7 +169,8 @@ class ShutdownSequence:
 
         await wait_for_any((self._drain_reported, self._interrupted), timeline.drain_deadline)
         source, ended_at = self._drain_outcome()
-        timeline.end_drain(source, decide_outcome(source, app_watched=self._app_watched), ended_at)
+        outcome = decide_outcome(source, app_watched=bool(self._sources), app_exited_first=self._app_exited_first)
+        timeline.end_drain(source, outcome, ended_at)
 
         await self._report(timeline)
         timeline.advance(Phase.DONE, time.monotonic())
@@ -153,6 +182,6 @@ class ShutdownSequence:
             source, reported_at = self._drain_end
             # An app may report completion before the drain phase began; the drain then lasts 0 s.
             return source, max(reported_at, self.timeline.records[Phase.DRAIN].start)
-        if self._interrupted.is_set():
+        if self._interrupted.is_set() and not self._app_exited_first:
             return DrainEndSource.INTERRUPTED, now
         return DrainEndSource.DEADLINE, now

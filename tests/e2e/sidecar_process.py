@@ -34,11 +34,17 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.0
 
 
 class SidecarProcess:
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar", *args],
+            [*prefix, sys.executable, "-m", "sidecar", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
@@ -58,6 +64,11 @@ class SidecarProcess:
         ready = process.wait_for_log(lambda line: line.get("msg") == "sidecar ready", START_TIMEOUT_SECONDS)
         process.port = int(ready["port"])
         return process
+
+    @classmethod
+    def wrapped(cls, prefix: Sequence[str], args: Sequence[str]) -> SidecarProcess:
+        """The sidecar started under another command, e.g. `unshare --pid --fork` to be PID 1."""
+        return cls(args, prefix=prefix)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -126,7 +137,14 @@ class SidecarProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
+        # run mode: the app is in its own process group and would outlive a SIGKILLed wrapper,
+        # holding our stderr pipe open.
+        for line in self.logs():
+            if line.get("msg") == "sidecar ready" and line.get("app_pid"):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(line["app_pid"]), signal.SIGKILL)
         self._reader.join(timeout=2)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()  # closing it under a blocked reader would block here
