@@ -12,6 +12,7 @@ from sidecar.lifecycle import (
     Timeline,
     Trigger,
     decide_outcome,
+    outranks,
 )
 
 BUDGET = Budget(grace_period_seconds=30, prestop_delay_seconds=5, report_reserve_seconds=1)
@@ -112,3 +113,24 @@ def test_lifecycle_outcome_follows_the_drain_end_source(
     source: DrainEndSource, watched: bool, outcome: Outcome
 ) -> None:
     assert decide_outcome(source, app_watched=watched) is outcome
+
+
+@pytest.mark.parametrize(
+    ("source", "configured", "ends"),
+    [
+        pytest.param(DrainEndSource.APP_REPORT, frozenset(), True, id="app-report-alone"),
+        pytest.param(DrainEndSource.APP_REPORT, frozenset({DrainEndSource.CONNECTIONS}), False, id="below-connections"),
+        pytest.param(DrainEndSource.CONNECTIONS, frozenset({DrainEndSource.PROCESS_EXIT}), False, id="below-process"),
+        pytest.param(DrainEndSource.PROCESS_EXIT, frozenset({DrainEndSource.CONNECTIONS}), True, id="process-first"),
+        pytest.param(DrainEndSource.SIDECAR_SIGTERM, frozenset({DrainEndSource.PROCESS_EXIT}), True, id="sigterm"),
+    ],
+)
+def test_lifecycle_drain_source_precedence(
+    source: DrainEndSource, configured: frozenset[DrainEndSource], ends: bool
+) -> None:
+    assert outranks(source, configured) is ends
+
+
+def test_lifecycle_app_exit_before_shutdown_is_its_own_outcome() -> None:
+    outcome = decide_outcome(DrainEndSource.PROCESS_EXIT, app_watched=True, app_exited_first=True)
+    assert outcome is Outcome.APP_EXIT

@@ -114,3 +114,37 @@ def test_shutdown_watchdog_ends_a_stuck_process_before_the_deadline() -> None:
     assert result.returncode == EXIT_WATCHDOG
     assert time.monotonic() - started < 5
     assert b"watchdog" in result.stderr
+
+
+def test_shutdown_less_precise_source_is_observed_but_does_not_end_the_drain() -> None:
+    async def scenario() -> None:
+        timeline = Timeline(Budget(10, 0.05, 1))
+
+        async def report(_: Timeline) -> None:
+            return None
+
+        sequence = ShutdownSequence(timeline, report=report, sources=frozenset({DrainEndSource.CONNECTIONS}))
+        run = asyncio.create_task(sequence.run())
+        sequence.begin(Trigger.PRESTOP)
+        await sequence.wait_prestop_delay_over()
+        assert not sequence.report_drain_end(DrainEndSource.APP_REPORT)
+        assert timeline.phase is Phase.DRAIN
+        assert sequence.report_drain_end(DrainEndSource.CONNECTIONS)
+        await asyncio.wait_for(run, 2)
+        assert timeline.drain_end_source is DrainEndSource.CONNECTIONS
+        assert set(sequence.observed) == {DrainEndSource.APP_REPORT, DrainEndSource.CONNECTIONS}
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_app_exit_before_any_shutdown_skips_the_delay_with_outcome_app_exit() -> None:
+    async def scenario() -> None:
+        sequence, _ = make_sequence(prestop=30, grace=60)
+        run = asyncio.create_task(sequence.run())
+        sequence.app_exited()
+        await asyncio.wait_for(run, 1)
+        timeline = sequence.timeline
+        assert (timeline.trigger, timeline.outcome) == (Trigger.APP_EXIT, Outcome.APP_EXIT)
+        assert timeline.drain_end_source is DrainEndSource.PROCESS_EXIT
+
+    asyncio.run(scenario())

@@ -1,0 +1,157 @@
+"""serve mode's drain-end sources, each against a real demo app process on a real port."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.sidecar_process import SidecarProcess, wait_until
+from tests.e2e.test_run import free_port
+
+StartSidecar = Callable[..., SidecarProcess]
+
+
+class DemoApp:
+    """The app container: `python -m sidecar.demo` on a real port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar.demo", "--port", str(self.port), *args], stderr=subprocess.PIPE, text=True
+        )
+        assert self.proc.stderr is not None
+        assert "demo listening" in self.proc.stderr.readline()
+        self.exited_at: float | None = None
+
+    def terminate(self) -> None:
+        """What the kubelet does once the preStop hook has returned."""
+        self.proc.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def demo_apps() -> Iterator[Callable[..., DemoApp]]:
+    apps: list[DemoApp] = []
+
+    def start(*args: str) -> DemoApp:
+        app = DemoApp(*args)
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.close()
+
+
+class Load:
+    """A bounded loopback load: one new connection per request, until stopped or 2000 requests."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.results: list[int | str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.results) < 2000:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{self.port}/", timeout=2, headers={"Connection": "close"})
+                self.results.append(response.status_code)
+            except httpx.TransportError as exc:
+                self.results.append(type(exc).__name__)
+            self._stop.wait(0.01)
+
+    def stop(self) -> list[int | str]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.results
+
+
+def test_serve_app_port_drain_ends_when_the_listener_and_last_connection_are_gone(
+    start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
+) -> None:
+    app = demo_apps("--latency", "0.2")
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "1", "--app-port", str(app.port))
+    load = Load(app.port)
+    wait_until(lambda: len(load.results) >= 3, 5, what="traffic to flow")
+
+    sidecar.send_signal(signal.SIGTERM)  # t0; traffic keeps arriving for 0.6 s: late connections
+    wait_until(lambda: sidecar.get("/status").json()["time_left_seconds"] <= 9.4, 3, what="0.6 s after t0")
+    results = load.stop()
+    sidecar.wait_for_log(lambda line: line.get("to") == "drain", 3)
+    app.terminate()  # the kubelet's SIGTERM once the hook has returned
+    assert sidecar.wait(timeout=8) == 0
+
+    assert all(result == 200 for result in results), results
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "connections")
+    assert report["late_connections"] > 0
+    assert 0 < report["last_late_connection_seconds"] < 1
+    assert report["prestop_delay_covered_late_connections"] is True
+
+
+def test_serve_watch_process_drain_ends_at_the_process_exit(
+    start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
+) -> None:
+    app = demo_apps("--latency", "0.0123")  # a command line nothing else on the machine has
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.3", "--watch-process", r"0\.0123")
+    sidecar.post("/prestop")
+    sidecar.wait_for_log(lambda line: line.get("msg") == "watching the app process", 2)
+    app.terminate()
+    app.proc.wait(timeout=5)
+    exited = time.time()
+    assert sidecar.wait(timeout=5) == 0
+
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "process_exit")
+    assert report["drain_end"] == pytest.approx(exited, abs=0.1)
+    assert report["margin_seconds"] > 9
+
+
+def test_serve_watch_process_that_matches_nothing_is_named_in_errors(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar("--grace-period", "1.5", "--prestop-delay", "0.1", "--report-reserve", "0.5",
+                            "--watch-process", "no-such-process-anywhere-xyz")  # fmt: skip
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=5) == 0
+    report = sidecar.report()
+    assert report["outcome"] == "timeout"
+    assert any("no-such-process-anywhere-xyz" in error for error in report["errors"])
+
+
+def test_serve_native_sidecar_sigterm_after_prestop_ends_the_drain(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar("--grace-period", "30", "--prestop-delay", "0.2", "--native-sidecar", "true")
+    sidecar.post("/prestop")
+    sent = sidecar.send_signal(signal.SIGTERM)  # the kubelet: the app containers have exited
+    assert sidecar.wait(timeout=5) == 0
+    assert time.monotonic() - sent < 1
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "sidecar_sigterm")
+
+
+def test_serve_app_report_does_not_end_the_drain_while_a_more_precise_source_is_watching(
+    start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
+) -> None:
+    app = demo_apps()
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.2", "--app-port", str(app.port))
+    sidecar.post("/prestop")
+    assert sidecar.post("/drain", json={"event": "complete"}).json()["drain_end_accepted"] is False
+    assert sidecar.get("/status").json()["phase"] == "drain"
+    app.terminate()
+    assert sidecar.wait(timeout=5) == 0
+    report = sidecar.report()
+    assert report["drain_end_source"] == "connections"
+    assert set(report["drain_end_observed"]) == {"app_report", "connections"}
