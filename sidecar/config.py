@@ -8,6 +8,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
@@ -187,6 +188,18 @@ class Settings:
     pushgateway_url: str | None = setting(
         None, "push the final metrics there, bounded by the time left", parse=parse_http_url, metavar="URL"
     )
+    workload: str | None = setting(
+        None,
+        "the workload's name, for the Pushgateway grouping key (default: POD_NAME without its generated suffixes)",
+        parse=parse_nonempty,
+        metavar="NAME",
+    )
+    namespace: str | None = setting(
+        None,
+        "the pod's namespace, for the Pushgateway grouping key (default: POD_NAMESPACE)",
+        parse=parse_nonempty,
+        metavar="NAME",
+    )
     stop_signal: str = setting(
         "SIGTERM", "run mode: the signal the app gets after the prestop delay", parse=parse_signal_name, metavar="SIG"
     )
@@ -226,11 +239,6 @@ def setting_specs() -> Iterator[SettingSpec]:
         yield SettingSpec(field.name, field.default, meta["help"], meta["parse"], meta["metavar"], meta["secret"])
 
 
-# Settings declared in the contract whose feature has not landed yet. Accepting them silently
-# would let an operator believe they act; naming them as unavailable is the honest answer.
-NOT_YET_AVAILABLE: Final = frozenset({"linger", "pushgateway_url"})
-
-
 def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from flag values (None when absent) and the environment; flags win.
 
@@ -246,17 +254,27 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
             raw, origin = environ[spec.env_var], f"{spec.flag} (from {spec.env_var})"
         else:
             continue
-        if spec.name in NOT_YET_AVAILABLE:
-            raise SettingsError(origin, "not available in this version yet")
         try:
             values[spec.name] = spec.parse(raw)
         except ValueError as exc:
             raise SettingsError(origin, str(exc)) from None
+    if "workload" not in values:
+        values["workload"] = workload_of_pod(environ.get("POD_NAME", ""))
+    values.setdefault("namespace", environ.get("POD_NAMESPACE") or None)
     settings = Settings(**values)  # type: ignore[arg-type]
     check_timing(settings)
     if "termination_log" not in values:
         settings = dataclasses.replace(settings, termination_log=default_termination_log())
     return settings
+
+
+# A Deployment's pod is <workload>-<pod-template-hash>-<5 chars>, a StatefulSet's <workload>-<n>.
+_GENERATED_SUFFIX = re.compile(r"(-[a-z0-9]{6,10})?-[a-z0-9]{5}$|-[0-9]+$")
+
+
+def workload_of_pod(pod_name: str) -> str | None:
+    """The workload a pod belongs to, from the suffixes Kubernetes generates for its name."""
+    return _GENERATED_SUFFIX.sub("", pod_name) or None
 
 
 def check_timing(settings: Settings) -> None:

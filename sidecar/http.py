@@ -104,7 +104,9 @@ class AdminRoutes:
         readiness: Mapping[str, ReadinessCheck],
         admin_token: str | None,
         limits: Limits,
+        on_scrape: Callable[[], None],
     ) -> None:
+        self.on_scrape = on_scrape
         self.sequence = sequence
         self.metrics = metrics
         self.status = status
@@ -211,7 +213,9 @@ class AdminRoutes:
 
     async def metrics_route(self, request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(self.metrics.registry), media_type=content_type)
+        response = Response(encoder(self.metrics.registry), media_type=content_type)
+        self.on_scrape()
+        return response
 
     async def readyz_verbose(self, request: Request) -> Response:
         lines, ready = [], True
@@ -252,6 +256,7 @@ def create_app(
     admin_token: str | None,
     liveness: Mapping[str, ReadinessCheck] | None = None,
     is_started: Callable[[], bool] = lambda: True,
+    on_scrape: Callable[[], None] = lambda: None,
     limits: Limits | None = None,
 ) -> ASGIApp:
     routes = AdminRoutes(
@@ -261,5 +266,6 @@ def create_app(
         readiness=readiness,
         admin_token=admin_token,
         limits=limits or Limits(),
+        on_scrape=on_scrape,
     )
     return ProbeFastPath(Starlette(routes=routes.routes()), readiness, liveness or {}, is_started)

@@ -24,11 +24,12 @@ from sidecar.http import ReadinessCheck, create_app
 from sidecar.lifecycle import Budget, DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.server import AdminServer, build_config
-from sidecar.shutdown import DeadlineWatchdog, ShutdownSequence
+from sidecar.shutdown import DeadlineWatchdog, ShutdownSequence, wait_for_any
 from sidecar.signals import install_signal_handlers
 from sidecar.supervisor import Child, SpawnError, install_child_signals
 from sidecar.telemetry.metrics import ShutdownMetrics
-from sidecar.telemetry.report import Document, deliver_report, status_document
+from sidecar.telemetry.pushgateway import grouping_key, pushgateway_sink
+from sidecar.telemetry.report import LOCAL_WRITE_RESERVE_SECONDS, Document, ReportSink, deliver_report, status_document
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -83,6 +84,7 @@ class Sidecar:
         self.errors: list[str] = []  # sources that could not be used, named in the report
         self.child = None if command is None else Child(command, on_exit=self._child_exited)
         self.child_exited = asyncio.Event()
+        self.scraped_after_report = asyncio.Event()
         self.process_watch: ProcessExitWatch | None = None
         if settings.watch_pid is not None or settings.watch_process is not None:
             self.process_watch = ProcessExitWatch(self.loop, self._watched_process_exited)
@@ -222,9 +224,36 @@ class Sidecar:
         if self.child is not None and not self.child_exited.is_set():
             # After the SIGKILL: the exit status belongs in the report; the reap is immediate.
             await asyncio.wait([asyncio.ensure_future(self.child_exited.wait())], timeout=0.1)
+        sinks: dict[str, ReportSink] = {}
+        if self.settings.pushgateway_url is not None:
+            key = grouping_key(self.settings.namespace, self.settings.workload)
+            sinks["pushgateway"] = pushgateway_sink(
+                self.settings.pushgateway_url,
+                self.metrics.registry,
+                key,
+                timeline.deadline - LOCAL_WRITE_RESERVE_SECONDS,
+            )
         await deliver_report(
-            self.status(), sinks={}, termination_log=self.settings.termination_log, deadline=timeline.deadline
+            self.status(), sinks=sinks, termination_log=self.settings.termination_log, deadline=timeline.deadline
         )
+
+    def _scraped(self) -> None:
+        if self.timeline.phase is Phase.DONE:
+            self.scraped_after_report.set()
+
+    async def _linger(self) -> None:
+        """Keep serving /metrics after the report until one scrape has taken the final values,
+        for at most --linger seconds and never past deadline - report reserve."""
+        if self.settings.linger <= 0:
+            return
+        until = min(time.monotonic() + self.settings.linger, self.timeline.drain_deadline)
+        if until <= time.monotonic():
+            return
+        logger.info(
+            "lingering until one /metrics scrape", extra={"fields": {"seconds": round(until - time.monotonic(), 3)}}
+        )
+        scraped = await wait_for_any((self.scraped_after_report,), until)
+        logger.info("linger ended", extra={"fields": {"scraped": scraped}})
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -251,6 +280,7 @@ class Sidecar:
             readiness=self.readiness(),
             liveness=self.liveness(),
             admin_token=self.settings.admin_token,
+            on_scrape=self._scraped,
         )
         server = AdminServer(build_config(app))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
@@ -269,6 +299,7 @@ class Sidecar:
                 logger.error("admin server stopped unexpectedly", exc_info=server_task.exception())
                 return 1
             sequence_task.result()
+            await self._linger()
             return self._exit_status()
         finally:
             for uninstall in uninstallers:

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from sidecar.config import NOT_YET_AVAILABLE, Settings, SettingsError, load_settings, setting_specs
+from sidecar.config import Settings, SettingsError, load_settings, setting_specs
 
 
 def test_config_every_setting_derives_flag_env_var_and_help() -> None:
@@ -49,10 +49,22 @@ def test_config_bad_value_raises_naming_the_setting(flags: dict[str, str], envir
     assert str(raised.value).startswith(flag + ": ")
 
 
-@pytest.mark.parametrize("name", sorted(NOT_YET_AVAILABLE))
-def test_config_setting_not_yet_available_is_refused_not_ignored(name: str) -> None:
-    with pytest.raises(SettingsError, match="not available"):
-        load_settings({name: "1"}, {})
+@pytest.mark.parametrize(
+    ("pod", "workload"),
+    [
+        pytest.param("web-7d9f8b6c4-x2kfz", "web", id="deployment"),
+        pytest.param("db-0", "db", id="statefulset"),
+        pytest.param("node-agent-x2kfz", "node-agent", id="daemonset"),
+        pytest.param("", None, id="not-in-kubernetes"),
+    ],
+)
+def test_config_workload_is_derived_from_the_pod_name(pod: str, workload: str | None) -> None:
+    settings = load_settings({}, {"POD_NAME": pod, "POD_NAMESPACE": "shop"})
+    assert (settings.workload, settings.namespace) == (workload, "shop")
+
+
+def test_config_explicit_workload_wins_over_the_pod_name() -> None:
+    assert load_settings({"workload": "api"}, {"POD_NAME": "web-7d9f8b6c4-x2kfz"}).workload == "api"
 
 
 def test_config_admin_token_never_appears_in_repr() -> None:

@@ -27,7 +27,7 @@ def run_sidecar(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
         pytest.param(["--port", "70000"], "--port", id="port-range"),
         pytest.param(["--host", "example.com"], "--host", id="host-name"),
         pytest.param(["--log-format", "xml"], "--log-format", id="log-format"),
-        pytest.param(["--pushgateway-url", "ftp://x"], "--pushgateway-url", id="not-yet-or-bad-url"),
+        pytest.param(["--pushgateway-url", "ftp://x"], "--pushgateway-url", id="bad-url"),
         pytest.param(["--no-such-flag"], "--no-such-flag", id="unknown-flag"),
     ],
 )

@@ -1,0 +1,32 @@
+"""The final metrics pushed to a Prometheus Pushgateway, for pods that vanish before a scrape.
+The grouping key is {job, namespace, workload}: a Pushgateway keeps every group until it is
+deleted, so a key per pod would grow without bound across rollouts of thousands of pods; per
+workload, each shutdown replaces the last one of its workload, and the count stays bounded."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import push_to_gateway
+
+from sidecar.telemetry.report import ReportSink
+
+JOB: Final = "shutdown-sidecar"
+
+
+def grouping_key(namespace: str | None, workload: str | None) -> dict[str, str]:
+    return {"namespace": namespace or "unknown", "workload": workload or "unknown"}
+
+
+def pushgateway_sink(url: str, registry: CollectorRegistry, key: Mapping[str, str], deadline: float) -> ReportSink:
+    """A report sink that PUTs `registry` (replacing the group) with a timeout that ends at
+    `deadline` (time.monotonic()), so its thread does not outlive the report either."""
+
+    def push(_: Mapping[str, Any]) -> None:
+        timeout = max(0.05, deadline - time.monotonic())
+        push_to_gateway(url, job=JOB, registry=registry, grouping_key=dict(key), timeout=timeout)
+
+    return push
