@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Final, NoReturn
 
 from sidecar import __version__
-from sidecar.config import SettingsError, load_settings, setting_specs
+from sidecar.config import SettingsError, load_settings, load_tracing_environment, setting_specs
 
 EXIT_USAGE: Final = 2
 
@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
     try:
         settings = load_settings({spec.name: getattr(args, spec.name) for spec in setting_specs()})
+        tracing = load_tracing_environment()
     except SettingsError as exc:
         print(f"shutdown-sidecar: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -114,4 +115,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
     # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
     gc.freeze()
-    return asyncio.run(serve(settings, sock, command))
+    return asyncio.run(serve(settings, sock, command, tracing))

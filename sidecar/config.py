@@ -277,6 +277,41 @@ def workload_of_pod(pod_name: str) -> str | None:
     return _GENERATED_SUFFIX.sub("", pod_name) or None
 
 
+@dataclasses.dataclass(frozen=True)
+class TracingEnvironment:
+    """What the OTEL_* and downward-API variables say about traces. The OpenTelemetry SDK reads
+    its own OTEL_* variables too (endpoint, headers, resource); this decides only whether
+    traces are on, and passes on the pod's identity."""
+
+    enabled: bool
+    k8s_attributes: dict[str, str]
+
+
+_OTLP_ENDPOINT_VARS: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+_DOWNWARD_API: Final = {"POD_NAME": "k8s.pod.name", "POD_NAMESPACE": "k8s.namespace.name", "NODE_NAME": "k8s.node.name"}
+
+
+def load_tracing_environment(environ: Mapping[str, str] | None = None) -> TracingEnvironment:
+    """Traces are off unless an OTLP exporter is configured; raises SettingsError for an
+    exporter or protocol this build cannot send (only OTLP over HTTP/protobuf)."""
+    environ = os.environ if environ is None else environ
+    k8s = {attribute: environ[var] for var, attribute in _DOWNWARD_API.items() if environ.get(var)}
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    disabled = environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    wanted = exporter == "otlp" or (not exporter and any(environ.get(var) for var in _OTLP_ENDPOINT_VARS))
+    if disabled or exporter == "none" or not wanted:
+        if exporter not in ("", "none", "otlp"):
+            raise SettingsError("OTEL_TRACES_EXPORTER", f"only otlp or none are supported, got {exporter!r}")
+        return TracingEnvironment(False, k8s)
+    for var in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(var)
+        if protocol:
+            if protocol != "http/protobuf":
+                raise SettingsError(var, f"only http/protobuf is supported, got {protocol!r}")
+            break
+    return TracingEnvironment(True, k8s)
+
+
 def check_timing(settings: Settings) -> None:
     if settings.prestop_delay + settings.report_reserve >= settings.grace_period:
         raise SettingsError(

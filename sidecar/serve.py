@@ -13,11 +13,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
-from sidecar.config import Settings
+from sidecar.config import Settings, TracingEnvironment
 from sidecar.drain.connections import ConnectionWatch, PortSnapshot
 from sidecar.drain.process import ProcessExitWatch, find_process
 from sidecar.http import ReadinessCheck, create_app
@@ -73,8 +74,14 @@ class LateConnections:
 class Sidecar:
     """Builds every part from the settings; `run()` serves until the shutdown is done."""
 
-    def __init__(self, settings: Settings, command: Sequence[str] | None) -> None:
+    def __init__(self, settings: Settings, command: Sequence[str] | None, tracing: TracingEnvironment) -> None:
         self.settings = settings
+        self.events: list[tuple[str, float, dict[str, str]]] = []  # for the trace: name, Unix time, attributes
+        self.trace_resource: Any = None
+        if tracing.enabled:
+            from sidecar.telemetry.tracing import build_resource  # the SDK loads only when traces are on
+
+            self.trace_resource = build_resource(tracing.k8s_attributes)
         self.loop = asyncio.get_running_loop()
         self.timeline = Timeline(budget_of(settings))
         self.metrics = ShutdownMetrics(
@@ -146,6 +153,7 @@ class Sidecar:
     # --- events from the sources -----------------------------------------------------------------
 
     def _child_exited(self, status: int) -> None:
+        self.events.append(("app exit", time.time(), {"status": str(status)}))
         logger.info("app exited", extra={"fields": {"status": status, "phase": self.timeline.phase.value}})
         self.child_exited.set()
         self.sequence.app_exited()
@@ -168,6 +176,7 @@ class Sidecar:
     # --- phase actions ---------------------------------------------------------------------------
 
     def _shutdown_began(self, timeline: Timeline) -> None:
+        self.events.append(("readiness failing", timeline.to_wall(timeline.started_at), {}))
         if self.connection_watch is not None and timeline.t0 is not None:
             self.connection_watch.shutdown_began(timeline.t0)
         if self.process_watch is not None:
@@ -194,6 +203,7 @@ class Sidecar:
         if self.child is not None and self.child.is_running:
             sig = signal.Signals[self.settings.stop_signal]
             self.child.send(sig)
+            self.events.append(("stop signal sent", time.time(), {"signal": sig.name}))
             logger.info("stop signal sent", extra={"fields": {"signal": sig.name, "pid": self.child.pid}})
 
     def _kill_app_if_still_running(self, _: Timeline) -> None:
@@ -233,6 +243,12 @@ class Sidecar:
                 key,
                 timeline.deadline - LOCAL_WRITE_RESERVE_SECONDS,
             )
+        if self.trace_resource is not None:
+            from sidecar.telemetry.tracing import otlp_trace_sink
+
+            sinks["otlp"] = otlp_trace_sink(
+                self.trace_resource, self.events, timeline.deadline - LOCAL_WRITE_RESERVE_SECONDS
+            )
         await deliver_report(
             self.status(), sinks=sinks, termination_log=self.settings.termination_log, deadline=timeline.deadline
         )
@@ -261,6 +277,7 @@ class Sidecar:
         phase = self.timeline.phase.value
         self.sequence.on_signal(sig)  # first: readiness fails before anything is logged or counted
         self.metrics.count_signal(sig.name)
+        self.events.append(("signal", time.time(), {"signal": sig.name}))
         logger.info("signal received", extra={"fields": {"signal": sig.name, "phase": phase}})
 
     async def run(self, sock: socket.socket) -> int:
@@ -318,9 +335,14 @@ class Sidecar:
         return self.child.exit_status if self.child.exit_status is not None else 137
 
 
-async def serve(settings: Settings, sock: socket.socket, command: Sequence[str] | None = None) -> int:
+async def serve(
+    settings: Settings,
+    sock: socket.socket,
+    command: Sequence[str] | None = None,
+    tracing: TracingEnvironment | None = None,
+) -> int:
     """Serve until a shutdown has run to done; with `command`, as its wrapper (run mode)."""
-    return await Sidecar(settings, command).run(sock)
+    return await Sidecar(settings, command, tracing or TracingEnvironment(False, {})).run(sock)
 
 
 def settings_fields(settings: Settings) -> dict[str, object]:

@@ -1,0 +1,147 @@
+"""The shutdown trace exported over OTLP/HTTP to a real receiver, and what a failing one does."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.otlp_receiver import otlp_receiver
+from tests.e2e.sidecar_process import SidecarProcess
+from tests.e2e.test_run import free_port
+
+StartSidecar = Callable[..., SidecarProcess]
+POD = {"POD_NAME": "web-7d9f8b6c4-x2kfz", "POD_NAMESPACE": "shop", "NODE_NAME": "node-1"}
+
+
+def attributes(items: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        kind = item.value.WhichOneof("value")
+        values[item.key] = getattr(item.value, kind)
+    return values
+
+
+def test_tracing_shutdown_trace_has_the_root_span_children_attributes_and_identity(
+    start_sidecar: StartSidecar,
+) -> None:
+    with otlp_receiver() as receiver:
+        env = {**POD, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_RESOURCE_ATTRIBUTES": "team=payments"}
+        sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.3", env=env)
+        assert sidecar.get("/prestop").status_code == 200
+        assert sidecar.post("/drain", json={"event": "complete"}).status_code == 200
+        assert sidecar.wait(timeout=8) == 0
+        assert sidecar.report()["errors"] == []
+        assert receiver.received.is_set()
+    resource_spans = receiver.requests[0].resource_spans[0]
+    resource = attributes(resource_spans.resource.attributes)
+    assert resource["k8s.pod.name"] == "web-7d9f8b6c4-x2kfz"
+    assert resource["k8s.namespace.name"] == "shop"
+    assert resource["k8s.node.name"] == "node-1"
+    assert resource["team"] == "payments"
+    assert resource["service.name"] == "shutdown-sidecar"
+    spans = {span.name: span for scope in resource_spans.scope_spans for span in scope.spans}
+    assert set(spans) == {"shutdown", "shutdown.prestop_delay", "shutdown.drain"}
+    root = spans["shutdown"]
+    for child in ("shutdown.prestop_delay", "shutdown.drain"):
+        assert spans[child].parent_span_id == root.span_id
+        assert spans[child].trace_id == root.trace_id
+    delay = spans["shutdown.prestop_delay"]
+    assert (delay.end_time_unix_nano - delay.start_time_unix_nano) / 1e9 == pytest.approx(0.3, abs=0.02)
+    assert root.start_time_unix_nano == delay.start_time_unix_nano
+    found = attributes(root.attributes)
+    assert found["shutdown.trigger"] == "prestop"
+    assert found["shutdown.outcome"] == "clean"
+    assert found["shutdown.drain_end_source"] == "app_report"
+    assert found["shutdown.grace_period_s"] == 10
+    assert found["shutdown.margin_s"] > 9
+    assert '"outcome":"clean"' in found["shutdown.report"]
+    assert "readiness failing" in {event.name for event in root.events}
+    assert root.status.code != root.status.STATUS_CODE_ERROR
+
+
+def test_tracing_non_clean_outcome_sets_error_status(start_sidecar: StartSidecar) -> None:
+    with otlp_receiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+        sidecar = start_sidecar("--grace-period", "1.5", "--prestop-delay", "0.1", "--report-reserve", "0.5", env=env)
+        sidecar.send_signal(signal.SIGTERM)
+        assert sidecar.wait(timeout=5) == 0
+    spans = [span for scope in receiver.requests[0].resource_spans[0].scope_spans for span in scope.spans]
+    root = next(span for span in spans if span.name == "shutdown")
+    assert root.status.code == root.status.STATUS_CODE_ERROR
+    assert "signal" in {event.name for event in root.events}
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+@pytest.mark.parametrize("fault", ["refused", "silent", "503"])
+def test_tracing_failing_collector_is_named_and_bounded_by_the_deadline(
+    start_sidecar: StartSidecar, silent_port: int, fault: str
+) -> None:
+    with otlp_receiver(status=503) as unavailable:
+        endpoint = {
+            "refused": f"http://127.0.0.1:{free_port()}",
+            "silent": f"http://127.0.0.1:{silent_port}",
+            "503": unavailable.endpoint,
+        }[fault]
+        sidecar = start_sidecar(
+            "--grace-period", "3", "--prestop-delay", "0.1", "--report-reserve", "1.2",
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+        )  # fmt: skip
+        sent = sidecar.send_signal(signal.SIGTERM)
+        probes: list[float] = []
+        with httpx.Client(timeout=2) as client:
+            while sidecar.proc.poll() is None:
+                started = time.monotonic()
+                try:
+                    client.get(sidecar.url("/readyz"))
+                except httpx.TransportError:
+                    break
+                probes.append(time.monotonic() - started)
+        assert sidecar.wait(timeout=5) == 0
+        assert time.monotonic() - sent < 3, "the process outlived the deadline"
+    errors = sidecar.report()["errors"]
+    assert len(errors) == 1
+    assert errors[0].startswith("otlp: ")
+    probes.sort()
+    assert probes[int(len(probes) * 0.99)] < 0.05
+
+
+def test_tracing_opentelemetry_is_not_imported_unless_configured() -> None:
+    code = "import sys, sidecar.cli, sidecar.serve; print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        pytest.param({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER", id="exporter"),
+        pytest.param(
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            id="grpc",
+        ),
+    ],
+)
+def test_tracing_unsupported_configuration_exits_2_naming_the_variable(env: dict[str, str], name: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sidecar", "serve", "--port", "0"],
+        capture_output=True, text=True, timeout=30, check=False, env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert name in result.stderr
