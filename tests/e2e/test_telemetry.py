@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
-from tests.e2e.telemetry_servers import prometheus, pushgateway, query
+from tests.e2e.telemetry_servers import binary, prometheus, pushgateway, query
 from tests.e2e.test_run import free_port
 
 StartSidecar = Callable[..., SidecarProcess]
@@ -104,3 +105,18 @@ def test_telemetry_prometheus_sees_the_first_shutdown_thanks_to_linger(
         assert float(seen[0]["value"][1]) == pytest.approx(
             report["phases"]["prestop_delay"]["duration_seconds"], abs=1e-3
         )
+
+
+def test_telemetry_metrics_pass_promtool_check_metrics(start_sidecar: StartSidecar) -> None:
+    promtool = binary("promtool")
+    sidecar = start_sidecar()
+    for accept in ("text/plain", "application/openmetrics-text; version=1.0.0"):
+        exposition = sidecar.get("/metrics", headers={"Accept": accept}).text
+        if accept.startswith("application/openmetrics"):
+            assert exposition.rstrip().endswith("# EOF")
+            continue  # promtool lints the Prometheus text format
+        result = subprocess.run(
+            [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.strip() == "", result.stdout
