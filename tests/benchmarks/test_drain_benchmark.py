@@ -11,7 +11,8 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -24,11 +25,23 @@ RUNS = 10
 DEMO = [sys.executable, "-m", "sidecar.demo"]
 
 
-def demo_app(port: int, *args: str) -> subprocess.Popen[str]:
-    app = subprocess.Popen([*DEMO, "--port", str(port), *args], stderr=subprocess.PIPE, text=True)
+@contextmanager
+def demo_with_sidecar(*sidecar_args: str) -> Iterator[tuple[subprocess.Popen[str], SidecarProcess]]:
+    """The demo app on a free port and a sidecar serving next to it; {port} and {pid} in
+    `sidecar_args` are filled in with the app's."""
+    port = free_port()
+    app = subprocess.Popen([*DEMO, "--port", str(port)], stderr=subprocess.PIPE, text=True)
     assert app.stderr is not None
     assert "demo listening" in app.stderr.readline()
-    return app
+    args = [arg.format(port=port, pid=app.pid) for arg in sidecar_args]
+    sidecar = SidecarProcess.serve("--grace-period", "10", "--prestop-delay", "0.1", *args)
+    try:
+        yield app, sidecar
+    finally:
+        app.kill()
+        app.wait()
+        app.stderr.close()
+        sidecar.close()
 
 
 def ms(values: list[float]) -> str:
@@ -39,34 +52,18 @@ def repeat(run_once: Callable[[], float]) -> list[float]:
     return [run_once() for _ in range(RUNS)]
 
 
-def serve(*args: str) -> SidecarProcess:
-    return SidecarProcess.serve("--grace-period", "10", "--prestop-delay", "0.1", *args)
-
-
 def test_benchmark_drain_end_accuracy_for_process_exit_and_connections() -> None:
     def process_exit_error() -> float:
-        port = free_port()
-        app = demo_app(port)
-        sidecar = serve("--watch-pid", str(app.pid))
-        try:
+        with demo_with_sidecar("--watch-pid", "{pid}") as (app, sidecar):
             sidecar.post("/prestop")
             sidecar.wait_for_log(lambda line: line.get("msg") == "watching the app process", 2)
             app.send_signal(signal.SIGTERM)
             exited = wait_for_exit(app.pid, 5)
             assert sidecar.wait(5) == 0
             return float(sidecar.report()["drain_end"]) - exited
-        finally:
-            app.kill()
-            app.wait()
-            if app.stderr is not None:
-                app.stderr.close()
-            sidecar.close()
 
     def connections_error() -> float:
-        port = free_port()
-        app = demo_app(port)
-        sidecar = serve("--app-port", str(port))
-        try:
+        with demo_with_sidecar("--app-port", "{port}") as (app, sidecar):
             sidecar.post("/prestop")
             app.send_signal(signal.SIGTERM)
             assert app.stderr is not None
@@ -75,12 +72,6 @@ def test_benchmark_drain_end_accuracy_for_process_exit_and_connections() -> None
             closed_at = float(stopped[0].split('"ts": ')[1].split(",")[0])
             assert sidecar.wait(5) == 0
             return float(sidecar.report()["drain_end"]) - closed_at
-        finally:
-            app.kill()
-            app.wait()
-            if app.stderr is not None:
-                app.stderr.close()
-            sidecar.close()
 
     report(
         f"drain end minus the true event ({RUNS} runs; median / worst)",

@@ -4,10 +4,9 @@ Pushgateway receiving the final push, and receivers that fail."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -40,20 +39,11 @@ def test_telemetry_pushgateway_receives_the_final_metrics_grouped_by_workload(st
     assert f"{series} 1" in pushed
 
 
-@pytest.fixture
-def silent_listener() -> Iterator[int]:
-    """A port that accepts connections and never answers: the worst receiver."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
-
-
 @pytest.mark.parametrize("receiver", ["refused", "silent"])
 def test_telemetry_pushgateway_failure_is_named_and_the_process_still_exits_before_the_deadline(
-    start_sidecar: StartSidecar, silent_listener: int, receiver: str
+    start_sidecar: StartSidecar, silent_port: int, receiver: str
 ) -> None:
-    port = free_port() if receiver == "refused" else silent_listener
+    port = free_port() if receiver == "refused" else silent_port
     sidecar = start_sidecar(
         "--grace-period", "3", "--prestop-delay", "0.2", "--report-reserve", "1",
         "--pushgateway-url", f"http://127.0.0.1:{port}",

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -76,16 +76,6 @@ def test_tracing_non_clean_outcome_sets_error_status(start_sidecar: StartSidecar
     root = next(span for span in spans if span.name == "shutdown")
     assert root.status.code == root.status.STATUS_CODE_ERROR
     assert "signal" in {event.name for event in root.events}
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    import socket
-
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        yield server.getsockname()[1]
 
 
 @pytest.mark.parametrize("fault", ["refused", "silent", "503"])
