@@ -1,0 +1,205 @@
+{{/*
+Named templates. Every one takes a context dict:
+  (dict "root" $ "values" <this chart's values>)
+In this chart that is (dict "root" $ "values" .Values); a parent chart that depends on this one
+passes (dict "root" $ "values" (index .Values "shutdown-sidecar")). Names derive from the release
+and a fixed "shutdown-sidecar", never from .Chart, so both callers name the same objects.
+*/}}
+
+{{- define "shutdown-sidecar.fullname" -}}
+{{- $v := .values -}}
+{{- if $v.fullnameOverride -}}
+{{- $v.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default "shutdown-sidecar" $v.nameOverride -}}
+{{- if contains $name .root.Release.Name -}}
+{{- .root.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .root.Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "shutdown-sidecar.name" -}}
+{{- default "shutdown-sidecar" .values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "shutdown-sidecar.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shutdown-sidecar.name" . }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{- define "shutdown-sidecar.labels" -}}
+{{ include "shutdown-sidecar.selectorLabels" . }}
+app.kubernetes.io/version: {{ .values.sidecar.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "shutdown-sidecar-%s" (.root.Chart.Version | replace "+" "_") | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/* The Secret holding the admin token: an existing one, or the one this chart creates. */}}
+{{- define "shutdown-sidecar.adminTokenSecretName" -}}
+{{- default (printf "%s-admin-token" (include "shutdown-sidecar.fullname" .)) .values.sidecar.adminToken.existingSecret -}}
+{{- end -}}
+
+{{/*
+The token the app's preStop hook sends. Kubernetes httpGet hooks take literal header values only
+(no secretKeyRef), so it must be known when rendering: sidecar.adminToken.value, or the existing
+Secret read with lookup (which finds nothing under `helm template` or a client dry run).
+*/}}
+{{- define "shutdown-sidecar.adminTokenValue" -}}
+{{- $t := .values.sidecar.adminToken -}}
+{{- if $t.value -}}
+{{- $t.value -}}
+{{- else if $t.existingSecret -}}
+{{- $secret := lookup "v1" "Secret" .root.Release.Namespace $t.existingSecret -}}
+{{- $data := dig "data" $t.secretKey "" $secret -}}
+{{- if not $data -}}
+{{- fail (printf "sidecar.adminToken: the app's preStop hook needs the token when rendering (httpGet headers cannot reference a Secret), and Secret %s/%s key %q was not found; set sidecar.adminToken.value or create the Secret first" .root.Release.Namespace $t.existingSecret $t.secretKey) -}}
+{{- end -}}
+{{- $data | b64dec -}}
+{{- else -}}
+{{- fail "sidecar.adminToken.enabled needs sidecar.adminToken.value (to create the Secret and set the preStop hook's header) or sidecar.adminToken.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Timing, checked when rendering. Renders nothing; fails with the numbers when the grace period cannot
+hold the prestop delay, the expected drain and the report reserve.
+*/}}
+{{- define "shutdown-sidecar.checkTiming" -}}
+{{- $v := .values -}}
+{{- $grace := float64 $v.terminationGracePeriodSeconds -}}
+{{- $delay := float64 $v.prestopDelaySeconds -}}
+{{- $drain := float64 $v.expectedDrainSeconds -}}
+{{- $reserve := float64 $v.reportReserveSeconds -}}
+{{- $needed := addf $delay $drain $reserve -}}
+{{- if lt $grace $needed -}}
+{{- fail (printf "timing: terminationGracePeriodSeconds (%v) must be at least prestopDelaySeconds (%v) + expectedDrainSeconds (%v) + reportReserveSeconds (%v) = %v" $v.terminationGracePeriodSeconds $v.prestopDelaySeconds $v.expectedDrainSeconds $v.reportReserveSeconds $needed) -}}
+{{- end -}}
+{{- if ge (addf $delay $reserve) $grace -}}
+{{- fail (printf "timing: prestopDelaySeconds (%v) + reportReserveSeconds (%v) must be less than terminationGracePeriodSeconds (%v), or the sidecar refuses to start" $v.prestopDelaySeconds $v.reportReserveSeconds $v.terminationGracePeriodSeconds) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The app container's lifecycle: preStop holds its SIGTERM until t0 + prestop delay. */}}
+{{- define "shutdown-sidecar.appLifecycle" -}}
+{{- include "shutdown-sidecar.checkTiming" . -}}
+preStop:
+  httpGet:
+    path: /prestop
+    port: {{ .values.sidecar.port }}
+    scheme: HTTP
+    {{- if .values.sidecar.adminToken.enabled }}
+    httpHeaders:
+      - name: Authorization
+        value: {{ printf "Bearer %s" (include "shutdown-sidecar.adminTokenValue" .) | quote }}
+    {{- end }}
+{{- end -}}
+
+{{/* The sidecar's probes; the readinessProbe is what takes the pod out of endpoints at t0. */}}
+{{- define "shutdown-sidecar.sidecarProbes" -}}
+{{- $s := .values.sidecar -}}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: sidecar-admin
+  {{- toYaml $s.readinessProbe | nindent 2 }}
+livenessProbe:
+  httpGet:
+    path: /livez
+    port: sidecar-admin
+  {{- toYaml $s.livenessProbe | nindent 2 }}
+startupProbe:
+  httpGet:
+    path: /startupz
+    port: sidecar-admin
+  {{- toYaml $s.startupProbe | nindent 2 }}
+{{- end -}}
+
+{{/* The sidecar's arguments after the image's CMD `serve`. */}}
+{{- define "shutdown-sidecar.sidecarArgs" -}}
+{{- $v := .values -}}
+{{- $s := $v.sidecar -}}
+- serve
+- --port={{ $s.port }}
+- --grace-period={{ $v.terminationGracePeriodSeconds }}
+- --prestop-delay={{ $v.prestopDelaySeconds }}
+- --report-reserve={{ $v.reportReserveSeconds }}
+- --log-format={{ $s.logFormat }}
+- --log-level={{ $s.logLevel }}
+{{- if $s.watchAppPort }}
+{{- $port := $s.appPort | default (index $v.app.ports 0).containerPort }}
+- --app-port={{ $port }}
+{{- end }}
+{{- if and $s.nativeSidecarFlag (eq $s.mode "native") }}
+- --native-sidecar=true
+{{- end }}
+{{- if gt (float64 $s.lingerSeconds) 0.0 }}
+- --linger={{ $s.lingerSeconds }}
+{{- end }}
+{{- range $s.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Native sidecars (restartable init containers) are on by default from Kubernetes 1.29. An older API
+server drops restartPolicy from an init container, which then blocks the app from ever starting.
+*/}}
+{{- define "shutdown-sidecar.checkMode" -}}
+{{- if and (eq .values.sidecar.mode "native") (semverCompare "<1.29.0-0" .root.Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "sidecar.mode=native needs Kubernetes >= 1.29 (this is %s): set sidecar.mode=classic" .root.Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The sidecar container. In native mode it carries restartPolicy: Always and belongs in
+initContainers; in classic mode it belongs in containers.
+*/}}
+{{- define "shutdown-sidecar.sidecarContainer" -}}
+{{- include "shutdown-sidecar.checkTiming" . -}}
+{{- include "shutdown-sidecar.checkMode" . -}}
+{{- $s := .values.sidecar -}}
+name: shutdown-sidecar
+image: {{ printf "%s:%s" $s.image.repository $s.image.tag | quote }}
+imagePullPolicy: {{ $s.image.pullPolicy }}
+{{- if eq $s.mode "native" }}
+restartPolicy: Always
+{{- end }}
+args:
+  {{- include "shutdown-sidecar.sidecarArgs" . | nindent 2 }}
+ports:
+  - name: sidecar-admin
+    containerPort: {{ $s.port }}
+    protocol: TCP
+env:
+  - name: POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: POD_NAMESPACE
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  - name: NODE_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: spec.nodeName
+  - name: SIDECAR_WORKLOAD  # the Pushgateway grouping key; the pod name's suffixes can mislead
+    value: {{ include "shutdown-sidecar.fullname" . | quote }}
+  {{- if $s.adminToken.enabled }}
+  - name: SIDECAR_ADMIN_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "shutdown-sidecar.adminTokenSecretName" . }}
+        key: {{ $s.adminToken.secretKey }}
+  {{- end }}
+  {{- with $s.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- include "shutdown-sidecar.sidecarProbes" . | nindent 0 }}
+resources:
+  {{- toYaml $s.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $s.securityContext | nindent 2 }}
+{{- end -}}

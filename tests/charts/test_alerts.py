@@ -1,0 +1,71 @@
+"""The alert rules (charts/shutdown-sidecar/files/alerts.yaml) through promtool: they load, each alert
+fires and stays quiet where it should (alerts_test.yaml), and a wrong expectation is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.charts.helm import CHART
+from tests.charts.promtool import promtool, run
+
+RULES = CHART / "files" / "alerts.yaml"
+UNIT_TESTS = Path(__file__).resolve().parent / "alerts_test.yaml"
+ALERTS = {
+    "ShutdownSidecarShutdownTimedOut",
+    "ShutdownSidecarMarginLow",
+    "ShutdownSidecarLateConnections",
+    "ShutdownSidecarVanishedMidDrain",
+}
+
+
+def test_alerts_check_rules_passes() -> None:
+    result = run("check", "rules", RULES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 4 rules found" in result.stdout
+
+
+def test_alerts_unit_tests_pass() -> None:
+    result = run("test", "rules", UNIT_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_unit_tests_cover_every_alert_firing_and_not_firing() -> None:
+    rules = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    assert rules == ALERTS
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for case in yaml.safe_load(UNIT_TESTS.read_text())["tests"]:
+        for check in case["alert_rule_test"]:
+            (fired if check["exp_alerts"] else quiet).add(check["alertname"])
+    # Cases that expect alerts also prove the other pods in their series stay quiet.
+    assert fired == ALERTS
+    assert quiet == ALERTS
+
+
+def test_alerts_unit_tests_report_a_wrong_expectation(tmp_path: Path) -> None:
+    tests = yaml.safe_load(UNIT_TESTS.read_text())
+    tests["rule_files"] = [str(RULES)]
+    vanished = next(case for case in tests["tests"] if case["name"].startswith("a pod gone mid-drain"))
+    vanished["alert_rule_test"][1]["exp_alerts"] = []  # claim the killed pod does not fire
+    broken = tmp_path / "broken_test.yaml"
+    broken.write_text(yaml.safe_dump(tests))
+    result = run("test", "rules", broken)
+    assert result.returncode != 0
+    assert "ShutdownSidecarVanishedMidDrain" in result.stdout + result.stderr
+
+
+def test_alerts_missing_promtool_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="promtool not found"):
+        promtool()
+
+
+def test_alerts_missing_promtool_skips_outside_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="promtool not found"):
+        promtool()

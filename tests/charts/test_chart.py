@@ -1,0 +1,355 @@
+"""The Helm chart: lint, renders across modes, the wiring of the sidecar, and values that must fail."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+
+from tests.charts.helm import (
+    CHART,
+    RELEASE,
+    container,
+    example_chart,
+    kinds,
+    manifests,
+    render,
+    render_for_kubernetes,
+)
+from tests.e2e.sidecar_process import SidecarProcess
+
+MONITORING_ON = {
+    "monitoring": {"podMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}
+}
+MATRIX = [
+    pytest.param(
+        {
+            "sidecar": {"mode": mode, "adminToken": {"enabled": token, "value": "s3cret" if token else ""}},
+            **(MONITORING_ON if monitoring else {}),
+        },
+        id=f"{mode}-token_{'on' if token else 'off'}-monitoring_{'on' if monitoring else 'off'}",
+    )
+    for mode, token, monitoring in itertools.product(["native", "classic"], [True, False], [True, False])
+]
+
+
+def rendered_kinds(values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    return kinds(manifests(render(values)))
+
+
+@pytest.mark.parametrize("kube_version", ["v1.29.0", "v1.33.0"])
+def test_chart_lint_strict_is_clean(kube_version: str) -> None:
+    report = helm.lint(CHART, strict=True, namespace="shop", kube_version=kube_version)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == []
+    assert problems == []
+
+
+def test_chart_lint_strict_reports_schema_violations() -> None:
+    # Guards the test above: lint does see problems through this binding.
+    report = helm.lint(CHART, {"sidecar": {"mode": "sideways"}}, strict=True)
+    assert any(m["severity"] == 3 and "sidecar/mode" in m["error"] for m in report["messages"]), report
+
+
+def test_chart_defaults_render_deployment_and_service_only() -> None:
+    assert sorted(rendered_kinds()) == ["Deployment", "Service"]
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_chart_matrix_renders_the_expected_objects(values: dict[str, Any]) -> None:
+    objects = rendered_kinds(values)
+    expected = {"Deployment", "Service"}
+    if values["sidecar"]["adminToken"]["enabled"]:
+        expected.add("Secret")
+    if "monitoring" in values:
+        expected |= {"PodMonitor", "PrometheusRule", "ConfigMap"}
+    assert set(objects) == expected
+    field, _ = container(objects["Deployment"], "shutdown-sidecar")
+    assert field == ("initContainers" if values["sidecar"]["mode"] == "native" else "containers")
+
+
+def test_chart_native_sidecar_is_an_always_restarting_init_container() -> None:
+    deployment = rendered_kinds()["Deployment"]
+    field, sidecar = container(deployment, "shutdown-sidecar")
+    assert (field, sidecar["restartPolicy"]) == ("initContainers", "Always")
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == ["app"]
+
+
+def test_chart_classic_sidecar_is_a_second_container_without_restart_policy() -> None:
+    deployment = rendered_kinds({"sidecar": {"mode": "classic"}})["Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert "initContainers" not in spec
+    assert [c["name"] for c in spec["containers"]] == ["app", "shutdown-sidecar"]
+    assert "restartPolicy" not in spec["containers"][1]
+
+
+@pytest.mark.parametrize("mode", ["native", "classic"])
+def test_chart_sidecar_probes_hit_the_admin_endpoints(mode: str) -> None:
+    _, sidecar = container(rendered_kinds({"sidecar": {"mode": mode}})["Deployment"], "shutdown-sidecar")
+    paths = {probe: sidecar[probe]["httpGet"]["path"] for probe in ("readinessProbe", "livenessProbe", "startupProbe")}
+    assert paths == {"readinessProbe": "/readyz", "livenessProbe": "/livez", "startupProbe": "/startupz"}
+    assert {sidecar[p]["httpGet"]["port"] for p in paths} == {"sidecar-admin"}
+    assert sidecar["ports"] == [{"name": "sidecar-admin", "containerPort": 9180, "protocol": "TCP"}]
+    # Readiness must flip within a second of t0 to take the pod out of endpoints.
+    assert sidecar["readinessProbe"]["periodSeconds"] == 1
+
+
+def test_chart_app_prestop_hook_targets_the_sidecar_port() -> None:
+    _, app = container(rendered_kinds({"sidecar": {"port": 9500}})["Deployment"], "app")
+    assert app["lifecycle"]["preStop"] == {"httpGet": {"path": "/prestop", "port": 9500, "scheme": "HTTP"}}
+
+
+def test_chart_grace_period_feeds_pod_and_sidecar_args() -> None:
+    values = {
+        "terminationGracePeriodSeconds": 90,
+        "prestopDelaySeconds": 12,
+        "expectedDrainSeconds": 60,
+        "reportReserveSeconds": 2,
+    }
+    deployment = rendered_kinds(values)["Deployment"]
+    _, sidecar = container(deployment, "shutdown-sidecar")
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
+    assert sidecar["args"][:5] == [
+        "serve",
+        "--port=9180",
+        "--grace-period=90",
+        "--prestop-delay=12",
+        "--report-reserve=2",
+    ]
+
+
+def test_chart_sidecar_gets_downward_api_identity() -> None:
+    _, sidecar = container(rendered_kinds()["Deployment"], "shutdown-sidecar")
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"] if "valueFrom" in e}
+    assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"}
+
+
+def test_chart_sidecar_security_context_is_locked_down() -> None:
+    deployment = rendered_kinds()["Deployment"]
+    _, sidecar = container(deployment, "shutdown-sidecar")
+    context = sidecar["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["runAsUser"] == 65532
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert sidecar["resources"]["requests"] == {"cpu": "10m", "memory": "48Mi"}
+
+
+def test_chart_measured_drain_flags_are_on_by_default() -> None:
+    _, sidecar = container(rendered_kinds()["Deployment"], "shutdown-sidecar")
+    assert [a for a in sidecar["args"] if a.startswith(("--app-port", "--native-sidecar", "--linger"))] == [
+        "--app-port=8080",
+        "--native-sidecar=true",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sidecar_values", "expected"),
+    [
+        pytest.param({"nativeSidecarFlag": False}, ["--app-port=8080"], id="app-port-from-first-app-port"),
+        pytest.param({"appPort": 3000, "nativeSidecarFlag": False}, ["--app-port=3000"], id="app-port-explicit"),
+        pytest.param({"watchAppPort": False}, ["--native-sidecar=true"], id="native-flag"),
+        pytest.param({"watchAppPort": False, "mode": "classic"}, [], id="native-flag-ignored-in-classic"),
+        pytest.param(
+            {"watchAppPort": False, "nativeSidecarFlag": False, "lingerSeconds": 35}, ["--linger=35"], id="linger"
+        ),
+    ],
+)
+def test_chart_later_sidecar_flags_follow_their_values(sidecar_values: dict[str, Any], expected: list[str]) -> None:
+    _, sidecar = container(rendered_kinds({"sidecar": sidecar_values})["Deployment"], "shutdown-sidecar")
+    assert [a for a in sidecar["args"] if a.startswith(("--app-port", "--native-sidecar", "--linger"))] == expected
+
+
+def test_chart_admin_token_reaches_sidecar_secret_and_hook() -> None:
+    objects = rendered_kinds({"sidecar": {"adminToken": {"enabled": True, "value": "s3cret"}}})
+    secret = objects["Secret"]
+    assert secret["metadata"]["name"] == f"{RELEASE}-shutdown-sidecar-admin-token"
+    assert secret["data"] == {"token": "czNjcmV0"}
+    _, sidecar = container(objects["Deployment"], "shutdown-sidecar")
+    token_env = next(e for e in sidecar["env"] if e["name"] == "SIDECAR_ADMIN_TOKEN")
+    assert token_env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "token"}
+    _, app = container(objects["Deployment"], "app")
+    headers = app["lifecycle"]["preStop"]["httpGet"]["httpHeaders"]
+    assert headers == [{"name": "Authorization", "value": "Bearer s3cret"}]
+
+
+def test_chart_admin_token_from_existing_secret_creates_no_secret() -> None:
+    values = {
+        "sidecar": {"adminToken": {"enabled": True, "existingSecret": "ops-token", "secretKey": "t", "value": "x"}}
+    }
+    objects = rendered_kinds(values)
+    assert "Secret" not in objects
+    _, sidecar = container(objects["Deployment"], "shutdown-sidecar")
+    token_env = next(e for e in sidecar["env"] if e["name"] == "SIDECAR_ADMIN_TOKEN")
+    assert token_env["valueFrom"]["secretKeyRef"] == {"name": "ops-token", "key": "t"}
+
+
+def test_chart_pod_monitor_scrapes_the_admin_port_of_this_release() -> None:
+    pod_monitor = rendered_kinds(MONITORING_ON)["PodMonitor"]
+    assert pod_monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert pod_monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "shutdown-sidecar",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("sidecar-admin", "/metrics")
+    assert endpoint["relabelings"][-1]["targetLabel"] == "workload"
+
+
+def test_chart_dashboard_config_map_is_labelled_for_grafana() -> None:
+    config_map = rendered_kinds(MONITORING_ON)["ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["data"]["shutdown-sidecar.json"] == (CHART / "files" / "dashboard.json").read_text().rstrip("\n")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param({"sidecar": {"mode": "sideways"}}, "at '/sidecar/mode': value must be one of", id="mode-enum"),
+        pytest.param({"prestopDelaySeconds": -1}, "at '/prestopDelaySeconds': minimum", id="negative-delay"),
+        pytest.param({"terminationGracePeriodSeconds": 2.5}, "at '/terminationGracePeriodSeconds'", id="grace-float"),
+        pytest.param({"sidecar": {"port": 70000}}, "at '/sidecar/port': maximum", id="port-range"),
+        pytest.param({"sidecar": {"readinessProbe": {"exec": {}}}}, "'exec' not allowed", id="probe-handler"),
+        pytest.param(
+            {"monitoring": {"podMonitor": {"interval": "often"}}}, "/monitoring/podMonitor/interval", id="interval"
+        ),
+        pytest.param({"replicas": 3}, "additional properties 'replicas' not allowed", id="unknown-key"),
+    ],
+)
+def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as failure:
+        render(values)
+    assert message in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param(
+            {"terminationGracePeriodSeconds": 20},
+            "timing: terminationGracePeriodSeconds (20) must be at least prestopDelaySeconds (5) + "
+            "expectedDrainSeconds (20) + reportReserveSeconds (1) = 26",
+            id="grace-below-sum",
+        ),
+        pytest.param(
+            {"terminationGracePeriodSeconds": 6, "expectedDrainSeconds": 0},
+            "timing: prestopDelaySeconds (5) + reportReserveSeconds (1) must be less than "
+            "terminationGracePeriodSeconds (6)",
+            id="sidecar-own-check",
+        ),
+        pytest.param(
+            {"sidecar": {"adminToken": {"enabled": True}}},
+            "sidecar.adminToken.enabled needs sidecar.adminToken.value",
+            id="token-without-value",
+        ),
+        pytest.param(
+            {"sidecar": {"adminToken": {"enabled": True, "existingSecret": "ops-token"}}},
+            'httpGet headers cannot reference a Secret), and Secret shop/ops-token key "token" was not found',
+            id="existing-secret-not-found-offline",
+        ),
+    ],
+)
+def test_chart_inconsistent_values_fail_when_rendering(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as failure:
+        render(values)
+    assert message in str(failure.value)
+
+
+@pytest.mark.parametrize("version", ["v1.29.0", "v1.33.0"])
+def test_chart_native_mode_renders_on_kubernetes_with_native_sidecars(version: str) -> None:
+    objects = kinds(manifests(render_for_kubernetes(version)))
+    assert container(objects["Deployment"], "shutdown-sidecar")[0] == "initContainers"
+
+
+def test_chart_native_mode_fails_on_kubernetes_before_1_29() -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"sidecar.mode=native needs Kubernetes >= 1.29 \(this is v1.28.9\)"):
+        render_for_kubernetes("v1.28.9")
+
+
+def test_chart_classic_mode_renders_on_kubernetes_before_1_29() -> None:
+    objects = kinds(manifests(render_for_kubernetes("v1.27.0", {"sidecar": {"mode": "classic"}})))
+    assert container(objects["Deployment"], "shutdown-sidecar")[0] == "containers"
+
+
+def test_chart_timing_at_the_limit_renders() -> None:
+    # Exactly prestop + drain + reserve is enough; the sidecar's own check still holds (5 + 1 < 26).
+    values = {"terminationGracePeriodSeconds": 26, "prestopDelaySeconds": 5, "expectedDrainSeconds": 20}
+    assert "Deployment" in rendered_kinds(values)
+
+
+def test_chart_own_chart_example_uses_the_named_templates(tmp_path: Path) -> None:
+    chart = example_chart(tmp_path)
+    report = helm.lint(chart, strict=True, with_subcharts=True)
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    objects = manifests(
+        render({"shutdown-sidecar": {"sidecar": {"adminToken": {"enabled": True, "value": "t"}}}}, chart)
+    )
+    by_kind = kinds(objects)
+    assert set(by_kind) == {"Deployment", "Secret", "PodMonitor"}
+    deployment = by_kind["Deployment"]
+    assert deployment["metadata"]["name"] == f"{RELEASE}-own-chart"
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
+    field, sidecar = container(deployment, "shutdown-sidecar")
+    assert field == "initContainers"
+    assert "--grace-period=45" in sidecar["args"]
+    token_env = next(e for e in sidecar["env"] if e["name"] == "SIDECAR_ADMIN_TOKEN")
+    assert token_env["valueFrom"]["secretKeyRef"]["name"] == by_kind["Secret"]["metadata"]["name"]
+    _, web = container(deployment, "web")
+    assert web["lifecycle"]["preStop"]["httpGet"]["path"] == "/prestop"
+    assert by_kind["PodMonitor"]["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "own-chart"}
+
+
+def test_chart_own_chart_example_inherits_the_timing_check(tmp_path: Path) -> None:
+    chart = example_chart(tmp_path)
+    with pytest.raises(helm.HelmRenderError, match="timing: terminationGracePeriodSeconds \\(30\\)"):
+        render({"shutdown-sidecar": {"terminationGracePeriodSeconds": 30}}, chart)
+
+
+# Documented as one row each: an image's fields, a probe's timing fields.
+GROUPED_VALUES = {"image", "readinessProbe", "livenessProbe", "startupProbe"}
+
+
+def schema_keys(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the schema's leaves and grouped values."""
+    keys: list[str] = []
+    for name, sub in schema.get("properties", {}).items():
+        dotted = f"{prefix}{name}"
+        nested = "properties" in sub and name not in GROUPED_VALUES
+        keys.extend(schema_keys(sub, f"{dotted}.") if nested else [dotted])
+    return keys
+
+
+def test_chart_readme_documents_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    readme = (CHART / "README.md").read_text()
+    undocumented = [
+        key for key in schema_keys(schema) if key != "global" and f"`{key}`" not in readme and f"`{key}." not in readme
+    ]
+    assert undocumented == []
+
+
+def test_chart_rendered_sidecar_arguments_and_environment_start_the_real_sidecar() -> None:
+    """The chart and the CLI must not drift: the rendered args and env start `python -m sidecar`."""
+    rendered = rendered_kinds({"sidecar": {"lingerSeconds": 1}})["Deployment"]
+    _, sidecar = container(rendered, "shutdown-sidecar")
+    args = ["--port=0" if arg.startswith("--port=") else arg for arg in sidecar["args"]]
+    env = {item["name"]: item["value"] for item in sidecar["env"] if "value" in item}
+    process = SidecarProcess([*args, "--host", "127.0.0.1", "--termination-log", ""], env=env)
+    try:
+        ready = process.wait_for_log(lambda line: line.get("msg") == "sidecar ready", 10)
+        assert ready["grace_period_seconds"] == rendered["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert ready["app_port"] == 8080
+        process.send_signal(signal.SIGINT)
+        process.wait_for_log(lambda line: line.get("to") == "prestop_delay", 5)
+        process.send_signal(signal.SIGINT)  # a second one: finish the report now
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.close()
