@@ -3,6 +3,7 @@ CI=true a missing binary fails the test: CI installs them, and a skip would hide
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,13 +60,16 @@ def pushgateway() -> Iterator[str]:
 
 
 @contextmanager
-def prometheus(tmp_path: Path, target_port: int) -> Iterator[str]:
+def prometheus(tmp_path: Path, target_port: int, labels: dict[str, str] | None = None) -> Iterator[str]:
+    """Prometheus scraping 127.0.0.1:`target_port` every second, adding `labels` to its series
+    (as a PodMonitor's relabelling would add namespace, pod and workload)."""
     port = free_port()
     config = tmp_path / "prometheus.yml"
+    target = {"targets": [f"127.0.0.1:{target_port}"], "labels": labels or {}}
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: sidecar\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+        f"  - job_name: sidecar\n    static_configs: [{json.dumps(target)}]\n"
     )
     url = f"http://127.0.0.1:{port}"
     argv = [
@@ -76,6 +80,14 @@ def prometheus(tmp_path: Path, target_port: int) -> Iterator[str]:
     ]
     with running(argv, f"{url}/-/ready"):
         yield url
+
+
+def query_range(prometheus_url: str, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+    params = {"query": promql, "start": start, "end": end, "step": 1}
+    body = httpx.get(f"{prometheus_url}/api/v1/query_range", params=params, timeout=10).json()
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
 
 
 def query(prometheus_url: str, promql: str) -> list[dict[str, Any]]:
