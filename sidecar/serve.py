@@ -233,7 +233,7 @@ class Sidecar:
     async def _report(self, timeline: Timeline) -> None:
         if self.child is not None and not self.child_exited.is_set():
             # After the SIGKILL: the exit status belongs in the report; the reap is immediate.
-            await asyncio.wait([asyncio.ensure_future(self.child_exited.wait())], timeout=0.1)
+            await wait_for_any((self.child_exited,), time.monotonic() + 0.1)
         sinks: dict[str, ReportSink] = {}
         if self.settings.pushgateway_url is not None:
             key = grouping_key(self.settings.namespace, self.settings.workload)
