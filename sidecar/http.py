@@ -61,16 +61,11 @@ class ProbeFastPath:
     everything else (including /readyz?verbose) goes to `app`."""
 
     def __init__(
-        self,
-        app: ASGIApp,
-        readiness: Mapping[str, ReadinessCheck],
-        liveness: Mapping[str, ReadinessCheck],
-        is_started: Callable[[], bool],
+        self, app: ASGIApp, readiness: Mapping[str, ReadinessCheck], liveness: Mapping[str, ReadinessCheck]
     ) -> None:
         self.app = app
         self.readiness = readiness
         self.liveness = liveness
-        self.is_started = is_started
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
@@ -83,7 +78,8 @@ class ProbeFastPath:
             failure = first_failure(self.liveness)
             status, body = (200, b"ok") if failure is None else (503, failure.encode())
         elif path == "/startupz":
-            status, body = (200, b"ok") if self.is_started() else (503, b"starting")
+            # Everything is built before the listener opens: a request answered here means started.
+            status, body = 200, b"ok"
         else:
             failure = first_failure(self.readiness)
             status, body = (200, b"ok") if failure is None else (503, failure.encode())
@@ -255,7 +251,6 @@ def create_app(
     readiness: Mapping[str, ReadinessCheck],
     admin_token: str | None,
     liveness: Mapping[str, ReadinessCheck] | None = None,
-    is_started: Callable[[], bool] = lambda: True,
     on_scrape: Callable[[], None] = lambda: None,
     limits: Limits | None = None,
 ) -> ASGIApp:
@@ -268,4 +263,4 @@ def create_app(
         limits=limits or Limits(),
         on_scrape=on_scrape,
     )
-    return ProbeFastPath(Starlette(routes=routes.routes()), readiness, liveness or {}, is_started)
+    return ProbeFastPath(Starlette(routes=routes.routes()), readiness, liveness or {})

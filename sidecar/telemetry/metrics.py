@@ -9,7 +9,7 @@ from typing import Final
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sidecar.lifecycle import MEASURED_SOURCES, SHUTDOWN_PHASES, Outcome, Phase, Timeline
+from sidecar.lifecycle import SHUTDOWN_PHASES, Outcome, Phase, Timeline
 
 # Shutdowns take from a fraction of a second (an idle app) to minutes (long-polling, batch work);
 # the buckets are dense around common grace periods (30 s, 60 s) so "p95 vs grace" is readable.
@@ -113,7 +113,7 @@ class ShutdownMetrics:
     def _observe_drain(self, timeline: Timeline) -> None:
         if timeline.outcome is not None:
             self.shutdowns.labels(outcome=timeline.outcome.value).inc()
-        margin = timeline.margin_seconds
+        margin = timeline.margin_seconds  # None unless a source measured the drain end
         self.margin.set(float("nan") if margin is None else margin)
-        if timeline.drain_end_source in MEASURED_SOURCES and timeline.drain_end is not None and timeline.t0 is not None:
-            self.shutdown_duration.observe(timeline.drain_end - timeline.t0)
+        if margin is not None:  # t0 -> drain end = grace period - margin
+            self.shutdown_duration.observe(timeline.budget.grace_period_seconds - margin)
