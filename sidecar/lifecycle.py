@@ -57,19 +57,22 @@ MEASURED_SOURCES: Final = frozenset(
 
 
 # When several sources are configured, the drain ends at the event of the most precise one; a less
-# precise source's event is recorded but does not end it. The sidecar's own SIGTERM as a native
-# sidecar is the exception: the kubelet sends it only once the app containers have exited, and
-# its SIGKILL follows soon after, so it always ends the drain.
+# precise source's event is recorded but does not end it. A native sidecar's SIGTERM outranks the
+# connections: an app may close its listener and still be cleaning up, and only its exit (which
+# the kubelet's SIGTERM to the sidecar follows) is the end of its drain. `simulate` showed a
+# report saying clean for an app that was SIGKILLed after its listener closed.
 DRAIN_SOURCE_PRECEDENCE: Final = (
     DrainEndSource.PROCESS_EXIT,
+    DrainEndSource.SIDECAR_SIGTERM,
     DrainEndSource.CONNECTIONS,
     DrainEndSource.APP_REPORT,
 )
 
 
 def outranks(source: DrainEndSource, configured: frozenset[DrainEndSource]) -> bool:
-    """True when no configured source is more precise than `source`."""
-    if source not in DRAIN_SOURCE_PRECEDENCE:
+    """True when no configured source is more precise than `source`. The native sidecar's
+    SIGTERM always ends the drain: the app containers have exited, and its SIGKILL follows soon."""
+    if source is DrainEndSource.SIDECAR_SIGTERM or source not in DRAIN_SOURCE_PRECEDENCE:
         return True
     rank = DRAIN_SOURCE_PRECEDENCE.index(source)
     return not any(other in configured for other in DRAIN_SOURCE_PRECEDENCE[:rank])

@@ -108,6 +108,8 @@ class Sidecar:
             sources.add(DrainEndSource.PROCESS_EXIT)
         if self.connection_watch is not None:
             sources.add(DrainEndSource.CONNECTIONS)
+        if settings.native_sidecar:
+            sources.add(DrainEndSource.SIDECAR_SIGTERM)
         self.sequence = ShutdownSequence(
             self.timeline, report=self._report, sources=frozenset(sources), native_sidecar=settings.native_sidecar
         )

@@ -123,6 +123,12 @@ def test_lifecycle_outcome_follows_the_drain_end_source(
         pytest.param(DrainEndSource.CONNECTIONS, frozenset({DrainEndSource.PROCESS_EXIT}), False, id="below-process"),
         pytest.param(DrainEndSource.PROCESS_EXIT, frozenset({DrainEndSource.CONNECTIONS}), True, id="process-first"),
         pytest.param(DrainEndSource.SIDECAR_SIGTERM, frozenset({DrainEndSource.PROCESS_EXIT}), True, id="sigterm"),
+        pytest.param(
+            DrainEndSource.CONNECTIONS,
+            frozenset({DrainEndSource.SIDECAR_SIGTERM, DrainEndSource.CONNECTIONS}),
+            False,
+            id="connections-below-native-sigterm",
+        ),
     ],
 )
 def test_lifecycle_drain_source_precedence(

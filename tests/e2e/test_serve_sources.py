@@ -142,6 +142,25 @@ def test_serve_native_sidecar_sigterm_after_prestop_ends_the_drain(start_sidecar
     assert (report["outcome"], report["drain_end_source"]) == ("clean", "sidecar_sigterm")
 
 
+def test_serve_native_sidecar_waits_for_its_sigterm_after_the_app_port_drained(
+    start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
+) -> None:
+    # An app that closes its listener and then cleans up has not finished draining: as a native
+    # sidecar, the drain ends only at the SIGTERM the kubelet sends once the app has exited.
+    app = demo_apps()
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.2", "--app-port", str(app.port),
+                            "--native-sidecar", "true")  # fmt: skip
+    sidecar.post("/prestop")
+    app.terminate()
+    wait_until(lambda: "connections" in sidecar.get("/status").json().get("drain_end_observed", {}), timeout=5)
+    assert sidecar.get("/status").json()["phase"] == "drain"
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=5) == 0
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "sidecar_sigterm")
+    assert set(report["drain_end_observed"]) == {"connections", "sidecar_sigterm"}
+
+
 def test_serve_app_report_does_not_end_the_drain_while_a_more_precise_source_is_watching(
     start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
 ) -> None:
