@@ -64,6 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="the app's command, after --")
+    from sidecar.simulate.options import EPILOG as SIMULATE_EPILOG
+    from sidecar.simulate.options import add_arguments as add_simulate_arguments
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="rehearse a Kubernetes rolling update on this machine: dropped requests, SIGKILLs",
+        usage="shutdown-sidecar simulate [options] [-- APP CMD [ARGS...]]",
+        description="Rehearse Kubernetes' termination sequence on this machine with real processes on "
+        "loopback, and tell whether requests were dropped or a drain overran the grace period.",
+        epilog=SIMULATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_simulate_arguments(simulate)
     return parser
 
 
@@ -85,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.mode == "simulate":
+        return simulate(args)
     command: list[str] | None = None
     if args.mode == "run":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -116,3 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
     gc.freeze()
     return asyncio.run(serve(settings, sock, command, tracing))
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from sidecar.simulate.command import simulate as run_simulation
+    from sidecar.simulate.options import options_from_args
+
+    try:
+        options = options_from_args(args)
+    except SettingsError as exc:
+        print(f"shutdown-sidecar simulate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_simulation(options)

@@ -1,0 +1,155 @@
+"""`shutdown-sidecar simulate`: from checked Options to an exit status. Builds the pod template
+(from --mode or --chart), runs the rollout with a progress line per event on stderr, and prints
+the result (text or --json) on stdout. Ctrl-C stops the rehearsal and kills every pod it started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final, TextIO
+
+from sidecar.simulate.endpoints import Propagation
+from sidecar.simulate.kubelet import PodStartError
+from sidecar.simulate.options import Options
+from sidecar.simulate.podspec import PodTemplate, template_for_mode
+from sidecar.simulate.render import render
+from sidecar.simulate.rollout import Plan, Rollout
+from sidecar.simulate.verdict import Document, result_document
+
+EXIT_PASS: Final = 0
+EXIT_FAIL: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class SetupError(Exception):
+    """The rehearsal cannot run as asked (a chart that does not render, an app that cannot
+    start): exit 2 with this one line."""
+
+
+def pod_template(options: Options) -> PodTemplate:
+    if options.chart is None:
+        return template_for_mode(options.mode, options.timing, options.app_command)
+    from sidecar.simulate.chart import load_chart_template  # Helm loads only for --chart
+    from sidecar.simulate.helm import ChartError
+
+    try:
+        return load_chart_template(options.chart, options.values, options.app_command)
+    except ChartError as exc:
+        raise SetupError(str(exc)) from None
+
+
+def flag_value(argv: Sequence[str], flag: str) -> float | None:
+    """A sidecar flag's number from a command line (`--flag=N`), for the settings summary."""
+    for arg in argv:
+        name, _, value = arg.partition("=")
+        if name == flag and value:
+            with contextlib.suppress(ValueError):
+                return float(value)
+    return None
+
+
+def settings_document(options: Options, template: PodTemplate) -> Document:
+    reporter = next((c for c in template.all_containers if c.reports), None)
+    return {
+        "grace_period_seconds": template.grace_period_seconds,
+        "prestop_delay_seconds": None if reporter is None else flag_value(reporter.argv, "--prestop-delay"),
+        "propagation_delay_seconds": options.propagation_delay_seconds,
+        "propagation_spread_seconds": options.propagation_spread_seconds,
+        "rps": options.rate_per_second,
+        "pods": options.pods,
+        "request_timeout_seconds": options.request_timeout_seconds,
+        "seed": options.seed,
+        "app_command": list(options.app_command),
+        "chart": None if options.chart is None else str(options.chart),
+        "values": None if options.values is None else str(options.values),
+    }
+
+
+@contextlib.contextmanager
+def log_directory(keep: Path | None) -> Iterator[Path]:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory(prefix="shutdown-sidecar-simulate-") as path:
+        yield Path(path)
+
+
+class Progress:
+    """One stderr line per event: time since start, the event, the running request counts."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.rollout: Rollout | None = None
+
+    def __call__(self, text: str) -> None:
+        rollout = self.rollout
+        if rollout is None:
+            return
+        tally = rollout.tally
+        counts = f"sent {tally.total_sent}, failed {tally.total_failed}"
+        self.stream.write(f"[{rollout.clock():6.2f}s] {text:<64} {counts}\n")
+        self.stream.flush()
+
+
+async def rehearse(options: Options) -> int:
+    template = pod_template(options)
+    progress = Progress(sys.stderr)
+    loop = asyncio.get_running_loop()
+    with log_directory(options.logs) as workdir:
+        plan = Plan(
+            template=template,
+            pods=options.pods,
+            rate_per_second=options.rate_per_second,
+            propagation=Propagation(options.propagation_delay_seconds, options.propagation_spread_seconds),
+            request_timeout_seconds=options.request_timeout_seconds,
+            seed=options.seed,
+            workdir=workdir,
+        )
+        rollout = Rollout(plan, progress)
+        progress.rollout = rollout
+        run = asyncio.create_task(rollout.run(), name="rollout")
+        interrupted: list[signal.Signals] = []
+
+        def interrupt(sig: signal.Signals) -> None:
+            interrupted.append(sig)
+            run.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt, sig)
+        try:
+            await run
+        except asyncio.CancelledError:
+            if not interrupted:
+                raise
+            print(f"shutdown-sidecar simulate: interrupted by {interrupted[0].name}", file=sys.stderr)
+            return 128 + interrupted[0].value
+        except PodStartError as exc:
+            raise SetupError(str(exc)) from None
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        result = result_document(
+            template.mode, settings_document(options, template), rollout.tally, rollout.deleted, rollout.clock()
+        )
+    print_result(result, as_json=options.json, stream=sys.stdout)
+    return EXIT_PASS if result["verdict"] == "pass" else EXIT_FAIL
+
+
+def print_result(result: Document, *, as_json: bool, stream: TextIO) -> None:
+    stream.write(json.dumps(result, indent=2) + "\n" if as_json else render(result))
+    stream.flush()
+
+
+def simulate(options: Options) -> int:
+    try:
+        return asyncio.run(rehearse(options))
+    except SetupError as exc:
+        print(f"shutdown-sidecar simulate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

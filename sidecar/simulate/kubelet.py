@@ -1,0 +1,403 @@
+"""One simulated pod, run the way the kubelet runs it: containers started in order (native
+sidecars first, each waited for until its startup probe passes), readiness probed on its period
+and thresholds, and on deletion the termination sequence: preStop hook, SIGTERM once the hook
+returns, SIGKILL at the end of the grace period, native sidecars only after the app containers.
+Records what happened and when; judges nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from sidecar.config import ENV_PREFIX
+from sidecar.simulate.client import http_get, tcp_connect
+from sidecar.simulate.podspec import (
+    ADMIN_PORT,
+    ADMIN_PORT_PLACEHOLDER,
+    APP_PORT,
+    MINIMUM_GRACE_SECONDS,
+    POD_NAME_PLACEHOLDER,
+    PORT_PLACEHOLDER,
+    TERMINATION_LOG_PLACEHOLDER,
+    ContainerSpec,
+    HttpGet,
+    PodTemplate,
+    Probe,
+    substitute,
+)
+
+LOG_TAIL_BYTES: Final = 2048
+Clock = Callable[[], float]  # seconds since the simulation began
+
+
+class PodStartError(Exception):
+    """A pod that could not start: a command not found, an app that exited or never listened."""
+
+
+class RequestPhase(enum.Enum):
+    """Where the pod a request went to stood in its termination, as the kubelet saw it."""
+
+    RUNNING = "running"  # not deleted
+    PRESTOP = "prestop"  # deleted; the app's preStop hook is running and the app has no SIGTERM yet
+    DRAIN = "drain"  # the app has its SIGTERM and has not exited
+    EXITED = "exited"  # the app has exited; the balancer still routes to it
+
+
+@dataclasses.dataclass
+class ContainerRecord:
+    name: str
+    started_at: float | None = None
+    hook_started_at: float | None = None
+    hook_ended_at: float | None = None
+    hook_result: str | None = None  # the status code, or the failure kind
+    signalled_at: float | None = None
+    killed_at: float | None = None
+    exited_at: float | None = None
+    exit_status: int | None = None
+    termination_message: str | None = None
+
+
+@dataclasses.dataclass
+class PodRecord:
+    name: str
+    app_port: int
+    admin_port: int
+    grace_period_seconds: float
+    containers: dict[str, ContainerRecord]
+    traffic_container: str
+    report_container: str | None
+    created_at: float
+    ready_at: float | None = None
+    deleted_at: float | None = None
+    endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
+    terminated_at: float | None = None  # every container has exited
+
+    @property
+    def deadline(self) -> float | None:
+        return None if self.deleted_at is None else self.deleted_at + self.grace_period_seconds
+
+    def request_phase(self) -> RequestPhase:
+        app = self.containers[self.traffic_container]
+        if self.deleted_at is None:
+            return RequestPhase.RUNNING
+        if app.exited_at is not None:
+            return RequestPhase.EXITED
+        if app.signalled_at is None:
+            return RequestPhase.PRESTOP
+        return RequestPhase.DRAIN
+
+
+def exit_status_of(returncode: int) -> int:
+    """asyncio's returncode (-N when killed by signal N) in a shell's convention (128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def container_environment(spec: ContainerSpec, values: Mapping[str, str]) -> dict[str, str]:
+    # The simulator's own SIDECAR_* variables stay out: the rehearsal is what the flags say.
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    env.update({name: substitute([value], values)[0] for name, value in spec.env.items()})
+    if spec.serves_traffic:
+        env["PORT"] = values[PORT_PLACEHOLDER]
+    return env
+
+
+class Pod:
+    """Start it, delete it, or (at the end of a run) kill whatever is left of it."""
+
+    def __init__(
+        self,
+        name: str,
+        template: PodTemplate,
+        *,
+        ports: Mapping[str, int],
+        workdir: Path,
+        clock: Clock,
+        on_event: Callable[[str], None],
+        on_readiness: Callable[[Pod, bool], None],
+    ) -> None:
+        self.name = name
+        self.template = template
+        self.ports = dict(ports)
+        self.workdir = workdir / name
+        self._clock = clock
+        self._on_event = on_event
+        self._on_readiness = on_readiness
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._exits: dict[str, asyncio.Event] = {}
+        self._ready: dict[str, bool] = {}  # container -> readiness, for those that have a probe
+        self._is_ready = False
+        self._changed = asyncio.Event()  # a readiness or an exit changed: start() looks again
+        self._is_cleaning_up = False  # kill() has run: exits are expected, and not news
+        self._tasks: set[asyncio.Task[None]] = set()
+        traffic = next(c.name for c in template.containers if c.serves_traffic)
+        reporter = next((c.name for c in template.all_containers if c.reports), None)
+        self.record = PodRecord(
+            name,
+            app_port=ports[APP_PORT],
+            admin_port=ports.get(ADMIN_PORT, 0),
+            grace_period_seconds=template.grace_period_seconds,
+            containers={c.name: ContainerRecord(c.name) for c in template.all_containers},
+            traffic_container=traffic,
+            report_container=reporter,
+            created_at=clock(),
+        )
+
+    @property
+    def is_ready(self) -> bool:
+        return self._is_ready
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.record.deleted_at is not None
+
+    def _event(self, text: str) -> None:
+        self._on_event(f"{self.name} {text}")
+
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=f"{self.name}/{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- start -----------------------------------------------------------------------------------
+
+    async def start(self, timeout_seconds: float) -> None:
+        """Start every container in the kubelet's order; returns once the pod is ready.
+        Raises PodStartError (with what the failing container last logged)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                for spec in self.template.sidecars:
+                    await self._start_container(spec)
+                    if spec.startup is not None:
+                        await self._wait_started(spec, spec.startup)
+                for spec in self.template.containers:
+                    await self._start_container(spec)
+                while not self._is_ready:
+                    self._fail_if_any_exited()
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise PodStartError(f"{self.name}: not ready after {timeout_seconds:g}s{self._hint()}") from None
+        self.record.ready_at = self._clock()
+        self._event("ready")
+
+    def _hint(self) -> str:
+        app = next(c for c in self.template.containers if c.serves_traffic)
+        port = self.ports[APP_PORT]
+        if not any(PORT_PLACEHOLDER in arg for arg in app.argv):
+            return f" (the app's command has no {PORT_PLACEHOLDER}: it must listen on 127.0.0.1:{port}, given as $PORT)"
+        return f" (is the app listening on 127.0.0.1:{port}? see {self.workdir}/{app.name}.log)"
+
+    def _values(self, spec: ContainerSpec) -> dict[str, str]:
+        return {
+            PORT_PLACEHOLDER: str(self.ports[APP_PORT]),
+            ADMIN_PORT_PLACEHOLDER: str(self.ports.get(ADMIN_PORT, 0)),
+            TERMINATION_LOG_PLACEHOLDER: str(self.workdir / f"{spec.name}.termination-log"),
+            POD_NAME_PLACEHOLDER: self.name,
+        }
+
+    async def _start_container(self, spec: ContainerSpec) -> None:
+        values = self._values(spec)
+        argv = substitute(spec.argv, values)
+        with open(self.workdir / f"{spec.name}.log", "wb") as log:  # noqa: ASYNC230 - a local file, opened once
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=container_environment(spec, values),
+                    process_group=0,  # its own group: the SIGKILL takes its whole tree, Ctrl-C none of it
+                )
+            except FileNotFoundError:
+                raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: command not found") from None
+            except OSError as exc:
+                raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: cannot execute: {exc.strerror}") from None
+        self._processes[spec.name] = process
+        self._exits[spec.name] = asyncio.Event()
+        self.record.containers[spec.name].started_at = self._clock()
+        self._spawn_task(self._reap(spec, process), f"{spec.name}/reap")
+        if spec.readiness is not None:
+            self._ready[spec.name] = False
+            self._spawn_task(self._probe_readiness(spec, spec.readiness), f"{spec.name}/readiness")
+        self._update_readiness()
+
+    async def _reap(self, spec: ContainerSpec, process: asyncio.subprocess.Process) -> None:
+        status = exit_status_of(await process.wait())
+        record = self.record.containers[spec.name]
+        record.exited_at = self._clock()
+        record.exit_status = status
+        record.termination_message = self._read_termination_log(spec)
+        self._exits[spec.name].set()
+        self._update_readiness()
+        if self._is_cleaning_up:
+            return
+        if self.is_deleted:
+            self._event(f"{spec.name} exited with status {status}")
+        else:
+            self._event(f"{spec.name} exited with status {status} before its pod was deleted")
+
+    def _read_termination_log(self, spec: ContainerSpec) -> str | None:
+        path = self.workdir / f"{spec.name}.termination-log"
+        try:
+            return path.read_text(errors="replace")[:4096]  # the kubelet's cap on a termination message
+        except FileNotFoundError:
+            return None
+
+    def log_tail(self, container: str) -> str:
+        """The last lines a container wrote: the reason a start failed."""
+        try:
+            with open(self.workdir / f"{container}.log", "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
+                return log.read().decode(errors="replace").strip()
+        except FileNotFoundError:
+            return ""
+
+    async def _wait_started(self, spec: ContainerSpec, probe: Probe) -> None:
+        """A startup probe: run on its period until it passes; the next container waits."""
+        await asyncio.sleep(probe.initial_delay_seconds)
+        failures = 0
+        while not await self._run_probe(spec, probe):
+            failures += 1
+            if failures >= probe.failure_threshold:
+                raise PodStartError(f"{self.name}: {spec.name}: startup probe failed {failures} times")
+            await self._sleep_unless_exited(spec, probe.period_seconds)
+
+    async def _sleep_unless_exited(self, spec: ContainerSpec, seconds: float) -> None:
+        exited = self._exits[spec.name]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await exited.wait()
+        if exited.is_set():
+            raise self._exited_while_starting(spec.name)
+
+    def _fail_if_any_exited(self) -> None:
+        for name, exited in self._exits.items():
+            if exited.is_set():
+                raise self._exited_while_starting(name)
+
+    def _exited_while_starting(self, container: str) -> PodStartError:
+        status = self.record.containers[container].exit_status
+        last_line = (self.log_tail(container).splitlines() or ["(no output)"])[-1]
+        return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}")
+
+    async def _run_probe(self, spec: ContainerSpec, probe: Probe) -> bool:
+        port = self.ports[probe.action.port]
+        if isinstance(probe.action, HttpGet):
+            result = await http_get(
+                port, probe.action.path, timeout_seconds=probe.timeout_seconds, headers=probe.action.headers
+            )
+            # The kubelet counts 200-399 as success.
+            return result.status is not None and 200 <= result.status < 400
+        return await tcp_connect(port, timeout_seconds=probe.timeout_seconds)
+
+    async def _probe_readiness(self, spec: ContainerSpec, probe: Probe) -> None:
+        await asyncio.sleep(probe.initial_delay_seconds)
+        exited = self._exits[spec.name]
+        successes = failures = 0
+        while not exited.is_set():
+            if await self._run_probe(spec, probe):
+                successes, failures = successes + 1, 0
+                if successes >= probe.success_threshold:
+                    self._set_container_ready(spec.name, True)
+            else:
+                successes, failures = 0, failures + 1
+                if failures >= probe.failure_threshold:
+                    self._set_container_ready(spec.name, False)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(probe.period_seconds):
+                    await exited.wait()
+
+    def _set_container_ready(self, container: str, ready: bool) -> None:
+        if self._ready.get(container) != ready:
+            self._ready[container] = ready
+            self._update_readiness()
+
+    def _update_readiness(self) -> None:
+        # The pod is ready when every container runs and every probed one passes its probe.
+        running = all(
+            name in self._processes and self.record.containers[name].exited_at is None
+            for name in self.record.containers
+        )
+        ready = running and all(self._ready.values())
+        if ready != self._is_ready:
+            self._is_ready = ready
+            self._on_readiness(self, ready)
+        self._changed.set()
+
+    # --- termination -----------------------------------------------------------------------------
+
+    async def delete(self) -> None:
+        """Kubernetes' termination sequence, to the end: returns when every container has exited."""
+        loop = asyncio.get_running_loop()
+        self.record.deleted_at = self._clock()
+        deadline = loop.time() + self.template.grace_period_seconds
+        self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
+        # Without a sequence among them: the app containers are stopped concurrently.
+        await asyncio.gather(*(self._stop_container(spec, deadline) for spec in self.template.containers))
+        # Native sidecars only once every app container has exited, last started first.
+        for spec in reversed(self.template.sidecars):
+            await self._stop_container(spec, deadline)
+        self.record.terminated_at = self._clock()
+
+    async def _stop_container(self, spec: ContainerSpec, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        record = self.record.containers[spec.name]
+        exited = self._exits[spec.name]
+        if spec.pre_stop is not None and not exited.is_set():
+            record.hook_started_at = self._clock()
+            hook = spec.pre_stop
+            result = await http_get(
+                self.ports[hook.port],
+                hook.path,
+                timeout_seconds=max(0.0, deadline - loop.time()),
+                headers=hook.headers,
+            )
+            record.hook_ended_at = self._clock()
+            record.hook_result = result.describe()
+            waited = record.hook_ended_at - record.hook_started_at
+            # A failed hook is only an event to the kubelet: the container is stopped all the same.
+            self._event(f"{spec.name} preStop hook: {record.hook_result} after {waited:.2f}s")
+        if not exited.is_set():
+            self._send(spec.name, signal.SIGTERM)
+            record.signalled_at = self._clock()
+            self._event(f"{spec.name} SIGTERM")
+        # When the hook used up the grace period, the kubelet still gives the container 2 s.
+        kill_at = max(deadline, loop.time() + MINIMUM_GRACE_SECONDS) if record.signalled_at else deadline
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(kill_at):
+                await exited.wait()
+        if not exited.is_set():
+            self._kill_group(spec.name)
+            record.killed_at = self._clock()
+            self._event(f"{spec.name} SIGKILL: still running at the end of the grace period")
+            await exited.wait()
+
+    def _send(self, container: str, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._processes[container].send_signal(sig)
+
+    def _kill_group(self, container: str) -> None:
+        process = self._processes.get(container)
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    async def kill(self) -> None:
+        """The end of a run: SIGKILL what is left, reap it, stop probing."""
+        self._is_cleaning_up = True
+        for name in self._processes:
+            self._kill_group(name)
+        for task in list(self._tasks):
+            if not task.get_name().endswith("/reap"):
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,164 @@
+"""What the simulated kubelet runs: a pod template cut down to what termination depends on —
+each container's command, preStop hook and probes, and the grace period. Built from the flags
+(`template_for_mode`) or from a rendered Helm chart (sidecar.simulate.chart). Data only."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+# Each simulated pod gets its own loopback ports, as each real pod gets its own IP. Templates
+# name them symbolically; commands carry them as these placeholders, replaced per pod.
+APP_PORT: Final = "app"
+ADMIN_PORT: Final = "admin"
+PORT_PLACEHOLDER: Final = "{port}"  # the app's port, in the user's APP CMD
+ADMIN_PORT_PLACEHOLDER: Final = "{admin_port}"
+TERMINATION_LOG_PLACEHOLDER: Final = "{termination_log}"
+POD_NAME_PLACEHOLDER: Final = "{pod_name}"  # in env values: the downward API's metadata.name
+
+# A Kubernetes probe's defaults (core/v1 Probe), and the kubelet's floor on the time a container
+# gets after its SIGTERM when the preStop hook used the whole grace period.
+PROBE_DEFAULT_PERIOD_SECONDS: Final = 10.0
+PROBE_DEFAULT_TIMEOUT_SECONDS: Final = 1.0
+PROBE_DEFAULT_FAILURE_THRESHOLD: Final = 3
+MINIMUM_GRACE_SECONDS: Final = 2.0
+
+
+class Mode(enum.Enum):
+    """Where the sidecar sits in the pod; NONE is the same pod without it: the baseline."""
+
+    NATIVE = "native"
+    CLASSIC = "classic"
+    RUN = "run"
+    NONE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpGet:
+    port: str  # APP_PORT or ADMIN_PORT
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpSocket:
+    port: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    action: HttpGet | TcpSocket
+    period_seconds: float = PROBE_DEFAULT_PERIOD_SECONDS
+    timeout_seconds: float = PROBE_DEFAULT_TIMEOUT_SECONDS
+    success_threshold: int = 1
+    failure_threshold: int = PROBE_DEFAULT_FAILURE_THRESHOLD
+    initial_delay_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    argv: tuple[str, ...]  # may hold the placeholders above
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # values may hold them too
+    pre_stop: HttpGet | None = None
+    readiness: Probe | None = None
+    startup: Probe | None = None
+    serves_traffic: bool = False  # owns the app port: its exit is the drain's end as the kubelet sees it
+    reports: bool = False  # a sidecar: its termination log is the pod's final report
+
+
+@dataclasses.dataclass(frozen=True)
+class PodTemplate:
+    mode: Mode
+    grace_period_seconds: float
+    # Native sidecars (restartPolicy: Always init containers): started first, each waited for
+    # until its startup probe passes, and stopped only after every container below has exited.
+    sidecars: tuple[ContainerSpec, ...]
+    containers: tuple[ContainerSpec, ...]
+
+    @property
+    def all_containers(self) -> tuple[ContainerSpec, ...]:
+        return (*self.sidecars, *self.containers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    grace_period_seconds: float
+    prestop_delay_seconds: float
+    report_reserve_seconds: float
+
+
+def demo_app_command() -> tuple[str, ...]:
+    """The built-in demo app: drains at SIGTERM, 50 ms per request."""
+    return (sys.executable, "-m", "sidecar.demo", "--port", PORT_PLACEHOLDER)
+
+
+def sidecar_command(subcommand: str, timing: Timing, *extra: str) -> tuple[str, ...]:
+    return (
+        sys.executable,
+        "-m",
+        "sidecar",
+        subcommand,
+        "--host=127.0.0.1",
+        f"--port={ADMIN_PORT_PLACEHOLDER}",
+        f"--grace-period={timing.grace_period_seconds:g}",
+        f"--prestop-delay={timing.prestop_delay_seconds:g}",
+        f"--report-reserve={timing.report_reserve_seconds:g}",
+        f"--app-port={PORT_PLACEHOLDER}",
+        f"--termination-log={TERMINATION_LOG_PLACEHOLDER}",
+        *extra,
+    )
+
+
+# The pod the chart deploys with its default probes. The app also gets a
+# TCP readiness probe so a new pod joins the endpoints only once the app listens.
+SIDECAR_READINESS: Final = Probe(HttpGet(ADMIN_PORT, "/readyz"), period_seconds=1, failure_threshold=1)
+SIDECAR_STARTUP: Final = Probe(HttpGet(ADMIN_PORT, "/startupz"), period_seconds=1, failure_threshold=30)
+APP_READINESS: Final = Probe(TcpSocket(APP_PORT), period_seconds=1, failure_threshold=1)
+PRESTOP_HOOK: Final = HttpGet(ADMIN_PORT, "/prestop")
+
+
+def template_for_mode(mode: Mode, timing: Timing, app_command: Sequence[str]) -> PodTemplate:
+    """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it."""
+    app = ContainerSpec("app", tuple(app_command), serves_traffic=True)
+    grace = timing.grace_period_seconds
+    if mode is Mode.NONE:
+        # No hook: the app gets its SIGTERM the moment the pod is deleted.
+        return PodTemplate(mode, grace, (), (dataclasses.replace(app, readiness=APP_READINESS),))
+    if mode is Mode.RUN:
+        wrapper = ContainerSpec(
+            "app",
+            (*sidecar_command("run", timing), "--", *app_command),
+            pre_stop=PRESTOP_HOOK,
+            readiness=SIDECAR_READINESS,  # in run mode /readyz also checks the app and its port
+            serves_traffic=True,
+            reports=True,
+        )
+        return PodTemplate(mode, grace, (), (wrapper,))
+    app = dataclasses.replace(app, pre_stop=PRESTOP_HOOK, readiness=APP_READINESS)
+    native = mode is Mode.NATIVE
+    sidecar = ContainerSpec(
+        "shutdown-sidecar",
+        sidecar_command("serve", timing, *(("--native-sidecar=true",) if native else ())),
+        readiness=SIDECAR_READINESS,
+        startup=SIDECAR_STARTUP,
+        reports=True,
+    )
+    if native:
+        return PodTemplate(mode, grace, (sidecar,), (app,))
+    return PodTemplate(mode, grace, (), (app, sidecar))
+
+
+def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
+    """Fill the placeholders in a command. Plain replacement, not str.format: a user's argument
+    may hold other braces (JSON, shell)."""
+    filled = []
+    for arg in argv:
+        filled_arg = arg
+        for placeholder, value in values.items():
+            filled_arg = filled_arg.replace(placeholder, value)
+        filled.append(filled_arg)
+    return filled

@@ -1,0 +1,152 @@
+"""The rehearsal for a terminal: each deleted pod's termination drawn against its grace period,
+the requests by phase and kind, each sidecar's report, and the verdict. Text from the result
+document only, so what a person reads and what --json prints cannot disagree. ASCII only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from sidecar.simulate.load import KINDS, PHASES
+
+BAR_WIDTH: Final = 50
+LEGEND: Final = (
+    "= preStop hook: the app serves, its SIGTERM held   # the app drains after its SIGTERM",
+    "+ the sidecar stops   . grace left   X SIGKILL   ^ the balancer stops routing to the pod",
+)
+
+Document = dict[str, Any]
+
+
+def column(seconds: float, grace_seconds: float) -> int:
+    return max(0, min(BAR_WIDTH - 1, int(seconds / grace_seconds * BAR_WIDTH)))
+
+
+def timeline_bar(pod: Document) -> str:
+    """One pod's termination on its grace period: the app's hook, its drain, then the sidecar.
+    Every segment that happened gets at least one column, however short it was."""
+    grace = pod["grace_period_seconds"]
+    app = pod["containers"][pod["app_container"]]
+    segments = [
+        (0.0, app["sigterm_after_seconds"], "="),
+        (app["sigterm_after_seconds"], app["exited_after_seconds"], "#"),
+    ]
+    sidecar = pod["sidecar_container"]
+    if sidecar is not None and sidecar != pod["app_container"]:
+        segments.append((app["exited_after_seconds"], pod["containers"][sidecar]["exited_after_seconds"], "+"))
+    bar = ["."] * BAR_WIDTH
+    cursor = 0
+    for start, end, mark in segments:
+        if start is None or end is None or end <= start:
+            continue
+        first = min(max(column(start, grace), cursor), BAR_WIDTH - 1)
+        last = max(first + 1, column(end, grace))
+        bar[first:last] = mark * (last - first)
+        cursor = last
+    for name in pod["sigkilled"]:
+        bar[column(pod["containers"][name]["sigkill_after_seconds"], grace)] = "X"
+    return "".join(bar[:BAR_WIDTH])
+
+
+def endpoint_marker(pod: Document) -> str:
+    removed = pod["endpoint_removed_after_seconds"]
+    if removed is None:
+        return "(the balancer never stopped routing to it)"
+    at = column(removed, pod["grace_period_seconds"])
+    return " " * at + f"^ {removed:.2f}s"
+
+
+def pod_lines(pod: Document) -> list[str]:
+    name = f"{pod['name']:<8}"
+    ended = pod["terminated_after_seconds"]
+    grace = pod["grace_period_seconds"]
+    summary = f"done {ended:.2f}s of {grace:g}s" if ended is not None else "did not end"
+    if pod["sigkilled"]:
+        summary += f", SIGKILLed: {', '.join(pod['sigkilled'])}"
+    lines = [f"  {name}|{timeline_bar(pod)}| {summary}", f"  {' ' * 8} {endpoint_marker(pod)}"]
+    app = pod["containers"][pod["app_container"]]
+    hook = app["pre_stop_hook"]
+    facts = []
+    if hook is not None:
+        facts.append(f"preStop {hook['result']} after {hook['returned_after_seconds']:.2f}s")
+    if app["sigterm_after_seconds"] is not None and app["exited_after_seconds"] is not None:
+        facts.append(f"app drained {app['exited_after_seconds'] - app['sigterm_after_seconds']:.2f}s")
+    facts.append(f"app exit status {app['exit_status']}")
+    lines.append(f"  {' ' * 8} {', '.join(facts)}")
+    lines.append(f"  {' ' * 8} {report_line(pod)}")
+    return lines
+
+
+def report_line(pod: Document) -> str:
+    if pod["sidecar_container"] is None:
+        return "report: none (no sidecar)"
+    report = pod["report"]
+    if not isinstance(report, dict):
+        return "report: none written"
+    margin = report.get("margin_seconds")
+    parts = [
+        f"outcome {report.get('outcome')}",
+        f"drain end {report.get('drain_end_source')}",
+        "margin " + ("n/a" if margin is None else f"{margin:.2f}s"),
+        f"late connections {report.get('late_connections', 0)}",
+    ]
+    last = report.get("last_late_connection_seconds")
+    if last is not None:
+        parts[-1] += f" (last {last:.2f}s after t0)"
+    return "report: " + ", ".join(parts)
+
+
+def requests_table(requests: Document) -> list[str]:
+    header = f"  {'phase':<13}{'sent':>7}{'failed':>8}" + "".join(f"{kind:>9}" for kind in KINDS)
+    lines = [f"requests: {requests['sent']} sent, {requests['failed']} failed", header]
+    for phase in PHASES:
+        row = requests["by_phase"][phase]
+        if phase == "no_endpoints" and not row["sent"]:
+            continue
+        kinds = "".join(f"{row['by_kind'][kind]:>9}" for kind in KINDS)
+        lines.append(f"  {phase:<13}{row['sent']:>7}{row['failed']:>8}{kinds}")
+    return lines
+
+
+def verdict_lines(result: Document) -> list[str]:
+    if result["verdict"] == "pass":
+        lines = ["verdict: PASS - no request failed; every drain ended inside the grace period"]
+        if result["mode"] != "none" and result["settings"]["chart"] is None:
+            lines.append("  the same rollout without the sidecar: add --mode none")
+        return lines
+    lines = ["verdict: FAIL"]
+    lines += [f"  - {reason}" for reason in result["reasons"]]
+    hint = advice(result)
+    if hint:
+        lines.append(f"  hint: {hint}")
+    return lines
+
+
+def advice(result: Document) -> str | None:
+    settings = result["settings"]
+    requests = result["requests"]
+    if result["mode"] == "none" and requests["failed"]:
+        return "this is the baseline without the sidecar; run without --mode none to compare"
+    early = requests["by_phase"]["drain"]["failed"] + requests["by_phase"]["exited"]["failed"]
+    delay, propagation = settings.get("prestop_delay_seconds"), settings["propagation_delay_seconds"]
+    if early and delay is not None and delay <= propagation + settings["propagation_spread_seconds"]:
+        return f"the prestop delay ({delay:g}s) does not cover the endpoint propagation ({propagation:g}s+)"
+    if any(pod["sigkilled"] for pod in result["pods"]):
+        return "the app drains for longer than the grace period leaves it: raise the grace period or drain faster"
+    return None
+
+
+def render(result: Document) -> str:
+    pods: Sequence[Document] = result["pods"]
+    lines = [f"mode {result['mode']}, {len(pods)} pods replaced in {result['duration_seconds']:.1f}s", ""]
+    if pods:
+        grace = pods[0]["grace_period_seconds"]
+        lines.append(f"each deleted pod, from its deletion to the end of its {grace:g}s grace period:")
+        lines += [f"  {legend}" for legend in LEGEND]
+        for pod in pods:
+            lines += pod_lines(pod)
+        lines.append("")
+    lines += requests_table(result["requests"])
+    lines.append("")
+    lines += verdict_lines(result)
+    return "\n".join(lines) + "\n"

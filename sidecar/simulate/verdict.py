@@ -1,0 +1,111 @@
+"""What a rehearsal found, as one JSON-ready document, and the verdict on it: pass only when no
+request failed and every deleted pod's containers exited inside the grace period, without a
+SIGKILL, and each sidecar reported a clean drain. Pure functions of the records."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sidecar.simulate.kubelet import ContainerRecord, PodRecord
+from sidecar.simulate.load import Tally
+from sidecar.simulate.podspec import Mode
+
+Document = dict[str, Any]
+
+
+def _after(at: float | None, origin: float) -> float | None:
+    return None if at is None else round(at - origin, 3)
+
+
+def container_document(record: ContainerRecord, deleted_at: float) -> Document:
+    """A container's termination, in seconds after its pod's deletion."""
+    hook = None
+    if record.hook_started_at is not None:
+        hook = {"result": record.hook_result, "returned_after_seconds": _after(record.hook_ended_at, deleted_at)}
+    return {
+        "pre_stop_hook": hook,
+        "sigterm_after_seconds": _after(record.signalled_at, deleted_at),
+        "exited_after_seconds": _after(record.exited_at, deleted_at),
+        "exit_status": record.exit_status,
+        "sigkill_after_seconds": _after(record.killed_at, deleted_at),
+    }
+
+
+def parse_report(message: str | None) -> Document | str | None:
+    """The sidecar's final report from its termination log: a JSON object, else the raw text."""
+    if message is None:
+        return None
+    try:
+        report = json.loads(message)
+    except ValueError:
+        return message
+    return report if isinstance(report, dict) else message
+
+
+def pod_document(record: PodRecord) -> Document:
+    deleted_at = record.deleted_at if record.deleted_at is not None else record.created_at
+    containers = {name: container_document(c, deleted_at) for name, c in record.containers.items()}
+    killed = sorted(name for name, c in record.containers.items() if c.killed_at is not None)
+    terminated_after = _after(record.terminated_at, deleted_at)
+    report = None
+    if record.report_container is not None:
+        report = parse_report(record.containers[record.report_container].termination_message)
+    return {
+        "name": record.name,
+        "grace_period_seconds": record.grace_period_seconds,
+        "endpoint_removed_after_seconds": _after(record.endpoint_removed_at, deleted_at),
+        "terminated_after_seconds": terminated_after,
+        "within_grace": not killed and terminated_after is not None and terminated_after <= record.grace_period_seconds,
+        "sigkilled": killed,
+        "app_container": record.traffic_container,
+        "sidecar_container": record.report_container,
+        "containers": containers,
+        "report": report,
+    }
+
+
+def reasons_to_fail(requests: Document, pods: Sequence[Document]) -> list[str]:
+    reasons = []
+    if requests["sent"] == 0:
+        reasons.append("no request was sent")
+    if requests["failed"]:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in requests["by_kind"].items() if n)
+        reasons.append(f"{requests['failed']} of {requests['sent']} requests failed ({kinds})")
+    for pod in pods:
+        grace = pod["grace_period_seconds"]
+        for name in pod["sigkilled"]:
+            at = pod["containers"][name]["sigkill_after_seconds"]
+            reasons.append(
+                f"{pod['name']}: {name} was SIGKILLed {at:.2f}s after deletion: "
+                f"its drain overran the {grace:g}s grace period"
+            )
+        if not pod["sigkilled"] and not pod["within_grace"]:
+            reasons.append(f"{pod['name']}: did not terminate inside the {grace:g}s grace period")
+        if pod["sidecar_container"] is None:
+            continue
+        report = pod["report"]
+        if not isinstance(report, dict):
+            reasons.append(f"{pod['name']}: no final report from {pod['sidecar_container']}")
+        elif report.get("outcome") != "clean":
+            reasons.append(f"{pod['name']}: the sidecar's report says outcome {report.get('outcome')!r}")
+    return reasons
+
+
+def result_document(
+    mode: Mode, settings: Document, tally: Tally, deleted: Sequence[PodRecord], duration_seconds: float
+) -> Document:
+    """simulate's --json object: verdict, reasons, requests, pods, and the settings it ran with."""
+    requests = tally.document()
+    pods = [pod_document(record) for record in deleted]
+    reasons = reasons_to_fail(requests, pods)
+    return {
+        "verdict": "fail" if reasons else "pass",
+        "reasons": reasons,
+        "mode": mode.value,
+        "settings": settings,
+        "duration_seconds": round(duration_seconds, 3),
+        "requests": requests,
+        "pods": pods,
+    }
