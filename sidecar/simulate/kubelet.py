@@ -288,7 +288,9 @@ class Pod:
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
         last_line = (self.log_tail(container).splitlines() or ["(no output)"])[-1]
-        return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}")
+        return PodStartError(
+            f"{self.name}: {container} exited with status {status} while starting: {last_line}{self._hint()}"
+        )
 
     async def _run_probe(self, spec: ContainerSpec, probe: Probe) -> bool:
         port = self.ports[probe.action.port]

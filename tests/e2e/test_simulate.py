@@ -1,0 +1,142 @@
+"""`shutdown-sidecar simulate` end to end: the real command, its real pods and load, read back
+through --json and the exit status."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CHART = ROOT / "charts" / "shutdown-sidecar"
+DEMO = (sys.executable, "-m", "sidecar.demo", "--port", "{port}")
+
+
+def simulate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", "simulate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def result_of(completed: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert completed.stdout, completed.stderr
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+@pytest.mark.timeout(120)
+def test_simulate_default_rehearsal_drops_nothing_with_the_sidecar_and_requests_without_it() -> None:
+    with_sidecar = simulate("--json")
+    assert with_sidecar.returncode == 0, with_sidecar.stderr
+    result = result_of(with_sidecar)
+    assert result["verdict"] == "pass"
+    assert result["mode"] == "native"
+    assert result["requests"]["failed"] == 0
+    assert result["requests"]["sent"] > 100
+    # Traffic reached the pods during the prestop delay: the hold is what kept it from failing.
+    assert result["requests"]["by_phase"]["prestop"]["sent"] > 0
+    assert len(result["pods"]) == 3
+    for pod in result["pods"]:
+        assert pod["within_grace"]
+        assert pod["report"]["outcome"] == "clean"
+        assert pod["report"]["drain_end_source"] == "sidecar_sigterm"
+        assert pod["containers"]["app"]["pre_stop_hook"]["result"] == "200"
+
+    baseline = simulate("--json", "--mode", "none")
+    assert baseline.returncode == 1, baseline.stderr
+    result = result_of(baseline)
+    assert result["verdict"] == "fail"
+    assert result["requests"]["failed"] > 0
+    # The app stopped listening while the balancer still sent it traffic.
+    late = result["requests"]["by_phase"]["drain"]["failed"] + result["requests"]["by_phase"]["exited"]["failed"]
+    assert late == result["requests"]["failed"]
+    assert all(pod["report"] is None for pod in result["pods"])
+
+
+@pytest.mark.timeout(60)
+def test_simulate_an_app_whose_drain_overruns_the_grace_period_fails_with_its_sigkill() -> None:
+    app = (*DEMO, "--cleanup", "30")  # closes its listener at SIGTERM, then takes 30 s to exit
+    completed = simulate("--pods", "1", "--grace-period", "3", "--prestop-delay", "1", "--propagation-delay", "0.5",
+                         "--", *app)  # fmt: skip
+    assert completed.returncode == 1, completed.stderr
+    assert "verdict: FAIL" in completed.stdout
+    assert "app was SIGKILLed" in completed.stdout
+    bar = next(line for line in completed.stdout.splitlines() if line.lstrip().startswith("old-1"))
+    assert bar.rstrip().split("|")[1].endswith("X")  # the SIGKILL drawn at the end of the grace period
+    assert "SIGKILL" in completed.stderr  # and announced as it happened
+
+    as_json = simulate("--json", "--pods", "1", "--grace-period", "3", "--prestop-delay", "1",
+                       "--propagation-delay", "0.5", "--", *app)  # fmt: skip
+    pod = result_of(as_json)["pods"][0]
+    assert pod["sigkilled"] == ["app"]
+    assert not pod["within_grace"]
+    assert pod["containers"]["app"]["exit_status"] == 128 + 9
+    # The sidecar waited for the app's exit (its SIGTERM), so it saw the overrun: not clean.
+    assert pod["report"]["outcome"] == "timeout"
+
+
+@pytest.mark.timeout(60)
+def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "terminationGracePeriodSeconds: 6\nprestopDelaySeconds: 2.5\nexpectedDrainSeconds: 2\nreportReserveSeconds: 1\n"
+    )
+    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--pods", "1",
+                         "--propagation-delay", "1.5")  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    result = result_of(completed)
+    assert result["mode"] == "native"
+    assert result["settings"]["grace_period_seconds"] == 6
+    assert result["settings"]["prestop_delay_seconds"] == 2.5
+    (pod,) = result["pods"]
+    assert pod["grace_period_seconds"] == 6
+    assert pod["sidecar_container"] == "shutdown-sidecar"
+    assert pod["report"]["prestop_delay_seconds"] == 2.5  # the chart's flags reached the sidecar
+    assert pod["report"]["grace_period_seconds"] == 6
+    hook = pod["containers"]["app"]["pre_stop_hook"]
+    assert hook["result"] == "200"
+    assert hook["returned_after_seconds"] == pytest.approx(2.5, abs=0.3)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        pytest.param(("--grace-period", "3", "--prestop-delay", "5"), "--grace-period", id="grace-shorter-than-delay"),
+        pytest.param(("--",), "--", id="missing-app-command"),
+        pytest.param(("--", "no-such-app-anywhere"), "APP CMD", id="app-not-found"),
+        pytest.param(("--rps", "0"), "--rps", id="no-load"),
+        pytest.param(("--chart", str(CHART), "--mode", "none"), "--mode", id="chart-and-mode"),
+    ],
+)
+def test_simulate_bad_input_exits_2_with_one_line_naming_it(args: tuple[str, ...], flag: str) -> None:
+    completed = simulate(*args, timeout=20)
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    lines = completed.stderr.splitlines()
+    assert len(lines) == 1, completed.stderr
+    assert lines[0].startswith(f"shutdown-sidecar simulate: error: {flag}:")
+
+
+@pytest.mark.timeout(30)
+def test_simulate_an_app_that_cannot_listen_on_its_port_exits_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        # A fixed port instead of {port}: here it is taken, as it would be for a second pod.
+        completed = simulate("--pods", "1", "--", sys.executable, "-m", "sidecar.demo", "--port", str(port), timeout=25)
+    assert completed.returncode == 2
+    error = completed.stderr.splitlines()[-1]
+    assert error.startswith("shutdown-sidecar simulate: error: old-1: app exited with status 1 while starting")
+    assert "address already in use" in error
+    assert "{port}" in error  # the hint: give the port as {port}
