@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from sidecar.cli import build_parser
 from sidecar.config import setting_specs
 from sidecar.telemetry.metrics import ShutdownMetrics
 
@@ -27,3 +28,18 @@ def test_readme_names_every_exported_metric() -> None:
 
 def test_readme_test_command_is_what_ci_runs() -> None:
     assert "bash .ci/run" in README
+
+
+def test_readme_names_every_simulate_flag() -> None:
+    commands = next(a for a in build_parser()._actions if a.dest == "mode")
+    simulate = commands.choices["simulate"]  # type: ignore[index]
+    flags = [flag for action in simulate._actions for flag in action.option_strings if flag.startswith("--")]
+    assert len(flags) > 10
+    for flag in flags:
+        if flag != "--help":
+            assert f"`{flag}" in README, flag
+
+
+def test_readme_first_command_runs_simulate() -> None:
+    first_block = README.split("```sh", 1)[1].split("```", 1)[0]
+    assert "shutdown-sidecar simulate" in first_block

@@ -72,8 +72,8 @@ def parse_status(status_line: bytes) -> int:
     version, _, rest = status_line.partition(b" ")
     if not version.startswith(b"HTTP/"):
         raise ValueError(f"not an HTTP status line: {status_line[:40]!r}")
-    code = rest[:3]
-    if len(code) != 3 or not code.isdigit():
+    code, after = rest[:3], rest[3:4]
+    if len(code) != 3 or not code.isdigit() or after not in (b"", b" ", b"\r"):
         raise ValueError(f"no status code in {status_line[:40]!r}")
     return int(code)
 

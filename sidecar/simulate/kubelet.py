@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sidecar.config import ENV_PREFIX
-from sidecar.simulate.client import http_get, tcp_connect
+from sidecar.simulate.client import http_get
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -28,11 +29,10 @@ from sidecar.simulate.podspec import (
     PORT_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
-    HttpGet,
     PodTemplate,
-    Probe,
     substitute,
 )
+from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 
 LOG_TAIL_BYTES: Final = 2048
 Clock = Callable[[], float]  # seconds since the simulation began
@@ -132,7 +132,9 @@ class Pod:
         self._on_readiness = on_readiness
         self._processes: dict[str, asyncio.subprocess.Process] = {}
         self._exits: dict[str, asyncio.Event] = {}
-        self._ready: dict[str, bool] = {}  # container -> readiness, for those that have a probe
+        self._started: set[str] = set()  # containers whose startup probe passed (or that have none)
+        self._ready: dict[str, bool] = {}  # container -> its readiness, from its probe
+        self._start_failure: str | None = None
         self._is_ready = False
         self._changed = asyncio.Event()  # a readiness or an exit changed: start() looks again
         self._is_cleaning_up = False  # kill() has run: exits are expected, and not news
@@ -176,14 +178,11 @@ class Pod:
             async with asyncio.timeout(timeout_seconds):
                 for spec in self.template.sidecars:
                     await self._start_container(spec)
-                    if spec.startup is not None:
-                        await self._wait_started(spec, spec.startup)
+                    # A native sidecar must be started (its startup probe passed) before the next.
+                    await self._wait_for(functools.partial(self._started.__contains__, spec.name))
                 for spec in self.template.containers:
                     await self._start_container(spec)
-                while not self._is_ready:
-                    self._fail_if_any_exited()
-                    self._changed.clear()
-                    await self._changed.wait()
+                await self._wait_for(lambda: self._is_ready)
         except TimeoutError:
             raise PodStartError(f"{self.name}: not ready after {timeout_seconds:g}s{self._hint()}") from None
         self.record.ready_at = self._clock()
@@ -224,11 +223,41 @@ class Pod:
         self._processes[spec.name] = process
         self._exits[spec.name] = asyncio.Event()
         self.record.containers[spec.name].started_at = self._clock()
+        self._ready[spec.name] = False
         self._spawn_task(self._reap(spec, process), f"{spec.name}/reap")
-        if spec.readiness is not None:
-            self._ready[spec.name] = False
-            self._spawn_task(self._probe_readiness(spec, spec.readiness), f"{spec.name}/readiness")
-        self._update_readiness()
+        self._spawn_task(self._probe(spec), f"{spec.name}/probes")
+
+    async def _probe(self, spec: ContainerSpec) -> None:
+        # As the kubelet does: no readiness probe until the startup probe has passed; a container
+        # without a readiness probe is ready once started.
+        exited = self._exits[spec.name]
+        if spec.startup is not None and not await run_startup_probe(spec.startup, self.ports, exited):
+            if not exited.is_set():
+                self._start_failure = (
+                    f"{self.name}: {spec.name}: startup probe failed {spec.startup.failure_threshold} times"
+                )
+                self._changed.set()
+            return
+        self._started.add(spec.name)
+        if spec.readiness is None:
+            self._set_container_ready(spec.name, True)
+            return
+        self._changed.set()
+        await run_readiness_probe(
+            spec.readiness, self.ports, exited, lambda ready: self._set_container_ready(spec.name, ready)
+        )
+
+    async def _wait_for(self, condition: Callable[[], bool]) -> None:
+        """Until `condition` holds; raises PodStartError when a container exits or fails its
+        startup probe on the way."""
+        while not condition():
+            for name, exited in self._exits.items():
+                if exited.is_set():
+                    raise self._exited_while_starting(name)
+            if self._start_failure is not None:
+                raise PodStartError(self._start_failure)
+            self._changed.clear()
+            await self._changed.wait()
 
     async def _reap(self, spec: ContainerSpec, process: asyncio.subprocess.Process) -> None:
         status = exit_status_of(await process.wait())
@@ -262,62 +291,12 @@ class Pod:
         except FileNotFoundError:
             return ""
 
-    async def _wait_started(self, spec: ContainerSpec, probe: Probe) -> None:
-        """A startup probe: run on its period until it passes; the next container waits."""
-        await asyncio.sleep(probe.initial_delay_seconds)
-        failures = 0
-        while not await self._run_probe(spec, probe):
-            failures += 1
-            if failures >= probe.failure_threshold:
-                raise PodStartError(f"{self.name}: {spec.name}: startup probe failed {failures} times")
-            await self._sleep_unless_exited(spec, probe.period_seconds)
-
-    async def _sleep_unless_exited(self, spec: ContainerSpec, seconds: float) -> None:
-        exited = self._exits[spec.name]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await exited.wait()
-        if exited.is_set():
-            raise self._exited_while_starting(spec.name)
-
-    def _fail_if_any_exited(self) -> None:
-        for name, exited in self._exits.items():
-            if exited.is_set():
-                raise self._exited_while_starting(name)
-
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
         last_line = (self.log_tail(container).splitlines() or ["(no output)"])[-1]
         return PodStartError(
             f"{self.name}: {container} exited with status {status} while starting: {last_line}{self._hint()}"
         )
-
-    async def _run_probe(self, spec: ContainerSpec, probe: Probe) -> bool:
-        port = self.ports[probe.action.port]
-        if isinstance(probe.action, HttpGet):
-            result = await http_get(
-                port, probe.action.path, timeout_seconds=probe.timeout_seconds, headers=probe.action.headers
-            )
-            # The kubelet counts 200-399 as success.
-            return result.status is not None and 200 <= result.status < 400
-        return await tcp_connect(port, timeout_seconds=probe.timeout_seconds)
-
-    async def _probe_readiness(self, spec: ContainerSpec, probe: Probe) -> None:
-        await asyncio.sleep(probe.initial_delay_seconds)
-        exited = self._exits[spec.name]
-        successes = failures = 0
-        while not exited.is_set():
-            if await self._run_probe(spec, probe):
-                successes, failures = successes + 1, 0
-                if successes >= probe.success_threshold:
-                    self._set_container_ready(spec.name, True)
-            else:
-                successes, failures = 0, failures + 1
-                if failures >= probe.failure_threshold:
-                    self._set_container_ready(spec.name, False)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(probe.period_seconds):
-                    await exited.wait()
 
     def _set_container_ready(self, container: str, ready: bool) -> None:
         if self._ready.get(container) != ready:

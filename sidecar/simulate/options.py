@@ -58,7 +58,11 @@ class Options:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # dest: the CLI's subcommand is already `mode`.
     parser.add_argument(
-        "--mode", dest="sidecar_mode", choices=[m.value for m in Mode], help="where the sidecar sits [default native]"
+        "--mode",
+        dest="sidecar_mode",
+        choices=[m.value for m in Mode],
+        help="native: an init container with restartPolicy Always; classic: a second container; "
+        "run: the app's entrypoint; none: no sidecar, the baseline [default native]",
     )
     parser.add_argument("--grace-period", metavar="S", help="terminationGracePeriodSeconds [default 10]")
     parser.add_argument("--prestop-delay", metavar="S", help="the sidecar's --prestop-delay [default 3]")
