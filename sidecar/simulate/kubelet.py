@@ -11,15 +11,20 @@ import contextlib
 import dataclasses
 import enum
 import functools
-import os
 import signal
-import subprocess
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from sidecar.config import ENV_PREFIX
 from sidecar.simulate.client import http_get
+from sidecar.simulate.container import (
+    environment,
+    exit_status_of,
+    kill_session,
+    log_tail,
+    read_termination_message,
+    spawn,
+)
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -34,7 +39,6 @@ from sidecar.simulate.podspec import (
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 
-LOG_TAIL_BYTES: Final = 2048
 Clock = Callable[[], float]  # seconds since the simulation began
 
 
@@ -93,20 +97,6 @@ class PodRecord:
         if app.signalled_at is None:
             return RequestPhase.PRESTOP
         return RequestPhase.DRAIN
-
-
-def exit_status_of(returncode: int) -> int:
-    """asyncio's returncode (-N when killed by signal N) in a shell's convention (128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def container_environment(spec: ContainerSpec, values: Mapping[str, str]) -> dict[str, str]:
-    # The simulator's own SIDECAR_* variables stay out: the rehearsal is what the flags say.
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
-    env.update({name: substitute([value], values)[0] for name, value in spec.env.items()})
-    if spec.serves_traffic:
-        env["PORT"] = values[PORT_PLACEHOLDER]
-    return env
 
 
 class Pod:
@@ -206,20 +196,15 @@ class Pod:
     async def _start_container(self, spec: ContainerSpec) -> None:
         values = self._values(spec)
         argv = substitute(spec.argv, values)
-        with open(self.workdir / f"{spec.name}.log", "wb") as log:  # noqa: ASYNC230 - a local file, opened once
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=container_environment(spec, values),
-                    process_group=0,  # its own group: the SIGKILL takes its whole tree, Ctrl-C none of it
-                )
-            except FileNotFoundError:
-                raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: command not found") from None
-            except OSError as exc:
-                raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: cannot execute: {exc.strerror}") from None
+        env = {name: substitute([value], values)[0] for name, value in spec.env.items()}
+        if spec.serves_traffic:
+            env["PORT"] = values[PORT_PLACEHOLDER]
+        try:
+            process = await spawn(argv, environment(env), self.workdir / f"{spec.name}.log")
+        except FileNotFoundError:
+            raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: command not found") from None
+        except OSError as exc:
+            raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: cannot execute: {exc.strerror}") from None
         self._processes[spec.name] = process
         self._exits[spec.name] = asyncio.Event()
         self.record.containers[spec.name].started_at = self._clock()
@@ -264,7 +249,7 @@ class Pod:
         record = self.record.containers[spec.name]
         record.exited_at = self._clock()
         record.exit_status = status
-        record.termination_message = self._read_termination_log(spec)
+        record.termination_message = read_termination_message(self.workdir / f"{spec.name}.termination-log")
         self._exits[spec.name].set()
         self._update_readiness()
         if self._is_cleaning_up:
@@ -274,26 +259,9 @@ class Pod:
         else:
             self._event(f"{spec.name} exited with status {status} before its pod was deleted")
 
-    def _read_termination_log(self, spec: ContainerSpec) -> str | None:
-        path = self.workdir / f"{spec.name}.termination-log"
-        try:
-            return path.read_text(errors="replace")[:4096]  # the kubelet's cap on a termination message
-        except FileNotFoundError:
-            return None
-
-    def log_tail(self, container: str) -> str:
-        """The last lines a container wrote: the reason a start failed."""
-        try:
-            with open(self.workdir / f"{container}.log", "rb") as log:
-                log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
-                return log.read().decode(errors="replace").strip()
-        except FileNotFoundError:
-            return ""
-
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
-        last_line = (self.log_tail(container).splitlines() or ["(no output)"])[-1]
+        last_line = (log_tail(self.workdir / f"{container}.log").splitlines() or ["(no output)"])[-1]
         return PodStartError(
             f"{self.name}: {container} exited with status {status} while starting: {last_line}{self._hint()}"
         )
@@ -358,7 +326,7 @@ class Pod:
             async with asyncio.timeout_at(kill_at):
                 await exited.wait()
         if not exited.is_set():
-            self._kill_group(spec.name)
+            self._kill_container(spec.name)
             record.killed_at = self._clock()
             self._event(f"{spec.name} SIGKILL: still running at the end of the grace period")
             await exited.wait()
@@ -367,17 +335,16 @@ class Pod:
         with contextlib.suppress(ProcessLookupError):
             self._processes[container].send_signal(sig)
 
-    def _kill_group(self, container: str) -> None:
+    def _kill_container(self, container: str) -> None:
         process = self._processes.get(container)
         if process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            kill_session(process.pid)
 
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""
         self._is_cleaning_up = True
         for name in self._processes:
-            self._kill_group(name)
+            self._kill_container(name)
         for task in list(self._tasks):
             if not task.get_name().endswith("/reap"):
                 task.cancel()

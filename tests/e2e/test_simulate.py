@@ -4,6 +4,7 @@ through --json and the exit status."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.e2e.sidecar_process import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHART = ROOT / "charts" / "shutdown-sidecar"
@@ -140,3 +143,52 @@ def test_simulate_an_app_that_cannot_listen_on_its_port_exits_2() -> None:
     assert error.startswith("shutdown-sidecar simulate: error: old-1: app exited with status 1 while starting")
     assert "address already in use" in error
     assert "{port}" in error  # the hint: give the port as {port}
+
+
+def pids_in_logs(logs: Path) -> list[int]:
+    """Every pid a demo app or sidecar logged on start-up (JSON lines) under a --logs directory."""
+    pids = []
+    for log in logs.glob("*/*.log"):
+        for line in log.read_text().splitlines():
+            if line.startswith("{"):
+                fields = json.loads(line)
+                pid = fields.get("pid") or fields.get("app_pid")
+                if pid is not None:
+                    pids.append(int(pid))
+    return pids
+
+
+def is_alive(pid: int) -> bool:
+    """Running, not a zombie: a killed orphan waits as one until init reaps it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.timeout(60)
+def test_simulate_interrupted_exits_130_and_leaves_no_pod_running(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar", "simulate", "--mode", "run", "--logs", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stderr is not None
+        wait_until(lambda: "pods serving" in process.stderr.readline(), timeout=30, what="the pods to serve")  # type: ignore[union-attr]
+        started = pids_in_logs(logs)
+        assert len(started) >= 3  # run mode logs the app's pid: one per pod
+        assert all(is_alive(pid) for pid in started)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 130
+        assert process.stdout is not None
+        assert process.stdout.read() == ""
+        assert "interrupted by SIGINT" in process.stderr.read()
+        assert not [pid for pid in started if is_alive(pid)]
+    finally:
+        process.kill()
+        process.communicate()

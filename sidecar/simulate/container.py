@@ -1,0 +1,90 @@
+"""A simulated container's processes on this machine. Its main process leads a session of its
+own, standing for the container's PID namespace: signals go to the main process, as the runtime
+sends them, and the SIGKILL goes to every process in the session, as the runtime kills the
+container's cgroup (a `run` wrapper's app sits in its own process group, but not its own session)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+from sidecar.config import ENV_PREFIX
+
+TERMINATION_MESSAGE_LIMIT: Final = 4096  # the kubelet's cap on a termination message
+LOG_TAIL_BYTES: Final = 2048
+
+
+def exit_status_of(returncode: int) -> int:
+    """asyncio's returncode (-N when killed by signal N) in a shell's convention (128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without its SIDECAR_* variables (a rehearsal is what its flags
+    say), plus the container's own."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    env.update(extra)
+    return env
+
+
+async def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> asyncio.subprocess.Process:
+    """Start the container's main process, its output to `log_path`. Raises FileNotFoundError
+    or OSError when the command cannot run."""
+    with open(log_path, "wb") as log:  # noqa: ASYNC230 - a local file, opened once per container
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,  # its own session and group: a terminal's Ctrl-C reaches none of it
+        )
+
+
+def session_members(session_id: int) -> list[int]:
+    """Every process in a session, from /proc/PID/stat (field 6, after the parenthesised name)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == session_id:
+            members.append(int(entry.name))
+    return members
+
+
+def kill_session(session_id: int) -> None:
+    """SIGKILL the container: its process group first (at once), then any other group in its session."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(session_id, signal.SIGKILL)
+    for pid in session_members(session_id):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read_termination_message(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")[:TERMINATION_MESSAGE_LIMIT]
+    except FileNotFoundError:
+        return None
+
+
+def log_tail(path: Path) -> str:
+    """The last lines a container wrote: the reason a start failed."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
+            return log.read().decode(errors="replace").strip()
+    except FileNotFoundError:
+        return ""
