@@ -45,19 +45,21 @@ class Balancer(Generic[E]):
         self._applied: dict[E, int] = {}
         self._next_sequence = 0
         self._turn = 0
-        self._timers: list[asyncio.TimerHandle] = []
+        self._pending: dict[int, asyncio.TimerHandle] = {}  # sequence number -> its delivery
 
     def publish(self, endpoint: E, ready: bool) -> float:
         """The control plane changed `endpoint`; returns the delay before the balancer knows."""
         self._next_sequence += 1
         self._published[endpoint] = self._next_sequence
         delay = self._propagation.draw(self._rng)
-        self._timers.append(self._loop.call_later(delay, self._apply, endpoint, ready, self._next_sequence))
+        sequence = self._next_sequence
+        self._pending[sequence] = self._loop.call_later(delay, self._apply, endpoint, ready, sequence)
         return delay
 
     def _apply(self, endpoint: E, ready: bool, sequence: int) -> None:
         # With a spread, two changes to one endpoint can arrive out of order; the later one wins,
         # as a watch would deliver the newer resourceVersion.
+        del self._pending[sequence]
         if sequence < self._applied.get(endpoint, 0):
             return
         self._applied[endpoint] = sequence
@@ -84,5 +86,6 @@ class Balancer(Generic[E]):
         return all(self._applied.get(endpoint, 0) >= sequence for endpoint, sequence in self._published.items())
 
     def close(self) -> None:
-        for timer in self._timers:
+        for timer in self._pending.values():
             timer.cancel()
+        self._pending.clear()

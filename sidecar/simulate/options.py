@@ -104,10 +104,9 @@ def _parse(flag: str, text: str, parse: Callable[[str], T]) -> T:
 
 def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {text!r}") from None
+        if not text.strip().isdigit():  # int() would take "5_0" and "+5"
+            raise ValueError(f"expected a whole number, got {text!r}")
+        value = int(text)
         if not low <= value <= high:
             raise ValueError(f"expected {low} to {high}, got {value}")
         return value

@@ -19,12 +19,19 @@ Document = dict[str, Any]
 
 
 def column(seconds: float, grace_seconds: float) -> int:
+    """The column an instant falls in (0 to BAR_WIDTH - 1: past the grace period is the last)."""
     return max(0, min(BAR_WIDTH - 1, int(seconds / grace_seconds * BAR_WIDTH)))
+
+
+def boundary(seconds: float, grace_seconds: float) -> int:
+    """Where a segment ending at `seconds` stops (0 to BAR_WIDTH, exclusive)."""
+    return max(0, min(BAR_WIDTH, int(seconds / grace_seconds * BAR_WIDTH)))
 
 
 def timeline_bar(pod: Document) -> str:
     """One pod's termination on its grace period: the app's hook, its drain, then the sidecar.
-    Every segment that happened gets at least one column, however short it was."""
+    Every segment that happened gets at least one column, however short it was, even at the end
+    of the bar; one that ran past the grace period fills the bar to its end."""
     grace = pod["grace_period_seconds"]
     app = pod["containers"][pod["app_container"]]
     segments = [
@@ -34,18 +41,20 @@ def timeline_bar(pod: Document) -> str:
     sidecar = pod["sidecar_container"]
     if sidecar is not None and sidecar != pod["app_container"]:
         segments.append((app["exited_after_seconds"], pod["containers"][sidecar]["exited_after_seconds"], "+"))
+    drawn = [
+        (start, end, mark) for start, end, mark in segments if start is not None and end is not None and end > start
+    ]
     bar = ["."] * BAR_WIDTH
     cursor = 0
-    for start, end, mark in segments:
-        if start is None or end is None or end <= start:
-            continue
-        first = min(max(column(start, grace), cursor), BAR_WIDTH - 1)
-        last = max(first + 1, column(end, grace))
+    for index, (start, end, mark) in enumerate(drawn):
+        room_after = len(drawn) - index - 1  # columns kept for the segments still to come
+        first = min(max(column(start, grace), cursor), BAR_WIDTH - 1 - room_after)
+        last = min(max(first + 1, boundary(end, grace)), BAR_WIDTH - room_after)
         bar[first:last] = mark * (last - first)
         cursor = last
     for name in pod["sigkilled"]:
         bar[column(pod["containers"][name]["sigkill_after_seconds"], grace)] = "X"
-    return "".join(bar[:BAR_WIDTH])
+    return "".join(bar)
 
 
 def endpoint_marker(pod: Document) -> str:

@@ -1,0 +1,177 @@
+"""The load generator and its tally: what became of each request, by the phase its pod was in.
+The generator runs against a real loopback server through a real Balancer; a stand-in pod gives
+it the port and the phase, which is all it reads of a pod."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from sidecar.simulate.client import Failure, Result
+from sidecar.simulate.endpoints import Balancer, Propagation
+from sidecar.simulate.kubelet import RequestPhase
+from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, LoadGenerator, Tally
+from tests.simulate.loopback_server import answering, serving
+
+WAIT_SECONDS = 5.0
+
+
+def test_load_phases_are_the_request_phases_and_no_endpoints() -> None:
+    assert PHASES == ("running", "prestop", "drain", "exited", NO_ENDPOINTS)
+    assert set(KINDS) == {failure.value for failure in Failure}
+
+
+def test_tally_document_of_nothing_has_every_phase_and_kind_at_zero() -> None:
+    document = Tally().document()
+    assert document == {
+        "sent": 0,
+        "failed": 0,
+        "by_kind": dict.fromkeys(KINDS, 0),
+        "by_phase": {phase: {"sent": 0, "failed": 0, "by_kind": dict.fromkeys(KINDS, 0)} for phase in PHASES},
+    }
+
+
+def test_tally_document_sums_by_kind_and_by_phase() -> None:
+    tally = Tally()
+    for _ in range(5):
+        tally.add("running", Result(200, None))
+    tally.add("running", Result(503, Failure.SERVER_ERROR))
+    tally.add("drain", Result(None, Failure.RESET))
+    tally.add("drain", Result(None, Failure.RESET))
+    tally.add("drain", Result(204, None))
+    tally.add("exited", Result(None, Failure.REFUSED))
+    tally.add(NO_ENDPOINTS, Result(None, Failure.REFUSED))
+    tally.add("prestop", Result(None, Failure.TIMEOUT))
+
+    document = tally.document()
+
+    assert (tally.total_sent, tally.total_failed) == (12, 6)
+    assert (document["sent"], document["failed"]) == (12, 6)
+    assert document["by_kind"] == {"refused": 2, "reset": 2, "5xx": 1, "timeout": 1}
+    by_phase = document["by_phase"]
+    assert list(by_phase) == list(PHASES)
+    none = dict.fromkeys(KINDS, 0)
+    assert by_phase["running"] == {"sent": 6, "failed": 1, "by_kind": {**none, "5xx": 1}}
+    assert by_phase["drain"] == {"sent": 3, "failed": 2, "by_kind": {**none, "reset": 2}}
+    assert by_phase["exited"] == {"sent": 1, "failed": 1, "by_kind": {**none, "refused": 1}}
+    assert by_phase[NO_ENDPOINTS]["by_kind"]["refused"] == 1
+    assert by_phase["prestop"]["by_kind"]["timeout"] == 1
+    assert sum(row["sent"] for row in by_phase.values()) == document["sent"]
+    assert sum(row["failed"] for row in by_phase.values()) == document["failed"]
+
+
+class StopAfter(Tally):
+    """A tally that sets `stop` once `count` requests have been counted."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+        self.stop = asyncio.Event()
+
+    def add(self, phase: str, result: Result) -> None:
+        super().add(phase, result)
+        if self.total_sent >= self.count:
+            self.stop.set()
+
+
+@dataclasses.dataclass
+class StandInRecord:
+    """What LoadGenerator reads of a pod's record: the app port and the request phase."""
+
+    app_port: int
+    phases: Iterator[RequestPhase]
+    asked: int = 0  # request_phase() calls: one per request that found a pod
+
+    def request_phase(self) -> RequestPhase:
+        self.asked += 1
+        return next(self.phases)
+
+
+@dataclasses.dataclass(eq=False)
+class StandInPod:
+    record: StandInRecord
+
+
+def phases(*counts: tuple[RequestPhase, int]) -> Iterator[RequestPhase]:
+    """Each phase the given number of times, then the last one for ever."""
+    for phase, count in counts:
+        yield from [phase] * count
+    while True:
+        yield counts[-1][0]
+
+
+def instant_balancer(on_applied: Callable[[StandInPod, bool], None] | None = None) -> Balancer[StandInPod]:
+    """Endpoint changes arrive on the loop's next turn: these tests are about the load, not the lag."""
+    rng = random.Random(1)  # noqa: S311 - never drawn from without a spread
+    return Balancer(asyncio.get_running_loop(), Propagation(0.0), rng, on_applied)
+
+
+async def run_until(generator: LoadGenerator, stop: asyncio.Event) -> None:
+    await asyncio.wait_for(generator.run(stop), WAIT_SECONDS)
+
+
+def test_load_generator_counts_no_endpoints_as_refused() -> None:
+    async def scenario() -> Tally:
+        balancer = instant_balancer()
+        tally = StopAfter(10)
+        await run_until(LoadGenerator(balancer, 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+        return tally
+
+    document = asyncio.run(scenario()).document()
+    assert document["sent"] >= 10
+    assert document["failed"] == document["sent"]
+    assert document["by_kind"]["refused"] == document["sent"]
+    assert document["by_phase"][NO_ENDPOINTS]["sent"] == document["sent"]
+    assert document["by_phase"]["running"]["sent"] == 0
+
+
+def test_load_generator_counts_requests_by_the_phase_their_pod_was_in() -> None:
+    async def scenario() -> tuple[Tally, StandInRecord, int]:
+        # Each answer takes 30 ms and a request leaves every 5 ms: several are in flight at the stop.
+        async with serving(answering(200, delay_seconds=0.03)) as server:
+            record = StandInRecord(server.port, phases((RequestPhase.RUNNING, 5), (RequestPhase.DRAIN, 1)))
+            applied = asyncio.Event()
+            balancer = instant_balancer(on_applied=lambda *_: applied.set())
+            balancer.publish(StandInPod(record), True)
+            await asyncio.wait_for(applied.wait(), WAIT_SECONDS)
+            tally = StopAfter(10)
+            asked_at_stop = 0
+
+            async def note_stop() -> None:
+                nonlocal asked_at_stop
+                await tally.stop.wait()
+                asked_at_stop = record.asked
+
+            watcher = asyncio.create_task(note_stop())
+            await run_until(LoadGenerator(balancer, 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+            await watcher
+            return tally, record, asked_at_stop
+
+    tally, record, asked_at_stop = asyncio.run(scenario())
+    document = tally.document()
+    assert asked_at_stop > 10, "requests were in flight when the generator was stopped"
+    assert document["sent"] == record.asked, "every request that left was awaited and counted"
+    assert document["failed"] == 0
+    assert document["by_phase"]["running"]["sent"] == 5
+    assert document["by_phase"]["drain"]["sent"] == document["sent"] - 5
+    assert document["by_phase"][NO_ENDPOINTS]["sent"] == 0
+
+
+@pytest.mark.parametrize("rate", [pytest.param(100.0, id="100/s"), pytest.param(400.0, id="400/s")])
+def test_load_generator_sends_on_schedule(rate: float) -> None:
+    async def scenario() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        balancer = instant_balancer()
+        tally = StopAfter(20)
+        started = loop.time()
+        await run_until(LoadGenerator(balancer, rate, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+        return tally.total_sent, loop.time() - started
+
+    sent, took = asyncio.run(scenario())
+    assert sent >= 20
+    # The 20th request leaves 19 intervals after the first.
+    assert 19 / rate * 0.9 <= took < 19 / rate + 0.5

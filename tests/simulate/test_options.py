@@ -1,0 +1,142 @@
+"""simulate's flags through the real parser: the defaults, each bad value refused with a
+SettingsError naming its flag before anything starts, and the app command kept verbatim."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from sidecar.cli import build_parser, main
+from sidecar.config import SettingsError
+from sidecar.simulate.options import MAX_PODS, MAX_RATE_PER_SECOND, REPORT_RESERVE_SECONDS, Options, options_from_args
+from sidecar.simulate.podspec import Mode, Timing, demo_app_command
+
+MISSING_COMMAND = "shutdown-sidecar-test-no-such-command"
+
+
+def options(*flags: str) -> Options:
+    return options_from_args(build_parser().parse_args(["simulate", *flags]))
+
+
+def test_options_defaults() -> None:
+    got = options()
+    assert got.mode is Mode.NATIVE
+    assert got.timing == Timing(10.0, 3.0, REPORT_RESERVE_SECONDS)
+    assert got.propagation_delay_seconds == 2.0
+    assert got.propagation_spread_seconds == 0.0
+    assert got.rate_per_second == 50.0
+    assert got.pods == 3
+    assert got.request_timeout_seconds == 5.0
+    assert got.seed == 1
+    assert got.app_command == demo_app_command()
+    assert (got.chart, got.values, got.logs, got.json) == (None, None, None, False)
+
+
+def test_options_take_every_flag() -> None:
+    got = options(
+        "--mode=classic",
+        "--grace-period=30",
+        "--prestop-delay=5",
+        "--propagation-delay=1.5",
+        "--propagation-spread=0.5",
+        "--rps=200",
+        f"--pods={MAX_PODS}",
+        "--request-timeout=2",
+        "--seed=7",
+        "--logs=rehearsal-logs",
+        "--json",
+    )
+    assert got.mode is Mode.CLASSIC
+    assert got.timing == Timing(30.0, 5.0, REPORT_RESERVE_SECONDS)
+    assert (got.propagation_delay_seconds, got.propagation_spread_seconds) == (1.5, 0.5)
+    assert (got.rate_per_second, got.pods, got.request_timeout_seconds, got.seed) == (200.0, MAX_PODS, 2.0, 7)
+    assert str(got.logs) == "rehearsal-logs"
+    assert got.json is True
+
+
+@pytest.mark.parametrize("mode", [pytest.param(m, id=m.value) for m in Mode])
+def test_options_mode_takes_each_mode(mode: Mode) -> None:
+    assert options("--mode", mode.value).mode is mode
+
+
+def test_options_grace_period_just_longer_than_prestop_delay_and_reserve_is_accepted() -> None:
+    assert options("--grace-period=4.5", "--prestop-delay=3").timing.grace_period_seconds == 4.5
+
+
+def test_options_chart_with_values() -> None:
+    got = options("--chart=charts/shutdown-sidecar", "--values=my-values.yaml")
+    assert (str(got.chart), str(got.values)) == ("charts/shutdown-sidecar", "my-values.yaml")
+
+
+@pytest.mark.parametrize(
+    ("flags", "flag"),
+    [
+        pytest.param(["--grace-period=4", "--prestop-delay=3"], "--grace-period", id="grace-equals-delay-plus-reserve"),
+        pytest.param(["--grace-period=2", "--prestop-delay=3"], "--grace-period", id="grace-shorter-than-delay"),
+        pytest.param(["--grace-period=0"], "--grace-period", id="grace-zero"),
+        pytest.param(["--grace-period=ten"], "--grace-period", id="grace-not-a-number"),
+        pytest.param(["--prestop-delay=-1"], "--prestop-delay", id="prestop-delay-negative"),
+        pytest.param(["--rps=0"], "--rps", id="rps-zero"),
+        pytest.param(["--rps=-1"], "--rps", id="rps-negative"),
+        pytest.param(["--rps=abc"], "--rps", id="rps-not-a-number"),
+        pytest.param(["--rps=nan"], "--rps", id="rps-nan"),
+        pytest.param([f"--rps={MAX_RATE_PER_SECOND + 1:g}"], "--rps", id="rps-above-the-max"),
+        pytest.param(["--pods=0"], "--pods", id="pods-zero"),
+        pytest.param([f"--pods={MAX_PODS + 1}"], "--pods", id="pods-above-the-max"),
+        pytest.param(["--pods=2.5"], "--pods", id="pods-not-whole"),
+        pytest.param(["--propagation-delay=-0.5"], "--propagation-delay", id="propagation-negative"),
+        pytest.param(["--propagation-spread=-1"], "--propagation-spread", id="spread-negative"),
+        pytest.param(["--request-timeout=0"], "--request-timeout", id="request-timeout-zero"),
+        pytest.param(["--seed=-1"], "--seed", id="seed-negative"),
+        pytest.param(["--chart=c", "--mode=native"], "--mode", id="chart-with-mode"),
+        pytest.param(["--chart=c", "--grace-period=30"], "--grace-period", id="chart-with-grace-period"),
+        pytest.param(["--chart=c", "--prestop-delay=1"], "--prestop-delay", id="chart-with-prestop-delay"),
+        pytest.param(["--values=v.yaml"], "--values", id="values-without-chart"),
+        pytest.param(["--"], "--", id="nothing-after-dashes"),
+        pytest.param(["--", MISSING_COMMAND, "--port", "{port}"], "APP CMD", id="app-not-on-path"),
+    ],
+)
+def test_options_refuse_a_bad_value_naming_its_flag(flags: list[str], flag: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        options(*flags)
+    assert raised.value.flag == flag
+    assert str(raised.value).startswith(f"{flag}: ")
+    assert raised.value.reason
+
+
+def test_options_app_not_on_path_names_the_command() -> None:
+    with pytest.raises(SettingsError, match=MISSING_COMMAND):
+        options("--", MISSING_COMMAND)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param([sys.executable, "-m", "http.server", "{port}"], id="placeholder"),
+        pytest.param([sys.executable, "-c", '{"a": 1}', "--rps", "9", "--", "-x"], id="flags-and-braces-after-dashes"),
+        pytest.param(["sh", "-c", "exec my-app --port $PORT"], id="shell"),
+    ],
+)
+def test_options_keep_the_app_command_after_dashes_verbatim(command: list[str]) -> None:
+    got = options("--rps=5", "--", *command)
+    assert got.app_command == tuple(command)
+    assert got.rate_per_second == 5.0, "flags before -- still apply; those after it are the app's"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        pytest.param(["simulate", "--pods", "0"], "--pods", id="pods"),
+        pytest.param(["simulate", "--values", "v.yaml"], "--values", id="values"),
+    ],
+)
+def test_main_simulate_bad_flag_exits_2_with_one_line(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"shutdown-sidecar simulate: error: {flag}: ")
