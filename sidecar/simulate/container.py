@@ -63,10 +63,13 @@ def session_members(session_id: int) -> list[int]:
     return members
 
 
-def kill_session(session_id: int) -> None:
-    """SIGKILL the container: its process group first (at once), then any other group in its session."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(session_id, signal.SIGKILL)
+def kill_session(session_id: int, *, leader_reaped: bool = False) -> None:
+    """SIGKILL the container: its process group first (at once), then any other group in its
+    session. Once the leader is reaped its pid may be reused, so only its session's remaining
+    members are looked for (a process keeps its session id until it starts its own)."""
+    if not leader_reaped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(session_id, signal.SIGKILL)
     for pid in session_members(session_id):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

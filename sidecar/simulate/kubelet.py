@@ -338,7 +338,7 @@ class Pod:
     def _kill_container(self, container: str) -> None:
         process = self._processes.get(container)
         if process is not None:
-            kill_session(process.pid)
+            kill_session(process.pid, leader_reaped=self._exits[container].is_set())
 
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""

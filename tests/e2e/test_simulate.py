@@ -54,6 +54,9 @@ def test_simulate_default_rehearsal_drops_nothing_with_the_sidecar_and_requests_
         assert pod["report"]["outcome"] == "clean"
         assert pod["report"]["drain_end_source"] == "sidecar_sigterm"
         assert pod["containers"]["app"]["pre_stop_hook"]["result"] == "200"
+        # A native sidecar is signalled only once the app container has exited.
+        sidecar, app = pod["containers"]["shutdown-sidecar"], pod["containers"]["app"]
+        assert sidecar["sigterm_after_seconds"] >= app["exited_after_seconds"]
 
     baseline = simulate("--json", "--mode", "none")
     assert baseline.returncode == 1, baseline.stderr
@@ -192,3 +195,24 @@ def test_simulate_interrupted_exits_130_and_leaves_no_pod_running(tmp_path: Path
     finally:
         process.kill()
         process.communicate()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["classic", "run"])
+def test_simulate_classic_and_run_modes_drop_nothing_and_follow_their_own_order(mode: str) -> None:
+    completed = simulate("--json", "--mode", mode, "--pods", "1", "--grace-period", "5", "--prestop-delay", "1.5",
+                         "--propagation-delay", "1")  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    result = result_of(completed)
+    assert result["requests"]["failed"] == 0
+    (pod,) = result["pods"]
+    assert pod["report"]["outcome"] == "clean"
+    app = pod["containers"]["app"]
+    assert app["sigterm_after_seconds"] == pytest.approx(1.5, abs=0.3)  # after the hook returned
+    if mode == "classic":
+        # A classic sidecar has no hook: the kubelet signals it at the deletion, with the app's hook.
+        assert pod["containers"]["shutdown-sidecar"]["sigterm_after_seconds"] < 0.5
+        assert pod["report"]["trigger"] in ("signal", "prestop")
+    else:
+        assert list(pod["containers"]) == ["app"]  # the wrapper is the app container
+        assert pod["report"]["drain_end_source"] == "process_exit"
