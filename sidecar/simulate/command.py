@@ -136,7 +136,12 @@ async def rehearse(options: Options) -> int:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         result = result_document(
-            template.mode, settings_document(options, template), rollout.tally, rollout.deleted, rollout.clock()
+            template.mode,
+            settings_document(options, template),
+            rollout.tally,
+            rollout.deleted,
+            rollout.clock(),
+            crashes=rollout.crashes,
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
     return EXIT_PASS if result["verdict"] == "pass" else EXIT_FAIL

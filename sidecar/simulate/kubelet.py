@@ -83,6 +83,7 @@ class PodRecord:
     deleted_at: float | None = None
     endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
     terminated_at: float | None = None  # every container has exited
+    crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
 
     @property
     def deadline(self) -> float | None:
@@ -257,7 +258,8 @@ class Pod:
         if self.is_deleted:
             self._event(f"{spec.name} exited with status {status}")
         else:
-            self._event(f"{spec.name} exited with status {status} before its pod was deleted")
+            self.record.crashes.append(f"{spec.name} exited with status {status} before its pod was deleted")
+            self._event(self.record.crashes[-1])
 
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 from typing import Final
 
@@ -62,19 +63,23 @@ class LoadGenerator:
         """Send on schedule until `stop` is set; then wait for the requests still in flight."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not stop.is_set():
-            task = asyncio.create_task(self._request())
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
-            next_at += self._interval
-            delay = next_at - loop.time()
-            if delay > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
-                except TimeoutError:
-                    pass
-        await asyncio.gather(*self._inflight)
+        try:
+            while not stop.is_set():
+                task = asyncio.create_task(self._request())
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                next_at += self._interval
+                delay = next_at - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await stop.wait()
+            await asyncio.gather(*self._inflight)
+        finally:
+            inflight = list(self._inflight)  # cancelled: so are the requests it started
+            for task in inflight:
+                task.cancel()
+            await asyncio.gather(*inflight, return_exceptions=True)
 
     async def _request(self) -> None:
         pod = self._balancer.pick()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from sidecar.simulate.endpoints import Balancer, Propagation
-from sidecar.simulate.kubelet import Pod, PodRecord
+from sidecar.simulate.kubelet import Pod, PodRecord, PodStartError
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
 
@@ -33,20 +33,47 @@ class Plan:
     workdir: Path
 
 
-class PortAllocator:
-    """Free loopback ports, none handed out twice in one run (each pod's own 'IP')."""
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
-    def __init__(self) -> None:
+
+class PortAllocator:
+    """Free loopback ports, none handed out twice in one run (each pod's own 'IP'). Taken below
+    the ephemeral range: there, the load generator's own outgoing connections cannot grab a port
+    between its choice and the app's bind (which would fail the start with 'address in use')."""
+
+    def __init__(self, rng: random.Random, lowest: int = 10000) -> None:
+        ceiling = ephemeral_port_floor()
+        self._candidates = list(range(lowest, ceiling)) if ceiling - lowest >= 1000 else []
+        rng.shuffle(self._candidates)
         self._given: set[int] = set()
 
     def take(self) -> int:
-        while True:
+        while self._candidates:
+            port = self._candidates.pop()
+            if port not in self._given and is_free(port):
+                self._given.add(port)
+                return port
+        while True:  # no room below the ephemeral range: any free port
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
-                port: int = probe.getsockname()[1]
+                port = int(probe.getsockname()[1])
             if port not in self._given:
                 self._given.add(port)
                 return port
+
+
+def is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class Rollout:
@@ -60,7 +87,8 @@ class Rollout:
         self._on_event = on_event
         self._start = 0.0
         self._pods: list[Pod] = []
-        self._ports = PortAllocator()
+        # Not from --seed: two rehearsals at once must not walk the same ports in the same order.
+        self._ports = PortAllocator(random.SystemRandom())
         self._balancer_changed = asyncio.Event()
 
     def clock(self) -> float:
@@ -84,7 +112,7 @@ class Rollout:
         load_task: asyncio.Task[None] | None = None
         try:
             old = [self._new_pod(f"old-{n}") for n in range(1, plan.pods + 1)]
-            await asyncio.gather(*(pod.start(POD_START_TIMEOUT_SECONDS) for pod in old))
+            await start_together(old)
             await self._balancer_settled()
             self._on_event(f"{len(old)} pods serving; load at {plan.rate_per_second:g} requests/s")
             load_task = asyncio.create_task(load.run(stop_load), name="load")
@@ -96,14 +124,24 @@ class Rollout:
                 deletions.append(asyncio.create_task(pod.delete(), name=f"{pod.name}/delete"))
             await asyncio.gather(*deletions)
             await self._balancer_settled()
+            stop_load.set()
+            await load_task  # the requests still in flight go to the new pods
             self.deleted = [pod.record for pod in old]
             self._on_event("every old pod has terminated; the balancer knows")
         finally:
-            stop_load.set()
+            # Interrupted or failed: no wait for requests in flight, the pods go first.
             if load_task is not None:
-                await load_task
+                load_task.cancel()
             balancer.close()
             await asyncio.gather(*(pod.kill() for pod in self._pods), return_exceptions=True)
+            if load_task is not None:
+                await asyncio.gather(load_task, return_exceptions=True)
+
+    @property
+    def crashes(self) -> list[str]:
+        """'<pod>: <container> exited ...' for every container that exited while its pod was not
+        deleted: a crash (or a port taken by someone else), whatever the requests say."""
+        return [f"{pod.name}: {crash}" for pod in self._pods for crash in pod.record.crashes]
 
     def _new_pod(self, name: str) -> Pod:
         template = self.plan.template
@@ -137,3 +175,17 @@ class Rollout:
         while not self._balancer.is_settled():
             self._balancer_changed.clear()
             await self._balancer_changed.wait()
+
+
+async def start_together(pods: list[Pod]) -> None:
+    """Start pods at once; the first PodStartError stops the others (no container is left
+    starting behind the caller's back) and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for pod in pods:
+                group.create_task(pod.start(POD_START_TIMEOUT_SECONDS), name=f"{pod.name}/start")
+    except ExceptionGroup as failures:
+        first = next((e for e in failures.exceptions if isinstance(e, PodStartError)), None)
+        if first is None:
+            raise
+        raise first from None

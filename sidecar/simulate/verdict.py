@@ -94,12 +94,19 @@ def reasons_to_fail(requests: Document, pods: Sequence[Document]) -> list[str]:
 
 
 def result_document(
-    mode: Mode, settings: Document, tally: Tally, deleted: Sequence[PodRecord], duration_seconds: float
+    mode: Mode,
+    settings: Document,
+    tally: Tally,
+    deleted: Sequence[PodRecord],
+    duration_seconds: float,
+    *,
+    crashes: Sequence[str] = (),
 ) -> Document:
-    """simulate's --json object: verdict, reasons, requests, pods, and the settings it ran with."""
+    """simulate's --json object: verdict, reasons, requests, pods, and the settings it ran with.
+    `crashes`: containers of any pod, old or new, that exited while their pod was not deleted."""
     requests = tally.document()
     pods = [pod_document(record) for record in deleted]
-    reasons = reasons_to_fail(requests, pods)
+    reasons = [*reasons_to_fail(requests, pods), *crashes]
     return {
         "verdict": "fail" if reasons else "pass",
         "reasons": reasons,

@@ -216,3 +216,14 @@ def test_simulate_classic_and_run_modes_drop_nothing_and_follow_their_own_order(
     else:
         assert list(pod["containers"]) == ["app"]  # the wrapper is the app container
         assert pod["report"]["drain_end_source"] == "process_exit"
+
+
+@pytest.mark.timeout(60)
+def test_simulate_an_app_that_crashes_before_its_deletion_fails_the_rehearsal() -> None:
+    # The app dies 3 s after it starts: before the rollout deletes its pod.
+    completed = simulate("--json", "--mode", "none", "--pods", "1", "--",
+                         "timeout", "-s", "KILL", "3", *DEMO)  # fmt: skip
+    assert completed.returncode == 1, completed.stderr
+    reasons = result_of(completed)["reasons"]
+    assert any(reason.startswith("old-1: app exited with status") for reason in reasons), reasons
+    assert "before its pod was deleted" in completed.stderr

@@ -51,7 +51,7 @@ class Applied:
 
 
 def seeded(seed: int) -> random.Random:
-    return random.Random(seed)  # noqa: S311 - reproducible delays, not a secret
+    return random.Random(seed)
 
 
 def balancer_with(

@@ -106,7 +106,7 @@ def phases(*counts: tuple[RequestPhase, int]) -> Iterator[RequestPhase]:
 
 def instant_balancer(on_applied: Callable[[StandInPod, bool], None] | None = None) -> Balancer[StandInPod]:
     """Endpoint changes arrive on the loop's next turn: these tests are about the load, not the lag."""
-    rng = random.Random(1)  # noqa: S311 - never drawn from without a spread
+    rng = random.Random(1)
     return Balancer(asyncio.get_running_loop(), Propagation(0.0), rng, on_applied)
 
 

@@ -221,3 +221,10 @@ def test_result_document_fails_with_the_reasons() -> None:
     assert result["mode"] == "none"
     assert result["reasons"] == reasons_to_fail(result["requests"], result["pods"])
     assert len(result["reasons"]) == 2
+
+
+def test_result_document_fails_on_a_crash_whatever_the_requests_say() -> None:
+    crash = "new-2: app exited with status 1 before its pod was deleted"
+    result = result_document(Mode.NATIVE, settings(), tally(ok=50), [], 3.0, crashes=[crash])
+    assert result["verdict"] == "fail"
+    assert result["reasons"] == [crash]
