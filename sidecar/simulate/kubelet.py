@@ -264,9 +264,8 @@ class Pod:
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
         last_line = (log_tail(self.workdir / f"{container}.log").splitlines() or ["(no output)"])[-1]
-        return PodStartError(
-            f"{self.name}: {container} exited with status {status} while starting: {last_line}{self._hint()}"
-        )
+        hint = self._hint() if container == self.record.traffic_container else ""
+        return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}{hint}")
 
     def _set_container_ready(self, container: str, ready: bool) -> None:
         if self._ready.get(container) != ready:
