@@ -54,11 +54,11 @@ def parse_positive_seconds(text: str) -> float:
     return value
 
 
-def _parse_int(text: str, low: int, high: int, what: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise ValueError(f"expected {what}, got {text!r}") from None
+def parse_int(text: str, low: int, high: int, what: str) -> int:
+    """Digits only: int() would also take '+80', ' 80' and '8_0'."""
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"expected {what}, got {text!r}")
+    value = int(text)
     if not low <= value <= high:
         raise ValueError(f"expected {what} from {low} to {high}, got {value}")
     return value
@@ -66,15 +66,15 @@ def _parse_int(text: str, low: int, high: int, what: str) -> int:
 
 def parse_listen_port(text: str) -> int:
     # 0 asks the kernel for a free port (tests, local runs); the bound port is logged.
-    return _parse_int(text, 0, 65535, "a port number")
+    return parse_int(text, 0, 65535, "a port number")
 
 
 def parse_app_port(text: str) -> int:
-    return _parse_int(text, 1, 65535, "a port number")
+    return parse_int(text, 1, 65535, "a port number")
 
 
 def parse_pid(text: str) -> int:
-    return _parse_int(text, 1, 2**22, "a process id")
+    return parse_int(text, 1, 2**22, "a process id")
 
 
 def parse_host(text: str) -> str:

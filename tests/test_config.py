@@ -37,6 +37,8 @@ def test_config_flags_win_over_the_environment() -> None:
         pytest.param({"report_reserve": "-0.5"}, {}, "--report-reserve", id="negative"),
         pytest.param({"prestop_delay": "inf"}, {}, "--prestop-delay", id="infinite"),
         pytest.param({"port": "9180.5"}, {}, "--port", id="fractional-port"),
+        pytest.param({"port": "+9180"}, {}, "--port", id="signed-port"),
+        pytest.param({"app_port": "80_80"}, {}, "--app-port", id="underscored-port"),
         pytest.param({}, {"SIDECAR_LOG_LEVEL": "loud"}, "--log-level (from SIDECAR_LOG_LEVEL)", id="env"),
         pytest.param({"admin_token": "  "}, {}, "--admin-token", id="blank-token"),
         pytest.param({"grace_period": "10", "prestop_delay": "9"}, {}, "--prestop-delay", id="timing"),

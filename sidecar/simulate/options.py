@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
-from sidecar.config import SettingsError, parse_positive_seconds, parse_seconds
+from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds
 from sidecar.simulate.podspec import PORT_PLACEHOLDER, Mode, Timing, demo_app_command
 
 T = TypeVar("T")
@@ -103,15 +104,7 @@ def _parse(flag: str, text: str, parse: Callable[[str], T]) -> T:
 
 
 def _count(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not text.strip().isdigit():  # int() would take "5_0" and "+5"
-            raise ValueError(f"expected a whole number, got {text!r}")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"expected {low} to {high}, got {value}")
-        return value
-
-    return parse
+    return functools.partial(parse_int, low=low, high=high, what="a whole number")
 
 
 def _rate(text: str) -> float:
