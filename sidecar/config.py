@@ -166,7 +166,10 @@ class Settings:
         secret=True,
     )
     app_port: int | None = setting(
-        None, "the app's port, watched for its listener and connections", parse=parse_app_port, metavar="PORT"
+        None,
+        "the app's port: readiness waits for its listener; its connections end the drain",
+        parse=parse_app_port,
+        metavar="PORT",
     )
     watch_pid: int | None = setting(None, "a PID to watch (shared process namespace)", parse=parse_pid, metavar="PID")
     watch_process: str | None = setting(

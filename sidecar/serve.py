@@ -130,8 +130,11 @@ class Sidecar:
         checks: dict[str, ReadinessCheck] = {"shutdown": self._shutdown_check}
         if self.child is not None:
             checks["app"] = self._app_check
-            if self.connection_watch is not None:
-                checks["app_port"] = self._app_port_check
+        if self.connection_watch is not None:
+            # In both modes: an app container without a readiness probe of its own counts as
+            # ready once it runs, and the pod would join the endpoints before the app listens
+            # (simulate --chart showed a slow-starting app drop requests on every new pod).
+            checks["app_port"] = self._app_port_check
         return checks
 
     def liveness(self) -> dict[str, ReadinessCheck]:

@@ -142,6 +142,24 @@ def test_serve_native_sidecar_sigterm_after_prestop_ends_the_drain(start_sidecar
     assert (report["outcome"], report["drain_end_source"]) == ("clean", "sidecar_sigterm")
 
 
+def test_serve_app_port_keeps_readiness_failing_until_the_app_listens(start_sidecar: StartSidecar) -> None:
+    # The app container may have no readiness probe of its own: the pod must not join the
+    # endpoints before the app listens.
+    port = free_port()
+    sidecar = start_sidecar("--grace-period", "10", "--app-port", str(port))
+    not_ready = sidecar.get("/readyz", params={"verbose": ""})
+    assert not_ready.status_code == 503
+    assert f"nothing listening on port {port}" in not_ready.text
+    app = subprocess.Popen([sys.executable, "-m", "sidecar.demo", "--port", str(port)], stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: sidecar.get("/readyz").status_code == 200, timeout=5, what="readiness once the app listens")
+    finally:
+        app.kill()
+        app.wait()
+        assert app.stderr is not None
+        app.stderr.close()
+
+
 def test_serve_native_sidecar_waits_for_its_sigterm_after_the_app_port_drained(
     start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
 ) -> None:

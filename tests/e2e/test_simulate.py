@@ -97,8 +97,11 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     values.write_text(
         "terminationGracePeriodSeconds: 6\nprestopDelaySeconds: 2.5\nexpectedDrainSeconds: 2\nreportReserveSeconds: 1\n"
     )
+    # An app that takes 2 s to listen, with no readiness probe of its own (the chart's default):
+    # the sidecar's readiness (its --app-port check) keeps the new pod out until it listens.
+    slow_app = f"sleep 2; exec {sys.executable} -m sidecar.demo --port $PORT"
     completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--pods", "1",
-                         "--propagation-delay", "1.5")  # fmt: skip
+                         "--propagation-delay", "1.5", "--", "sh", "-c", slow_app)  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     result = result_of(completed)
     assert result["mode"] == "native"
@@ -112,6 +115,7 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     hook = pod["containers"]["app"]["pre_stop_hook"]
     assert hook["result"] == "200"
     assert hook["returned_after_seconds"] == pytest.approx(2.5, abs=0.3)
+    assert result["requests"]["failed"] == 0
 
 
 @pytest.mark.parametrize(
