@@ -173,10 +173,12 @@ class AdminRoutes:
             # for the same instant, so a retry never extends the delay. Shutdown has begun
             # before this await, so a caller that disconnects cancels nothing.
             self.prestop_waiters += 1
+            self.metrics.prestop_waiting.set(self.prestop_waiters)
             try:
                 await sequence.wait_prestop_delay_over()
             finally:
                 self.prestop_waiters -= 1
+                self.metrics.prestop_waiting.set(self.prestop_waiters)
         timeline = sequence.timeline
         released = time.monotonic()
         return JSONResponse(

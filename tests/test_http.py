@@ -84,7 +84,11 @@ def test_http_prestop_beyond_the_waiter_limit_gets_429_and_waiters_are_released_
         admin = Admin(limits=Limits(max_prestop_waiters=2), prestop=0.5)
         sequence = asyncio.create_task(admin.sequence.run())
         waiting = [asyncio.create_task(admin.client.get("/prestop")) for _ in range(2)]
-        await asyncio.sleep(0.05)  # let both reach their await; the third must find the limit reached
+        # Both must be waiting before the third comes: it must find the limit reached.
+        deadline = asyncio.get_running_loop().time() + 5
+        while admin.sample("sidecar_prestop_waiting") != 2:
+            assert asyncio.get_running_loop().time() < deadline, "the two callers never waited"
+            await asyncio.sleep(0.001)
         third = await admin.client.get("/prestop")
         assert third.status_code == 429
         codes = [(await task).status_code for task in waiting]
@@ -93,6 +97,7 @@ def test_http_prestop_beyond_the_waiter_limit_gets_429_and_waiters_are_released_
         sequence.cancel()
         assert admin.sample("sidecar_prestop_requests_total", {"code": "429"}) == 1
         assert admin.sample("sidecar_prestop_requests_total", {"code": "200"}) == 2
+        assert admin.sample("sidecar_prestop_waiting") == 0
 
     run(scenario())
 

@@ -59,6 +59,9 @@ class ShutdownMetrics:
         self.prestop_requests = Counter(
             "sidecar_prestop_requests", "/prestop requests by status code", ["code"], registry=registry
         )
+        self.prestop_waiting = Gauge(
+            "sidecar_prestop_waiting", "/prestop callers waiting for the prestop delay to end", registry=registry
+        )
         self.app_connections = Gauge(
             "sidecar_app_connections", "Established connections to the app port", registry=registry
         )
