@@ -27,7 +27,8 @@ def render_chart(chart_dir: Path, values_file: Path | None) -> list[dict[str, An
     try:
         import yaml
     except ImportError:
-        raise ChartError(f"--chart needs PyYAML: {INSTALL_HINT}") from None
+        # Needed with either engine: `helm template` prints YAML too.
+        raise ChartError("--chart needs PyYAML: pip install 'shutdown-sidecar[chart]'") from None
     if not chart_dir.exists():
         raise ChartError(f"--chart: {chart_dir} does not exist")
     if chart_dir.is_dir() and not (chart_dir / "Chart.yaml").is_file():

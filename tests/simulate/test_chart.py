@@ -408,3 +408,9 @@ def test_template_missing_secret_key_raises_naming_it() -> None:
 def test_template_without_workload_raises() -> None:
     with pytest.raises(ChartError, match="no Deployment, StatefulSet or DaemonSet"):
         template_from_manifests([{"kind": "Service"}], APP_COMMAND)
+
+
+def test_render_chart_without_pyyaml_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(ChartError, match=r"needs PyYAML: pip install 'shutdown-sidecar\[chart\]'$"):
+        render_chart(CHART, None)
