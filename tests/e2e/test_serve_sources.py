@@ -179,6 +179,18 @@ def test_serve_native_sidecar_waits_for_its_sigterm_after_the_app_port_drained(
     assert set(report["drain_end_observed"]) == {"connections", "sidecar_sigterm"}
 
 
+def test_serve_native_sidecar_without_its_sigterm_by_the_deadline_reports_timeout(
+    start_sidecar: StartSidecar,
+) -> None:
+    # No SIGTERM means the app containers had not exited: the app was still running.
+    sidecar = start_sidecar("--grace-period", "1.5", "--prestop-delay", "0.1", "--report-reserve", "0.5",
+                            "--native-sidecar", "true")  # fmt: skip
+    sidecar.post("/prestop")
+    assert sidecar.wait(timeout=5) == 0
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("timeout", "deadline")
+
+
 def test_serve_app_report_does_not_end_the_drain_while_a_more_precise_source_is_watching(
     start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
 ) -> None:
