@@ -113,8 +113,9 @@ def sidecar_command(subcommand: str, timing: Timing, *extra: str) -> tuple[str, 
     )
 
 
-# The pod the chart deploys with its default probes. The app also gets a
-# TCP readiness probe so a new pod joins the endpoints only once the app listens.
+# The pod the chart deploys, with its default probes: the app container has none of its own (the
+# sidecar's readiness waits for the app's listener). Without the sidecar, the app gets a TCP
+# readiness probe, so the baseline differs from it in the shutdown alone.
 SIDECAR_READINESS: Final = Probe(HttpGet(ADMIN_PORT, "/readyz"), period_seconds=1, failure_threshold=1)
 SIDECAR_STARTUP: Final = Probe(HttpGet(ADMIN_PORT, "/startupz"), period_seconds=1, failure_threshold=30)
 APP_READINESS: Final = Probe(TcpSocket(APP_PORT), period_seconds=1, failure_threshold=1)
@@ -138,7 +139,7 @@ def template_for_mode(mode: Mode, timing: Timing, app_command: Sequence[str]) ->
             reports=True,
         )
         return PodTemplate(mode, grace, (), (wrapper,))
-    app = dataclasses.replace(app, pre_stop=PRESTOP_HOOK, readiness=APP_READINESS)
+    app = dataclasses.replace(app, pre_stop=PRESTOP_HOOK)
     native = mode is Mode.NATIVE
     sidecar = ContainerSpec(
         "shutdown-sidecar",
