@@ -73,13 +73,11 @@ class ContainerRecord:
 class PodRecord:
     name: str
     app_port: int
-    admin_port: int
     grace_period_seconds: float
     containers: dict[str, ContainerRecord]
     traffic_container: str
     report_container: str | None
     created_at: float
-    ready_at: float | None = None
     deleted_at: float | None = None
     endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
     terminated_at: float | None = None  # every container has exited
@@ -129,13 +127,14 @@ class Pod:
         self._is_ready = False
         self._changed = asyncio.Event()  # a readiness or an exit changed: start() looks again
         self._is_cleaning_up = False  # kill() has run: exits are expected, and not news
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Reapers run until their process exits (a kill ends them); probers are cancelled.
+        self._reapers: set[asyncio.Task[None]] = set()
+        self._probers: set[asyncio.Task[None]] = set()
         traffic = next(c.name for c in template.containers if c.serves_traffic)
         reporter = next((c.name for c in template.all_containers if c.reports), None)
         self.record = PodRecord(
             name,
             app_port=ports[APP_PORT],
-            admin_port=ports.get(ADMIN_PORT, 0),
             grace_period_seconds=template.grace_period_seconds,
             containers={c.name: ContainerRecord(c.name) for c in template.all_containers},
             traffic_container=traffic,
@@ -144,20 +143,16 @@ class Pod:
         )
 
     @property
-    def is_ready(self) -> bool:
-        return self._is_ready
-
-    @property
     def is_deleted(self) -> bool:
         return self.record.deleted_at is not None
 
     def _event(self, text: str) -> None:
         self._on_event(f"{self.name} {text}")
 
-    def _spawn_task(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn_task(self, tasks: set[asyncio.Task[None]], coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=f"{self.name}/{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # --- start -----------------------------------------------------------------------------------
 
@@ -176,7 +171,6 @@ class Pod:
                 await self._wait_for(lambda: self._is_ready)
         except TimeoutError:
             raise PodStartError(f"{self.name}: not ready after {timeout_seconds:g}s{self._hint()}") from None
-        self.record.ready_at = self._clock()
         self._event("ready")
 
     def _hint(self) -> str:
@@ -210,8 +204,8 @@ class Pod:
         self._exits[spec.name] = asyncio.Event()
         self.record.containers[spec.name].started_at = self._clock()
         self._ready[spec.name] = False
-        self._spawn_task(self._reap(spec, process), f"{spec.name}/reap")
-        self._spawn_task(self._probe(spec), f"{spec.name}/probes")
+        self._spawn_task(self._reapers, self._reap(spec, process), f"{spec.name}/reap")
+        self._spawn_task(self._probers, self._probe(spec), f"{spec.name}/probes")
 
     async def _probe(self, spec: ContainerSpec) -> None:
         # As the kubelet does: no readiness probe until the startup probe has passed; a container
@@ -346,7 +340,6 @@ class Pod:
         self._is_cleaning_up = True
         for name in self._processes:
             self._kill_container(name)
-        for task in list(self._tasks):
-            if not task.get_name().endswith("/reap"):
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._probers:
+            task.cancel()
+        await asyncio.gather(*self._probers, *self._reapers, return_exceptions=True)

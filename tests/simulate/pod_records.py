@@ -68,13 +68,11 @@ def pod(
     return PodRecord(
         name,
         app_port=18080,
-        admin_port=18081,
         grace_period_seconds=grace,
         containers={c.name: c for c in containers},
         traffic_container=traffic,
         report_container=reporter,
         created_at=CREATED_AT,
-        ready_at=CREATED_AT + 1,
         deleted_at=DELETED_AT,
         endpoint_removed_at=at(endpoint_removed),
         terminated_at=terminated_at,
