@@ -114,9 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     # Imported after the settings are known good: a typo costs no server imports.
+    from sidecar.admin_server import bind_admin_socket
+    from sidecar.assembly import serve
     from sidecar.logs import configure_logging
-    from sidecar.serve import serve
-    from sidecar.server import bind_admin_socket
+    from sidecar.telemetry.metrics import configure_prometheus_client
 
     try:
         sock = bind_admin_socket(settings.host, settings.port)
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     configure_logging(settings.log_format, settings.log_level)
+    configure_prometheus_client()
     # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
     # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
     gc.freeze()

@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from sidecar.deadline import Budget
+
 ENV_PREFIX: Final = "SIDECAR_"
+SECONDS_SUFFIX: Final = "_seconds"
 DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
 LOG_FORMATS: Final = ("json", "text")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -149,13 +152,13 @@ class Settings:
         "0.0.0.0", "admin server address; kubelet probes come from the node", parse=parse_host, metavar="ADDR"
     )
     port: int = setting(9180, "admin server port (0: any free port)", parse=parse_listen_port, metavar="PORT")
-    grace_period: float = setting(
+    grace_period_seconds: float = setting(
         30.0, "seconds; must equal the pod's terminationGracePeriodSeconds", parse=parse_positive_seconds, metavar="S"
     )
-    prestop_delay: float = setting(
+    prestop_delay_seconds: float = setting(
         5.0, "seconds readiness fails before the app is told to stop", parse=parse_seconds, metavar="S"
     )
-    report_reserve: float = setting(
+    report_reserve_seconds: float = setting(
         1.0, "seconds before the deadline kept for the final report", parse=parse_seconds, metavar="S"
     )
     admin_token: str | None = setting(
@@ -182,7 +185,7 @@ class Settings:
         parse=parse_optional_path,
         metavar="PATH",
     )
-    linger: float = setting(
+    linger_seconds: float = setting(
         0.0,
         "up to this many seconds after the report, serve until one /metrics scrape",
         parse=parse_seconds,
@@ -215,6 +218,10 @@ class Settings:
     log_format: str = setting("json", "json lines, or text for humans", parse=one_of(*LOG_FORMATS), metavar="FORMAT")
     log_level: str = setting("info", "debug, info, warning or error", parse=one_of(*LOG_LEVELS), metavar="LEVEL")
 
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.grace_period_seconds, self.prestop_delay_seconds, self.report_reserve_seconds)
+
 
 @dataclasses.dataclass(frozen=True)
 class SettingSpec:
@@ -229,11 +236,13 @@ class SettingSpec:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        # Time settings carry their unit in the field name (grace_period_seconds); the flag and
+        # the environment variable keep the shorter names SPEC.md gives them (--grace-period).
+        return "--" + self.name.removesuffix(SECONDS_SUFFIX).replace("_", "-")
 
     @property
     def env_var(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + self.flag.removeprefix("--").replace("-", "_").upper()
 
 
 def setting_specs() -> Iterator[SettingSpec]:
@@ -316,12 +325,9 @@ def load_tracing_environment(environ: Mapping[str, str] | None = None) -> Tracin
 
 
 def check_timing(settings: Settings) -> None:
-    if settings.prestop_delay + settings.report_reserve >= settings.grace_period:
-        raise SettingsError(
-            "--prestop-delay",
-            f"prestop delay ({settings.prestop_delay:g}s) + report reserve ({settings.report_reserve:g}s) "
-            f"must be less than the grace period ({settings.grace_period:g}s), or nothing is left to drain",
-        )
+    problem = settings.budget.problem()
+    if problem is not None:
+        raise SettingsError("--prestop-delay", problem)
 
 
 def default_termination_log() -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hmac
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -19,15 +18,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecar.drain.app_report import AppReport, DrainReportError, parse_drain_report
 from sidecar.lifecycle import DrainEndSource, Phase, Trigger
+from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
 from sidecar.telemetry.metrics import ShutdownMetrics
 
-ReadinessCheck = Callable[[], str | None]  # None when passing, else why not
 StatusDocument = Callable[[], Mapping[str, Any]]
 
 PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/startupz"})
-DRAIN_KEYS: Final = frozenset({"inflight", "event"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +95,7 @@ class AdminRoutes:
         *,
         sequence: ShutdownSequence,
         metrics: ShutdownMetrics,
+        app_report: AppReport,
         status: StatusDocument,
         readiness: Mapping[str, ReadinessCheck],
         admin_token: str | None,
@@ -105,6 +105,7 @@ class AdminRoutes:
         self.on_scrape = on_scrape
         self.sequence = sequence
         self.metrics = metrics
+        self.app_report = app_report
         self.status = status
         self.readiness = readiness
         self.admin_token = None if admin_token is None else admin_token.encode()
@@ -195,15 +196,15 @@ class AdminRoutes:
         if not self.is_authorized(request):
             return error_response(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         try:
-            inflight, complete = parse_drain_report(await self.read_body(request))
+            report = parse_drain_report(await self.read_body(request))
         except RequestRejected as rejected:
             return error_response(rejected.status_code, rejected.message)
-        if complete and self.sequence.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
-            return error_response(409, f"no drain to complete during phase {self.sequence.timeline.phase}")
-        # Validated in full above: from here on everything in the report is applied.
-        if inflight is not None:
-            self.metrics.app_inflight.set(inflight)
-        accepted = self.sequence.report_drain_end(DrainEndSource.APP_REPORT) if complete else False
+        except DrainReportError as exc:
+            return error_response(400, str(exc))
+        phase = self.sequence.timeline.phase
+        if report.complete and phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
+            return error_response(409, f"no drain to complete during phase {phase}")
+        accepted = self.app_report.apply(report)
         return JSONResponse({"phase": self.sequence.timeline.phase.value, "drain_end_accepted": accepted})
 
     async def status_route(self, request: Request) -> Response:
@@ -225,26 +226,6 @@ class AdminRoutes:
         return PlainTextResponse("\n".join(lines) + "\n", status_code=200 if ready else 503)
 
 
-def parse_drain_report(body: bytes) -> tuple[int | None, bool]:
-    """`{"inflight": N}` and/or `{"event": "complete"}` -> (inflight, complete); 400 otherwise."""
-    try:
-        report = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestRejected(400, "body is not JSON") from None
-    if not isinstance(report, dict) or not report:
-        raise RequestRejected(400, 'expected an object with "inflight" and/or "event"')
-    unknown = set(report) - DRAIN_KEYS
-    if unknown:
-        raise RequestRejected(400, f"unknown keys: {', '.join(sorted(unknown))}")
-    inflight = report.get("inflight")
-    if inflight is not None and (type(inflight) is not int or inflight < 0):
-        raise RequestRejected(400, '"inflight" must be a whole number >= 0')
-    event = report.get("event")
-    if event is not None and event != "complete":
-        raise RequestRejected(400, '"event" must be "complete"')
-    return inflight, event == "complete"
-
-
 def create_app(
     *,
     sequence: ShutdownSequence,
@@ -253,12 +234,17 @@ def create_app(
     readiness: Mapping[str, ReadinessCheck],
     admin_token: str | None,
     liveness: Mapping[str, ReadinessCheck] | None = None,
+    app_report: AppReport | None = None,
     on_scrape: Callable[[], None] = lambda: None,
     limits: Limits | None = None,
 ) -> ASGIApp:
+    """The admin app. `app_report` defaults to one that ends `sequence`'s drain."""
+    if app_report is None:
+        app_report = AppReport(metrics=metrics, report_end=lambda: sequence.report_drain_end(DrainEndSource.APP_REPORT))
     routes = AdminRoutes(
         sequence=sequence,
         metrics=metrics,
+        app_report=app_report,
         status=status,
         readiness=readiness,
         admin_token=admin_token,

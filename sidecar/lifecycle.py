@@ -10,6 +10,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Final
 
+from sidecar.deadline import Budget
+
 
 class Phase(StrEnum):
     RUNNING = "running"
@@ -102,13 +104,6 @@ def decide_outcome(source: DrainEndSource, *, app_watched: bool, app_exited_firs
     return Outcome.UNKNOWN
 
 
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    grace_period_seconds: float
-    prestop_delay_seconds: float
-    report_reserve_seconds: float
-
-
 @dataclasses.dataclass
 class PhaseRecord:
     start: float
@@ -175,28 +170,25 @@ class Timeline:
 
     # --- derived times (monotonic) -------------------------------------------------------------
 
-    def _after_t0(self, seconds: float) -> float:
-        if self.t0 is None:
-            raise IllegalTransition("the shutdown has not begun")
-        return self.t0 + seconds
-
     @property
     def started_at(self) -> float:
         """t0; raises IllegalTransition before the shutdown has begun."""
-        return self._after_t0(0.0)
+        if self.t0 is None:
+            raise IllegalTransition("the shutdown has not begun")
+        return self.t0
 
     @property
     def deadline(self) -> float:
-        return self._after_t0(self.budget.grace_period_seconds)
+        return self.budget.deadline(self.started_at)
 
     @property
     def prestop_delay_deadline(self) -> float:
-        return self._after_t0(self.budget.prestop_delay_seconds)
+        return self.budget.prestop_delay_deadline(self.started_at)
 
     @property
     def drain_deadline(self) -> float:
         """The app must have finished by now; later, only the report may run."""
-        return self._after_t0(self.budget.grace_period_seconds - self.budget.report_reserve_seconds)
+        return self.budget.drain_deadline(self.started_at)
 
     @property
     def margin_seconds(self) -> float | None:

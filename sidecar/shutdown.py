@@ -6,66 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
 
+from sidecar.deadline import wait_for_any
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline, Trigger, decide_outcome, outranks
 from sidecar.logs import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
-
-# Exit status when the watchdog had to end a process whose event loop stopped answering.
-EXIT_WATCHDOG: Final = 70
-# The watchdog fires this long before the kubelet's SIGKILL would.
-WATCHDOG_LEAD_SECONDS: Final = 0.01
-
-
-async def wait_for_any(events: tuple[asyncio.Event, ...], deadline: float) -> bool:
-    """Wait until one of `events` is set or `deadline` (time.monotonic()) passes; True if an event won."""
-    if any(event.is_set() for event in events):
-        return True
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        done, _ = await asyncio.wait(
-            waiters, timeout=max(0.0, deadline - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-    return bool(done)
-
-
-class DeadlineWatchdog:
-    """Last resort, on its own thread: if the loop is stuck (a C extension, a blocked write to
-    stderr), end the process just before the deadline rather than be SIGKILLed without a word.
-    Ends the whole process: used by the mode that owns the process, never by library code.
-
-    The thread is started before t0 and only armed at t0: a first thread start costs a few
-    hundred microseconds, which the SIGTERM -> readiness 503 path must not pay."""
-
-    def __init__(self) -> None:
-        self._deadline = 0.0
-        self._armed = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="deadline-watchdog", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def arm(self, deadline: float) -> None:
-        """Fire at `deadline` (time.monotonic()) minus a small lead; only the first call counts."""
-        if not self._armed.is_set():
-            self._deadline = deadline
-            self._armed.set()
-
-    def _watch(self) -> None:
-        self._armed.wait()
-        time.sleep(max(0.0, self._deadline - WATCHDOG_LEAD_SECONDS - time.monotonic()))
-        os.write(2, b'{"level":"error","msg":"watchdog: event loop did not finish before the deadline"}\n')
-        os._exit(EXIT_WATCHDOG)
 
 
 class ShutdownSequence:
@@ -75,14 +24,13 @@ class ShutdownSequence:
         *,
         report: Callable[[Timeline], Awaitable[None]],
         sources: frozenset[DrainEndSource] = frozenset(),
-        native_sidecar: bool = False,
     ) -> None:
-        """`sources`: the drain-end sources configured besides the app's own report; with none,
-        nothing watches the app, and a drain that reaches the deadline has outcome unknown."""
+        """`sources`: the drain-end sources configured besides the app's own report (settable
+        until the first event); with none, nothing watches the app, and a drain that reaches the
+        deadline has outcome unknown."""
         self.timeline = timeline
         self._report = report
-        self._sources = sources
-        self._native_sidecar = native_sidecar
+        self.sources = sources
         self.observed: dict[DrainEndSource, float] = {}  # every source's first event, for the report
         self._app_exited_first = False
         self._begun = asyncio.Event()
@@ -105,15 +53,7 @@ class ShutdownSequence:
     def on_signal(self, sig: signal.Signals) -> None:
         """SIGTERM/SIGINT start the shutdown. Afterwards a SIGTERM is ignored (an impatient
         orchestrator, or the kubelet repeating itself), while a SIGINT (Ctrl-C again) means
-        "stop now": the report is finished and the process exits.
-
-        As a native sidecar, the kubelet sends SIGTERM only after the app containers have
-        exited: it ends the drain (source sidecar_sigterm) and the report starts at once."""
-        if self._native_sidecar and sig is signal.SIGTERM:
-            self.begin(Trigger.SIGNAL)
-            self.report_drain_end(DrainEndSource.SIDECAR_SIGTERM)
-            self._interrupted.set()  # the app is gone: no prestop delay left to wait out
-            return
+        "stop now": the report is finished and the process exits."""
         if self.begin(Trigger.SIGNAL):
             return
         if sig is signal.SIGINT:
@@ -130,11 +70,18 @@ class ShutdownSequence:
             return False
         now = time.monotonic()
         self.observed.setdefault(source, now)
-        if self._drain_end is not None or not outranks(source, self._sources):
+        if self._drain_end is not None or not outranks(source, self.sources):
             return False
         self._drain_end = (source, now)
         self._drain_reported.set()
         return True
+
+    def finish_now(self, source: DrainEndSource) -> None:
+        """The app is gone and nothing is left to wait for (a native sidecar's SIGTERM): begin
+        now if not begun, end the drain with `source`, and skip what is left of the prestop delay."""
+        self.begin(Trigger.SIGNAL)
+        self.report_drain_end(source)
+        self._interrupted.set()
 
     def app_exited(self) -> None:
         """Run mode: the child exited. Before any shutdown that is a crash: the shutdown begins
@@ -169,7 +116,7 @@ class ShutdownSequence:
 
         await wait_for_any((self._drain_reported, self._interrupted), timeline.drain_deadline)
         source, ended_at = self._drain_outcome()
-        outcome = decide_outcome(source, app_watched=bool(self._sources), app_exited_first=self._app_exited_first)
+        outcome = decide_outcome(source, app_watched=bool(self.sources), app_exited_first=self._app_exited_first)
         timeline.end_drain(source, outcome, ended_at)
 
         await self._report(timeline)

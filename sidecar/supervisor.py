@@ -1,6 +1,6 @@
 """run mode's child: spawn it in its own process group, forward signals, reap it (and, as PID 1,
-every orphan), stop it, and kill its group at the end. Knows nothing of phases: run.py decides
-when each of these happens."""
+every orphan), stop it, and kill its group at the end. Knows nothing of phases: app_process
+decides when each of these happens."""
 
 from __future__ import annotations
 

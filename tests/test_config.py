@@ -11,37 +11,52 @@ def test_config_every_setting_derives_flag_env_var_and_help() -> None:
     specs = list(setting_specs())
     assert [spec.name for spec in specs] == [field.name for field in dataclasses.fields(Settings)]
     for spec in specs:
-        assert spec.flag == "--" + spec.name.replace("_", "-")
-        assert spec.env_var == "SIDECAR_" + spec.name.upper()
+        short_name = spec.name.removesuffix("_seconds")
+        assert spec.flag == "--" + short_name.replace("_", "-")
+        assert spec.env_var == "SIDECAR_" + short_name.upper()
         assert spec.help
+
+
+def test_config_time_settings_carry_their_unit_while_flags_keep_the_contract_names() -> None:
+    flags = {spec.name: (spec.flag, spec.env_var) for spec in setting_specs()}
+    assert flags["grace_period_seconds"] == ("--grace-period", "SIDECAR_GRACE_PERIOD")
+    assert flags["prestop_delay_seconds"] == ("--prestop-delay", "SIDECAR_PRESTOP_DELAY")
+    assert flags["report_reserve_seconds"] == ("--report-reserve", "SIDECAR_REPORT_RESERVE")
+    assert flags["linger_seconds"] == ("--linger", "SIDECAR_LINGER")
 
 
 def test_config_defaults_match_the_contract() -> None:
     settings = load_settings({}, {})
     assert (settings.host, settings.port) == ("0.0.0.0", 9180)
-    assert (settings.grace_period, settings.prestop_delay, settings.report_reserve) == (30, 5, 1)
-    assert (settings.log_format, settings.log_level, settings.linger) == ("json", "info", 0)
+    assert (settings.grace_period_seconds, settings.prestop_delay_seconds, settings.report_reserve_seconds) == (
+        30,
+        5,
+        1,
+    )
+    assert (settings.log_format, settings.log_level, settings.linger_seconds) == ("json", "info", 0)
     assert settings.admin_token is None
 
 
 def test_config_flags_win_over_the_environment() -> None:
-    settings = load_settings({"grace_period": "40"}, {"SIDECAR_GRACE_PERIOD": "50", "SIDECAR_PRESTOP_DELAY": "7"})
-    assert settings.grace_period == 40
-    assert settings.prestop_delay == 7
+    settings = load_settings(
+        {"grace_period_seconds": "40"}, {"SIDECAR_GRACE_PERIOD": "50", "SIDECAR_PRESTOP_DELAY": "7"}
+    )
+    assert settings.grace_period_seconds == 40
+    assert settings.prestop_delay_seconds == 7
 
 
 @pytest.mark.parametrize(
     ("flags", "environ", "flag"),
     [
-        pytest.param({"grace_period": "0"}, {}, "--grace-period", id="zero-grace"),
-        pytest.param({"report_reserve": "-0.5"}, {}, "--report-reserve", id="negative"),
-        pytest.param({"prestop_delay": "inf"}, {}, "--prestop-delay", id="infinite"),
+        pytest.param({"grace_period_seconds": "0"}, {}, "--grace-period", id="zero-grace"),
+        pytest.param({"report_reserve_seconds": "-0.5"}, {}, "--report-reserve", id="negative"),
+        pytest.param({"prestop_delay_seconds": "inf"}, {}, "--prestop-delay", id="infinite"),
         pytest.param({"port": "9180.5"}, {}, "--port", id="fractional-port"),
         pytest.param({"port": "+9180"}, {}, "--port", id="signed-port"),
         pytest.param({"app_port": "80_80"}, {}, "--app-port", id="underscored-port"),
         pytest.param({}, {"SIDECAR_LOG_LEVEL": "loud"}, "--log-level (from SIDECAR_LOG_LEVEL)", id="env"),
         pytest.param({"admin_token": "  "}, {}, "--admin-token", id="blank-token"),
-        pytest.param({"grace_period": "10", "prestop_delay": "9"}, {}, "--prestop-delay", id="timing"),
+        pytest.param({"grace_period_seconds": "10", "prestop_delay_seconds": "9"}, {}, "--prestop-delay", id="timing"),
     ],
 )
 def test_config_bad_value_raises_naming_the_setting(flags: dict[str, str], environ: dict[str, str], flag: str) -> None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
-from sidecar.shutdown import wait_for_any
+from sidecar.deadline import wait_for_any
+from sidecar.lifecycle import DrainEndSource, Phase, Timeline
+from sidecar.parts import Part, ReadinessCheck
+from sidecar.telemetry.metrics import ShutdownMetrics
+from sidecar.telemetry.report import Observations
 
 TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
 STATE_ESTABLISHED: Final = "01"
@@ -57,34 +61,56 @@ def read_port_snapshot(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSna
     return PortSnapshot(listening, frozenset(established))
 
 
-class ConnectionWatch:
-    """Samples the app port; counts late connections after t0; calls `on_drained` once the
-    listener is gone and no established connection is left (only if a listener was ever seen:
-    a wrong --app-port must not end the drain at once)."""
+class ConnectionWatch(Part):
+    """Samples the app port: readiness waits for its listener, late connections after t0 are
+    tallied, and `on_drained` is called once the listener is gone and no established connection
+    is left (only if a listener was ever seen: a wrong --app-port must not end the drain at once)."""
+
+    drain_sources = frozenset({DrainEndSource.CONNECTIONS})
 
     def __init__(
         self,
         port: int,
         *,
-        on_sample: Callable[[PortSnapshot], None],
-        on_late: Callable[[int, float], None],
+        metrics: ShutdownMetrics,
+        observations: Observations,
         on_drained: Callable[[], None],
         tables: Iterable[str] = TCP_TABLES,
     ) -> None:
         self.port = port
         self.tables = tuple(tables)
-        self._on_sample = on_sample
-        self._on_late = on_late
+        self.metrics = metrics
+        self.observations = observations
         self._on_drained = on_drained
         self._shutdown = asyncio.Event()
         self._t0: float | None = None
         self.last: PortSnapshot | None = None
         self.listener_seen = False
 
+    def readiness(self) -> Mapping[str, ReadinessCheck]:
+        # In both modes: an app container without a readiness probe of its own counts as ready
+        # once it runs, and the pod would join the endpoints before the app listens (simulate
+        # --chart showed a slow-starting app drop requests on every new pod).
+        return {"app_port": self._listener_check}
+
+    def _listener_check(self) -> str | None:
+        if self.last is not None and self.last.listening:
+            return None
+        return f"nothing listening on port {self.port}"
+
+    def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        if current is Phase.PRESTOP_DELAY:
+            self.shutdown_began(timeline.started_at)
+
     def shutdown_began(self, t0: float) -> None:
         """Sample fast from now on; the next sample is the baseline for late connections."""
         self._t0 = t0
         self._shutdown.set()
+
+    def _count_late(self, count: int, after_t0_seconds: float) -> None:
+        self.observations.add_late_connections(count, after_t0_seconds)
+        self.metrics.late_connections.inc(count)
+        self.metrics.last_late_connection.set(after_t0_seconds)
 
     async def run(self) -> None:
         baseline: frozenset[str] | None = None
@@ -92,12 +118,12 @@ class ConnectionWatch:
             snapshot = read_port_snapshot(self.port, self.tables)
             self.last = snapshot
             self.listener_seen = self.listener_seen or snapshot.listening
-            self._on_sample(snapshot)
+            self.metrics.app_connections.set(len(snapshot.established))
             if self._t0 is not None:
                 if baseline is not None:
                     late = snapshot.established - baseline
                     if late:
-                        self._on_late(len(late), time.monotonic() - self._t0)
+                        self._count_late(len(late), time.monotonic() - self._t0)
                 baseline = snapshot.established if baseline is None else baseline | snapshot.established
                 if self.listener_seen and not snapshot.listening and not snapshot.established:
                     self._on_drained()

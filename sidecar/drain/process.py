@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from sidecar.lifecycle import DrainEndSource, Phase, Timeline
+from sidecar.logs import LOGGER_NAME
+from sidecar.parts import Part
+from sidecar.telemetry.report import Observations
+
 PROC = Path("/proc")
+
+logger = logging.getLogger(LOGGER_NAME)
 
 
 def find_process(pattern: str, *, exclude: frozenset[int] = frozenset(), proc: Path = PROC) -> int | None:
@@ -54,3 +62,50 @@ class ProcessExitWatch:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
             self._pidfd = None
+
+
+class WatchedProcess(Part):
+    """serve mode with --watch-pid or --watch-process: the app's process, found at t0 and watched
+    until it exits. Resolved at t0, not at start-up: the app container may start after the
+    sidecar, and may have restarted since."""
+
+    drain_sources = frozenset({DrainEndSource.PROCESS_EXIT})
+
+    def __init__(
+        self,
+        *,
+        pid: int | None,
+        pattern: str | None,
+        observations: Observations,
+        on_exit: Callable[[], None],
+        proc: Path = PROC,
+    ) -> None:
+        self.pid = pid
+        self.pattern = pattern
+        self.observations = observations
+        self.proc = proc
+        self._on_exit = on_exit
+        self._watch: ProcessExitWatch | None = None
+
+    def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        if current is Phase.PRESTOP_DELAY:
+            self._watch_app()
+
+    def _watch_app(self) -> None:
+        pid = self.pid
+        if pid is None and self.pattern is not None:
+            pid = find_process(self.pattern, exclude=frozenset({os.getpid()}), proc=self.proc)
+        self._watch = ProcessExitWatch(asyncio.get_running_loop(), self._on_exit)
+        try:
+            if pid is None:
+                raise ProcessLookupError(f"no process matches {self.pattern!r}")
+            self._watch.watch(pid)
+        except OSError as exc:
+            self.observations.errors.append(f"process_exit: cannot watch the app process: {exc}")
+            logger.warning("cannot watch the app process", extra={"fields": {"error": str(exc)}})
+        else:
+            logger.info("watching the app process", extra={"fields": {"pid": pid}})
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()

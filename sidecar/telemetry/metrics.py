@@ -20,10 +20,14 @@ SIGNAL_LABELS: Final = ("SIGTERM", "SIGINT")
 PRESTOP_CODES: Final = ("200", "401", "405", "408", "413", "429")
 
 
+def configure_prometheus_client() -> None:
+    """Process-global switches, called once at start-up: `_created` series double the series
+    count per pod and say nothing a start timestamp does not."""
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
 class ShutdownMetrics:
     def __init__(self, registry: CollectorRegistry, *, version: str, grace_period_seconds: float) -> None:
-        # `_created` series double the series count per pod and say nothing a start timestamp does not.
-        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
         self.ready = Gauge("sidecar_ready", "1 while the pod should receive traffic", registry=registry)
         self.phase = Gauge("sidecar_shutdown_phase", "1 for the current shutdown phase", ["phase"], registry=registry)

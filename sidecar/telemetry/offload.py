@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
+
+from sidecar.deadline import seconds_left
 
 T = TypeVar("T")
 
@@ -46,6 +47,5 @@ async def run_in_thread(work: Callable[[], T], *, deadline: float, name: str) ->
             hand_back(result, None)
 
     threading.Thread(target=target, name=name, daemon=True).start()
-    timeout = max(0.0, deadline - time.monotonic())
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(seconds_left(deadline)):
         return await future

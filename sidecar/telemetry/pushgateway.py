@@ -5,13 +5,13 @@ workload, each shutdown replaces the last one of its workload, and the count sta
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import push_to_gateway
 
+from sidecar.deadline import call_timeout
 from sidecar.telemetry.report import ReportSink
 
 JOB: Final = "shutdown-sidecar"
@@ -26,7 +26,6 @@ def pushgateway_sink(url: str, registry: CollectorRegistry, key: Mapping[str, st
     `deadline` (time.monotonic()), so its thread does not outlive the report either."""
 
     def push(_: Mapping[str, Any]) -> None:
-        timeout = max(0.05, deadline - time.monotonic())
-        push_to_gateway(url, job=JOB, registry=registry, grouping_key=dict(key), timeout=timeout)
+        push_to_gateway(url, job=JOB, registry=registry, grouping_key=dict(key), timeout=call_timeout(deadline))
 
     return push

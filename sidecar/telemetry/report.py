@@ -6,35 +6,85 @@ when a part fails, and names every failure in `errors`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NotRequired, TypedDict
 
-from sidecar.lifecycle import SHUTDOWN_PHASES, Timeline
+from sidecar.deadline import EXIT_RESERVE_SECONDS, SINK_RESERVE_SECONDS
+from sidecar.lifecycle import SHUTDOWN_PHASES, DrainEndSource, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.offload import run_in_thread
 
 # Kubernetes keeps at most 4096 bytes of /dev/termination-log (and 12 KiB across all containers).
 TERMINATION_LOG_MAX_BYTES: Final = 4096
-# Network sinks stop this long before the deadline so the local write and the exit still fit.
-LOCAL_WRITE_RESERVE_SECONDS: Final = 0.2
-# Every part of the report is abandoned this long before the deadline: the process must be gone
-# before the kubelet's SIGKILL, or the exit status and the last log lines are lost with it.
-EXIT_RESERVE_SECONDS: Final = 0.05
 
 logger = logging.getLogger(LOGGER_NAME)
 
-Document = dict[str, Any]
+ShutdownEvent = tuple[str, float, Mapping[str, str]]  # for the trace: name, Unix seconds, attributes
 ReportSink = Callable[[Mapping[str, Any]], None]  # blocking; run in a thread under the deadline
+
+
+class PhaseDocument(TypedDict):
+    start: float | None
+    end: float | None
+    duration_seconds: float | None
+
+
+class Report(TypedDict):
+    """The one document of SPEC.md's final report: what /status shows, and at the end what the
+    termination log, the log line, the span and the Pushgateway push carry. Times are Unix
+    seconds; durations are *_seconds."""
+
+    phase: str
+    trigger: str | None
+    outcome: str | None
+    drain_end_source: str | None
+    grace_period_seconds: float
+    prestop_delay_seconds: float
+    report_reserve_seconds: float
+    t0: float | None
+    deadline: float | None
+    time_left_seconds: float | None
+    drain_end: float | None
+    margin_seconds: float | None
+    phases: dict[str, PhaseDocument]
+    late_connections: int
+    last_late_connection_seconds: float | None
+    prestop_delay_covered_late_connections: bool | None
+    errors: list[str]
+    drain_end_observed: NotRequired[dict[str, float]]  # every source's first event, seconds after t0
+    app_exit_status: NotRequired[int | None]  # run mode only
+
+
+@dataclasses.dataclass
+class Observations:
+    """What the sidecar's parts saw, kept for the report and the trace. One object, handed to each
+    part (as uvicorn hands its ServerState around), so the report is built in one place."""
+
+    late_connections: int = 0
+    last_late_connection_seconds: float | None = None
+    errors: list[str] = dataclasses.field(default_factory=list)  # sources that could not be used
+    events: list[ShutdownEvent] = dataclasses.field(default_factory=list)
+    has_app_process: bool = False  # run mode: the report then has app_exit_status
+    app_exit_status: int | None = None
+
+    def add_event(self, name: str, unix_seconds: float | None = None, **attributes: str) -> None:
+        self.events.append((name, time.time() if unix_seconds is None else unix_seconds, attributes))
+
+    def add_late_connections(self, count: int, after_t0_seconds: float) -> None:
+        self.late_connections += count
+        self.last_late_connection_seconds = after_t0_seconds
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def phases_document(timeline: Timeline, now: float) -> dict[str, dict[str, float | None]]:
-    phases: dict[str, dict[str, float | None]] = {}
+def phases_document(timeline: Timeline, now: float) -> dict[str, PhaseDocument]:
+    phases: dict[str, PhaseDocument] = {}
     for phase in SHUTDOWN_PHASES:
         record = timeline.records.get(phase)
         if record is None:
@@ -47,21 +97,20 @@ def phases_document(timeline: Timeline, now: float) -> dict[str, dict[str, float
     return phases
 
 
-def status_document(
+def build_report(
     timeline: Timeline,
     now: float,
-    *,
-    late_connections: int = 0,
-    last_late_connection_seconds: float | None = None,
-    errors: tuple[str, ...] | list[str] = (),
-) -> Document:
-    """What /status shows; at the end of the shutdown, the final report."""
+    observations: Observations | None = None,
+    drain_end_observed: Mapping[DrainEndSource, float] | None = None,
+) -> Report:
+    """What /status shows; at the end of the shutdown, the final report. `drain_end_observed`:
+    each drain-end source's first event (time.monotonic())."""
+    seen = observations or Observations()
     budget = timeline.budget
     begun = timeline.t0 is not None
-    covered = None
-    if last_late_connection_seconds is not None:
-        covered = last_late_connection_seconds <= budget.prestop_delay_seconds
-    return {
+    last_late = seen.last_late_connection_seconds
+    covered = None if last_late is None else last_late <= budget.prestop_delay_seconds
+    report: Report = {
         "phase": timeline.phase.value,
         "trigger": None if timeline.trigger is None else timeline.trigger.value,
         "outcome": None if timeline.outcome is None else timeline.outcome.value,
@@ -75,11 +124,17 @@ def status_document(
         "drain_end": None if timeline.drain_end is None else _round(timeline.to_wall(timeline.drain_end)),
         "margin_seconds": _round(timeline.margin_seconds),
         "phases": phases_document(timeline, now),
-        "late_connections": late_connections,
-        "last_late_connection_seconds": _round(last_late_connection_seconds),
+        "late_connections": seen.late_connections,
+        "last_late_connection_seconds": _round(last_late),
         "prestop_delay_covered_late_connections": covered,
-        "errors": list(errors),
+        "errors": list(seen.errors),
     }
+    if timeline.t0 is not None and drain_end_observed:
+        t0 = timeline.t0
+        report["drain_end_observed"] = {source.value: round(at - t0, 6) for source, at in drain_end_observed.items()}
+    if seen.has_app_process:
+        report["app_exit_status"] = seen.app_exit_status
+    return report
 
 
 def termination_log_text(document: Mapping[str, Any]) -> str:
@@ -88,7 +143,7 @@ def termination_log_text(document: Mapping[str, Any]) -> str:
     Too long (many errors), it degrades in steps and says so with "truncated": errors shortened,
     then phases dropped, then only the verdict kept: the outcome always survives.
     """
-    steps: list[Callable[[Document], Document]] = [
+    steps: list[Callable[[dict[str, Any]], dict[str, Any]]] = [
         lambda d: d,
         lambda d: {**d, "errors": [e[:160] for e in d.get("errors", [])[:5]], "truncated": True},
         lambda d: {**d, "errors": [e[:80] for e in d.get("errors", [])[:2]], "phases": {}, "truncated": True},
@@ -117,7 +172,7 @@ def describe_error(part: str, exc: BaseException) -> str:
 
 
 async def deliver_report(
-    document: Document,
+    document: Report,
     *,
     sinks: Mapping[str, ReportSink],
     termination_log: str | None,
@@ -128,8 +183,8 @@ async def deliver_report(
     `deadline` is the pod's (time.monotonic()); no part runs past it. Returns the errors, which
     are also added to document["errors"] before the local write so the file names them.
     """
-    errors: list[str] = document.setdefault("errors", [])
-    sink_deadline = deadline - LOCAL_WRITE_RESERVE_SECONDS
+    errors = document["errors"]
+    sink_deadline = deadline - SINK_RESERVE_SECONDS
 
     async def deliver(name: str, sink: ReportSink) -> None:
         try:

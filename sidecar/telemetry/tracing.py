@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from sidecar import __version__
-from sidecar.telemetry.report import ReportSink
+from sidecar.deadline import call_timeout
+from sidecar.telemetry.report import ReportSink, ShutdownEvent
 
 SERVICE_NAME: Final = "shutdown-sidecar"
-ShutdownEvent = tuple[str, float, Mapping[str, str]]  # name, Unix seconds, attributes
 
 
 def nanoseconds(unix_seconds: float) -> int:
@@ -75,7 +75,7 @@ def otlp_trace_sink(resource: Resource, events: Sequence[ShutdownEvent], deadlin
 
     def export(document: Mapping[str, Any]) -> None:
         spans = build_spans(document, events, resource, ended_at=time.time())
-        exporter = OTLPSpanExporter(timeout=max(0.05, deadline - time.monotonic()))
+        exporter = OTLPSpanExporter(timeout=call_timeout(deadline))
         try:
             if exporter.export(spans) is not SpanExportResult.SUCCESS:
                 raise RuntimeError("the OTLP endpoint did not accept the spans")

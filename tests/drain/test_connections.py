@@ -4,6 +4,8 @@ import asyncio
 import socket
 from pathlib import Path
 
+import pytest
+
 from sidecar.drain.connections import PortSnapshot, parse_tcp_table, read_port_snapshot
 
 # Two listeners (8080 on 0.0.0.0, 9180), two connections to 8080, one client connection *from* 8080.
@@ -35,24 +37,22 @@ def test_connections_missing_table_is_skipped(tmp_path: Path) -> None:
     assert snapshot == PortSnapshot(True, frozenset({"0100007F:D431", "0100007F:D432"}))
 
 
-def test_connections_real_kernel_table_shows_a_real_listener_and_connection() -> None:
-    async def scenario() -> None:
-        accepted: list[asyncio.StreamWriter] = []
-        accepted_one = asyncio.Event()
+@pytest.mark.anyio
+async def test_connections_real_kernel_table_shows_a_real_listener_and_connection() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+    accepted_one = asyncio.Event()
 
-        def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            accepted.append(writer)
-            accepted_one.set()
+    def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        accepted_one.set()
 
-        server = await asyncio.start_server(accept, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        assert read_port_snapshot(port).listening
-        with socket.create_connection(("127.0.0.1", port)):
-            await asyncio.wait_for(accepted_one.wait(), 5)
-            assert len(read_port_snapshot(port).established) == 1
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
-
-    asyncio.run(scenario())
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    assert read_port_snapshot(port).listening
+    with socket.create_connection(("127.0.0.1", port)):
+        await asyncio.wait_for(accepted_one.wait(), 5)
+        assert len(read_port_snapshot(port).established) == 1
+    for writer in accepted:
+        writer.close()
+    server.close()
+    await server.wait_closed()

@@ -25,22 +25,18 @@ def test_process_find_matches_the_joined_command_line_lowest_pid_first(tmp_path:
     assert find_process("nginx", proc=proc) is None
 
 
-def test_process_exit_watch_fires_when_a_real_process_exits() -> None:
-    async def scenario() -> None:
-        child = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(0.2)")
-        exited = asyncio.Event()
-        watch = ProcessExitWatch(asyncio.get_running_loop(), exited.set)
-        watch.watch(child.pid)
-        await asyncio.wait_for(exited.wait(), 5)
-        await child.wait()
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_process_exit_watch_fires_when_a_real_process_exits() -> None:
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(0.2)")
+    exited = asyncio.Event()
+    watch = ProcessExitWatch(asyncio.get_running_loop(), exited.set)
+    watch.watch(child.pid)
+    await asyncio.wait_for(exited.wait(), 5)
+    await child.wait()
 
 
-def test_process_exit_watch_refuses_a_missing_pid() -> None:
-    async def scenario() -> None:
-        watch = ProcessExitWatch(asyncio.get_running_loop(), lambda: None)
-        with pytest.raises(ProcessLookupError):
-            watch.watch(2**22 - 1)
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_process_exit_watch_refuses_a_missing_pid() -> None:
+    watch = ProcessExitWatch(asyncio.get_running_loop(), lambda: None)
+    with pytest.raises(ProcessLookupError):
+        watch.watch(2**22 - 1)

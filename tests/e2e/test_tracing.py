@@ -112,7 +112,7 @@ def test_tracing_failing_collector_is_named_and_bounded_by_the_deadline(
 
 
 def test_tracing_opentelemetry_is_not_imported_unless_configured() -> None:
-    code = "import sys, sidecar.cli, sidecar.serve; print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    code = "import sys, sidecar.cli, sidecar.assembly; print(any(m.startswith('opentelemetry') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert result.stdout.strip() == "False"
 

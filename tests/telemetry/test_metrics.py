@@ -4,7 +4,8 @@ import math
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.lifecycle import SHUTDOWN_PHASES, Budget, DrainEndSource, Outcome, Phase, Timeline, Trigger
+from sidecar.deadline import Budget
+from sidecar.lifecycle import SHUTDOWN_PHASES, DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.metrics import PRESTOP_CODES, SIGNAL_LABELS, ShutdownMetrics
 
 

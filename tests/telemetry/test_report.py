@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.lifecycle import Budget, DrainEndSource, Outcome, Phase, Timeline, Trigger
+from sidecar.deadline import Budget
+from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.offload import run_in_thread
-from sidecar.telemetry.report import TERMINATION_LOG_MAX_BYTES, deliver_report, status_document, termination_log_text
+from sidecar.telemetry.report import (
+    TERMINATION_LOG_MAX_BYTES,
+    Observations,
+    build_report,
+    deliver_report,
+    termination_log_text,
+)
 
 REQUIRED_KEYS = {
     "outcome", "trigger", "drain_end_source", "grace_period_seconds", "prestop_delay_seconds", "margin_seconds",
@@ -27,7 +34,7 @@ def finished_timeline() -> Timeline:
 
 
 def test_report_document_has_the_contract_keys_in_unix_seconds() -> None:
-    document = status_document(finished_timeline(), now=20.5)
+    document = build_report(finished_timeline(), 20.5)
     assert set(document) >= REQUIRED_KEYS
     assert document["t0"] == 1_700_000_000.0
     assert document["deadline"] == 1_700_000_030.0
@@ -37,7 +44,7 @@ def test_report_document_has_the_contract_keys_in_unix_seconds() -> None:
 
 
 def test_report_termination_log_text_fits_4096_bytes_and_keeps_the_outcome() -> None:
-    document = status_document(finished_timeline(), now=21, errors=["é" * 3000 for _ in range(20)])
+    document = build_report(finished_timeline(), 21, Observations(errors=["é" * 3000 for _ in range(20)]))
     text = termination_log_text(document)
     assert len(text.encode()) <= TERMINATION_LOG_MAX_BYTES
     parsed = json.loads(text)
@@ -46,7 +53,7 @@ def test_report_termination_log_text_fits_4096_bytes_and_keeps_the_outcome() -> 
 
 
 def test_report_small_document_is_written_whole() -> None:
-    document = status_document(finished_timeline(), now=21)
+    document = build_report(finished_timeline(), 21)
     assert json.loads(termination_log_text(document)) == document
 
 
@@ -55,7 +62,7 @@ def test_report_a_hanging_sink_is_named_and_does_not_hold_the_rest(tmp_path: Pat
     path = tmp_path / "termination-log"
 
     async def scenario() -> list[str]:
-        document = status_document(finished_timeline(), now=21)
+        document = build_report(finished_timeline(), 21)
         deadline = time.monotonic() + 0.5
         errors = await deliver_report(
             document,
@@ -74,11 +81,9 @@ def test_report_a_hanging_sink_is_named_and_does_not_hold_the_rest(tmp_path: Pat
     assert json.loads(path.read_text())["errors"] == errors
 
 
-def test_offload_returns_the_result_or_raises_the_error() -> None:
-    async def scenario() -> None:
-        deadline = time.monotonic() + 5
-        assert await run_in_thread(lambda: 42, deadline=deadline, name="t") == 42
-        with pytest.raises(KeyError):
-            await run_in_thread(lambda: {}["missing"], deadline=deadline, name="t")
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_offload_returns_the_result_or_raises_the_error() -> None:
+    deadline = time.monotonic() + 5
+    assert await run_in_thread(lambda: 42, deadline=deadline, name="t") == 42
+    with pytest.raises(KeyError):
+        await run_in_thread(lambda: {}["missing"], deadline=deadline, name="t")

@@ -12,8 +12,8 @@ import uvicorn
 from starlette.responses import PlainTextResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from sidecar import server as server_module
-from sidecar.server import AdminServer, bind_admin_socket, build_config
+from sidecar import admin_server as server_module
+from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
 
 
 def test_server_uvicorn_still_routes_serve_through_the_hooks_we_replace() -> None:
@@ -35,25 +35,23 @@ def test_server_uvicorn_protocol_still_has_the_hooks_the_header_timeout_uses() -
     assert "self.cycle" in source
 
 
-def test_server_installs_no_signal_handlers_and_does_not_tick() -> None:
-    async def scenario() -> None:
-        import signal
+@pytest.mark.anyio
+async def test_server_installs_no_signal_handlers_and_does_not_tick() -> None:
+    import signal
 
-        before = signal.getsignal(signal.SIGTERM)
-        sock = bind_admin_socket("127.0.0.1", 0)
-        server = AdminServer(build_config(PlainTextResponse("ok")))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        await asyncio.wait_for(server.listening.wait(), 5)
-        assert signal.getsignal(signal.SIGTERM) is before
-        assert not server.server_state.default_headers or all(
-            name != b"date" for name, _ in server.server_state.default_headers
-        )
-        started = time.monotonic()
-        server.stop()
-        await asyncio.wait_for(task, 1)
-        assert time.monotonic() - started < 0.05, "shutdown must not sleep or poll"
-
-    asyncio.run(scenario())
+    before = signal.getsignal(signal.SIGTERM)
+    sock = bind_admin_socket("127.0.0.1", 0)
+    server = AdminServer(build_config(PlainTextResponse("ok")))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(server.listening.wait(), 5)
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert not server.server_state.default_headers or all(
+        name != b"date" for name, _ in server.server_state.default_headers
+    )
+    started = time.monotonic()
+    server.stop()
+    await asyncio.wait_for(task, 1)
+    assert time.monotonic() - started < 0.05, "shutdown must not sleep or poll"
 
 
 def test_server_closes_a_connection_that_never_finishes_its_headers(monkeypatch: pytest.MonkeyPatch) -> None:

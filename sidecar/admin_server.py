@@ -1,7 +1,7 @@
 """The uvicorn server that leaves signals, timing and exit to us. uvicorn's Server.serve() installs
 its own SIGINT/SIGTERM handlers and re-raises the signal when it stops, its main loop wakes at
 10 Hz, and its shutdown sleeps 0.1 s and polls connections; each is replaced here. These hooks are
-uvicorn internals: pyproject pins the range, and tests/test_server.py fails when they move."""
+uvicorn internals: pyproject pins the range, and tests/test_admin_server.py fails when they move."""
 
 from __future__ import annotations
 

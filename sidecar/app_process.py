@@ -1,0 +1,102 @@
+"""run mode's app, as a part of the sidecar: the child started before the admin server listens,
+its liveness and readiness, its stop signal when the drain begins, its SIGKILL at the drain
+deadline, and its exit status as the sidecar's own. Process mechanics live in sidecar.supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from sidecar.deadline import wait_for_any
+from sidecar.lifecycle import DrainEndSource, Phase, Timeline
+from sidecar.logs import LOGGER_NAME
+from sidecar.parts import Part, ReadinessCheck
+from sidecar.supervisor import Child, install_child_signals
+from sidecar.telemetry.report import Observations
+
+logger = logging.getLogger(LOGGER_NAME)
+
+# After the SIGKILL the reap is immediate; its exit status belongs in the report.
+REAP_WAIT_SECONDS: Final = 0.1
+# The shell's status for a process killed by SIGKILL, when even the reap was not seen.
+EXIT_KILLED: Final = 128 + signal.SIGKILL
+
+
+class AppProcess(Part):
+    drain_sources = frozenset({DrainEndSource.PROCESS_EXIT})
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        stop_signal: signal.Signals,
+        timeline: Timeline,
+        observations: Observations,
+        on_exit: Callable[[], None],
+    ) -> None:
+        """`on_exit` is called once, on the loop, when the app exits (before or during a shutdown)."""
+        self.child = Child(command, on_exit=self._exited)
+        self.stop_signal = stop_signal
+        self.timeline = timeline
+        self.observations = observations
+        observations.has_app_process = True
+        self._on_exit = on_exit
+        self._exited_event = asyncio.Event()
+        self._uninstall_signals: Callable[[], None] | None = None
+
+    def readiness(self) -> Mapping[str, ReadinessCheck]:
+        return {"app": self._check}
+
+    def liveness(self) -> Mapping[str, ReadinessCheck]:
+        return {"app": self._check}
+
+    def _check(self) -> str | None:
+        child = self.child
+        if child.is_running:
+            return None
+        return "not started" if child.pid is None else f"exited with status {child.exit_status}"
+
+    def start(self) -> None:
+        self._uninstall_signals = install_child_signals(asyncio.get_running_loop(), self.child)
+        self.child.start()
+
+    def _exited(self, status: int) -> None:
+        self.observations.app_exit_status = status
+        self.observations.add_event("app exit", status=str(status))
+        logger.info("app exited", extra={"fields": {"status": status, "phase": self.timeline.phase.value}})
+        self._exited_event.set()
+        self._on_exit()
+
+    def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        if current is Phase.DRAIN:
+            self._tell_to_stop()
+        elif current is Phase.REPORT and self.child.is_running:
+            self.child.kill_group()
+            logger.warning("app still running at the drain deadline: SIGKILL sent to its process group")
+
+    def _tell_to_stop(self) -> None:
+        if self.child.is_running:
+            self.child.send(self.stop_signal)
+            self.observations.add_event("stop signal sent", signal=self.stop_signal.name)
+            logger.info("stop signal sent", extra={"fields": {"signal": self.stop_signal.name, "pid": self.child.pid}})
+
+    async def before_report(self) -> None:
+        if not self._exited_event.is_set():
+            await wait_for_any((self._exited_event,), time.monotonic() + REAP_WAIT_SECONDS)
+
+    def start_fields(self) -> Mapping[str, Any]:
+        return {"app_pid": self.child.pid}
+
+    def exit_status(self) -> int:
+        # The child's status, as a shell would give it; 137 when it had to be SIGKILLed.
+        status = self.child.exit_status
+        return EXIT_KILLED if status is None else status
+
+    def close(self) -> None:
+        if self._uninstall_signals is not None:
+            self._uninstall_signals()
+            self._uninstall_signals = None

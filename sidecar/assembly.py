@@ -1,0 +1,202 @@
+"""The sidecar assembled: timeline, sequence, metrics, the mode's parts, report, admin server and
+signals, wired together; `run()` serves until a shutdown has run to done and returns the exit
+status. Wiring only: each behaviour lives in the module its name says."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from prometheus_client import CollectorRegistry
+
+from sidecar import __version__
+from sidecar.admin_server import AdminServer, build_config
+from sidecar.config import Settings, TracingEnvironment
+from sidecar.deadline import DeadlineWatchdog, wait_for_any
+from sidecar.http import create_app
+from sidecar.lifecycle import Phase, Timeline
+from sidecar.logs import LOGGER_NAME
+from sidecar.modes import PartContext, choose_parts
+from sidecar.parts import ReadinessCheck
+from sidecar.shutdown import ShutdownSequence
+from sidecar.signals import install_signal_handlers
+from sidecar.supervisor import SpawnError
+from sidecar.telemetry.metrics import ShutdownMetrics
+from sidecar.telemetry.report import Observations, Report, build_report, deliver_report
+from sidecar.telemetry.sinks import ReportSinks
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def log_phase_change(previous: Phase, current: Phase, timeline: Timeline) -> None:
+    fields: dict[str, object] = {"from": previous.value, "to": current.value}
+    if timeline.t0 is not None:
+        fields["after_t0_seconds"] = round(time.monotonic() - timeline.t0, 6)
+    if previous is Phase.RUNNING and timeline.trigger is not None:
+        fields["trigger"] = timeline.trigger.value
+    if current is Phase.REPORT and timeline.outcome is not None:
+        fields["outcome"] = timeline.outcome.value
+        fields["drain_end_source"] = None if timeline.drain_end_source is None else timeline.drain_end_source.value
+    logger.info("phase changed", extra={"fields": fields})
+
+
+class Sidecar:
+    """Builds every part from the settings; `run()` serves until the shutdown is done."""
+
+    def __init__(self, settings: Settings, command: Sequence[str] | None, tracing: TracingEnvironment) -> None:
+        self.settings = settings
+        self.timeline = Timeline(settings.budget)
+        self.metrics = ShutdownMetrics(
+            CollectorRegistry(), version=__version__, grace_period_seconds=settings.grace_period_seconds
+        )
+        self.observations = Observations()
+        self.sinks = ReportSinks(settings, tracing, self.metrics.registry)
+        self.scraped_after_report = asyncio.Event()
+        self.watchdog = DeadlineWatchdog()
+        self.sequence = ShutdownSequence(self.timeline, report=self._report)
+        self.parts = choose_parts(
+            settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
+        )
+        # The drain ends at the most precise source that is configured (lifecycle.outranks).
+        self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
+        for listener in (self.metrics.on_phase_change, log_phase_change, self._on_phase_change):
+            self.timeline.add_listener(listener)
+        for part in self.parts:
+            self.timeline.add_listener(part.on_phase_change)
+
+    def readiness(self) -> dict[str, ReadinessCheck]:
+        """Fails from t0 on, and whenever a part says the app cannot serve."""
+        checks: dict[str, ReadinessCheck] = {"shutdown": self._shutdown_check}
+        for part in self.parts:
+            checks.update(part.readiness())
+        return checks
+
+    def liveness(self) -> dict[str, ReadinessCheck]:
+        return {name: check for part in self.parts for name, check in part.liveness().items()}
+
+    def _shutdown_check(self) -> str | None:
+        return f"shutting down (phase {self.timeline.phase})" if self.timeline.is_shutting_down else None
+
+    def _on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        if current is Phase.PRESTOP_DELAY:
+            self.watchdog.arm(timeline.deadline)
+            self.observations.add_event("readiness failing", timeline.to_wall(timeline.started_at))
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        phase = self.timeline.phase.value
+        # First: readiness fails before anything is logged or counted.
+        if not any(part.on_signal(sig) for part in self.parts):
+            self.sequence.on_signal(sig)
+        self.metrics.count_signal(sig.name)
+        self.observations.add_event("signal", signal=sig.name)
+        logger.info("signal received", extra={"fields": {"signal": sig.name, "phase": phase}})
+
+    def status(self) -> Report:
+        return build_report(self.timeline, time.monotonic(), self.observations, self.sequence.observed)
+
+    async def _report(self, timeline: Timeline) -> None:
+        for part in self.parts:
+            await part.before_report()
+        await deliver_report(
+            self.status(),
+            sinks=self.sinks.for_deadline(timeline.deadline, self.observations.events),
+            termination_log=self.settings.termination_log,
+            deadline=timeline.deadline,
+        )
+
+    def _scraped(self) -> None:
+        if self.timeline.phase is Phase.DONE:
+            self.scraped_after_report.set()
+
+    async def _linger(self) -> None:
+        """Keep serving /metrics after the report until one scrape has taken the final values,
+        for at most --linger seconds and never past deadline - report reserve."""
+        if self.settings.linger_seconds <= 0:
+            return
+        until = min(time.monotonic() + self.settings.linger_seconds, self.timeline.drain_deadline)
+        if until <= time.monotonic():
+            return
+        logger.info(
+            "lingering until one /metrics scrape", extra={"fields": {"seconds": round(until - time.monotonic(), 3)}}
+        )
+        scraped = await wait_for_any((self.scraped_after_report,), until)
+        logger.info("linger ended", extra={"fields": {"scraped": scraped}})
+
+    async def run(self, sock: socket.socket) -> int:
+        self.watchdog.start()
+        uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal)
+        try:
+            for part in self.parts:
+                part.start()
+        except SpawnError as exc:
+            logger.error("cannot start the app", extra={"fields": {"error": str(exc)}})
+            self._close(uninstall_signals)
+            return exc.exit_status
+        app = create_app(
+            sequence=self.sequence,
+            metrics=self.metrics,
+            status=self.status,
+            readiness=self.readiness(),
+            liveness=self.liveness(),
+            admin_token=self.settings.admin_token,
+            on_scrape=self._scraped,
+        )
+        server = AdminServer(build_config(app))
+        server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
+        sequence_task = asyncio.create_task(self.sequence.run(), name="shutdown-sequence")
+        part_tasks = [asyncio.create_task(part.run(), name=type(part).__name__) for part in self.parts]
+        try:
+            await server.listening.wait()
+            logger.info("sidecar ready", extra={"fields": self._start_fields(sock)})
+            done, _ = await asyncio.wait({server_task, sequence_task}, return_when=asyncio.FIRST_COMPLETED)
+            if server_task in done:
+                # The admin server ended before any shutdown: probes would go unanswered.
+                logger.error("admin server stopped unexpectedly", exc_info=server_task.exception())
+                return 1
+            sequence_task.result()
+            await self._linger()
+            return next((status for part in self.parts if (status := part.exit_status()) is not None), 0)
+        finally:
+            self._close(uninstall_signals)
+            server.stop()
+            for task in (sequence_task, *part_tasks):
+                task.cancel()
+            await asyncio.gather(server_task, sequence_task, *part_tasks, return_exceptions=True)
+
+    def _close(self, uninstall_signals: Callable[[], None]) -> None:
+        uninstall_signals()
+        for part in self.parts:
+            part.close()
+
+    def _start_fields(self, sock: socket.socket) -> Mapping[str, object]:
+        host, port = sock.getsockname()[:2]
+        fields = {"host": host, "port": port, "version": __version__, **settings_fields(self.settings)}
+        for part in self.parts:
+            fields.update(part.start_fields())
+        return fields
+
+
+async def serve(
+    settings: Settings,
+    sock: socket.socket,
+    command: Sequence[str] | None = None,
+    tracing: TracingEnvironment | None = None,
+) -> int:
+    """Serve until a shutdown has run to done; with `command`, as its wrapper (run mode)."""
+    return await Sidecar(settings, command, tracing or TracingEnvironment(False, {})).run(sock)
+
+
+def settings_fields(settings: Settings) -> dict[str, object]:
+    """The settings worth a start-up log line; the admin token only as whether it is set."""
+    return {
+        "grace_period_seconds": settings.grace_period_seconds,
+        "prestop_delay_seconds": settings.prestop_delay_seconds,
+        "report_reserve_seconds": settings.report_reserve_seconds,
+        "termination_log": settings.termination_log,
+        "app_port": settings.app_port,
+        "admin_token_set": settings.admin_token is not None,
+    }

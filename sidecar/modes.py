@@ -1,0 +1,77 @@
+"""The mode, chosen once from the settings: which parts the sidecar runs with.
+
+- run (a command given): the app is our child (sidecar.app_process); its exit ends the drain.
+- serve: the app is another container; --watch-pid/--watch-process watch its process
+  (shared process namespace), and --native-sidecar takes our SIGTERM as the app's exit.
+- either: --app-port watches the app's listener and connections.
+Nothing else decides or asks which mode is running."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from collections.abc import Callable, Sequence
+
+from sidecar.app_process import AppProcess
+from sidecar.config import Settings
+from sidecar.drain.connections import ConnectionWatch
+from sidecar.drain.process import WatchedProcess
+from sidecar.drain.sidecar_sigterm import SidecarSigterm
+from sidecar.lifecycle import DrainEndSource, Timeline
+from sidecar.parts import Part
+from sidecar.shutdown import ShutdownSequence
+from sidecar.telemetry.metrics import ShutdownMetrics
+from sidecar.telemetry.report import Observations
+
+
+@dataclasses.dataclass(frozen=True)
+class PartContext:
+    """What every part may be handed: the shared state, and the sequence it reports to."""
+
+    timeline: Timeline
+    metrics: ShutdownMetrics
+    observations: Observations
+    sequence: ShutdownSequence
+
+    def drain_ended(self, source: DrainEndSource) -> Callable[[], None]:
+        """The one callback a drain-end source is handed to report the end."""
+
+        def report_end() -> None:
+            self.sequence.report_drain_end(source)
+
+        return report_end
+
+
+def choose_parts(settings: Settings, command: Sequence[str] | None, context: PartContext) -> list[Part]:
+    parts: list[Part] = []
+    if command is not None:
+        parts.append(
+            AppProcess(
+                command,
+                stop_signal=signal.Signals[settings.stop_signal],
+                timeline=context.timeline,
+                observations=context.observations,
+                on_exit=context.sequence.app_exited,
+            )
+        )
+    if settings.watch_pid is not None or settings.watch_process is not None:
+        parts.append(
+            WatchedProcess(
+                pid=settings.watch_pid,
+                pattern=settings.watch_process,
+                observations=context.observations,
+                on_exit=context.drain_ended(DrainEndSource.PROCESS_EXIT),
+            )
+        )
+    if settings.app_port is not None:
+        parts.append(
+            ConnectionWatch(
+                settings.app_port,
+                metrics=context.metrics,
+                observations=context.observations,
+                on_drained=context.drain_ended(DrainEndSource.CONNECTIONS),
+            )
+        )
+    if settings.native_sidecar:
+        parts.append(SidecarSigterm(lambda: context.sequence.finish_now(DrainEndSource.SIDECAR_SIGTERM)))
+    return parts
