@@ -2,13 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from sidecar.deadline import EXIT_WATCHDOG, Budget, wait_for_any
+from sidecar.deadline import Budget
 from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.shutdown import ShutdownSequence
 
@@ -35,8 +32,11 @@ async def test_shutdown_without_a_source_drains_until_deadline_minus_reserve() -
     assert reported == [Phase.REPORT]
     assert timeline.phase is Phase.DONE
     assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.DEADLINE, Outcome.UNKNOWN)
-    assert timeline.drain_end == pytest.approx(timeline.drain_deadline, abs=0.01)
-    assert timeline.records[Phase.DRAIN].start == pytest.approx(timeline.prestop_delay_deadline, abs=0.01)
+    # Timers never fire early; on a loaded machine they may fire late, so only the order and a
+    # generous bound are checked (the drain-accuracy figures are in tests/benchmarks/).
+    drain_start = timeline.records[Phase.DRAIN].start
+    assert timeline.prestop_delay_deadline <= drain_start < timeline.prestop_delay_deadline + 0.5
+    assert timeline.drain_deadline <= timeline.drain_end < timeline.drain_deadline + 0.5
 
 
 @pytest.mark.anyio
@@ -74,37 +74,16 @@ async def test_shutdown_second_sigint_interrupts_but_second_sigterm_does_not() -
     run = asyncio.create_task(sequence.run())
     sequence.on_signal(signal.SIGTERM)
     sequence.on_signal(signal.SIGTERM)
-    await asyncio.sleep(0.05)
-    assert not run.done()
-    started = time.monotonic()
+    # Had the second SIGTERM interrupted, these loop turns would carry the sequence to done.
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sequence.timeline.phase is Phase.PRESTOP_DELAY
     sequence.on_signal(signal.SIGINT)
-    await asyncio.wait_for(run, 1)
-    assert time.monotonic() - started < 0.1
-    assert sequence.timeline.drain_end_source is DrainEndSource.INTERRUPTED
-
-
-@pytest.mark.anyio
-async def test_shutdown_wait_for_any_returns_false_at_the_deadline_and_true_on_an_event() -> None:
-    event = asyncio.Event()
-    assert not await wait_for_any((event,), time.monotonic() + 0.05)
-    asyncio.get_running_loop().call_later(0.01, event.set)
-    assert await wait_for_any((event,), time.monotonic() + 5)
-
-
-def test_shutdown_watchdog_ends_a_stuck_process_before_the_deadline() -> None:
-    code = (
-        "import time; from sidecar.deadline import DeadlineWatchdog\n"
-        "watchdog = DeadlineWatchdog()\n"
-        "watchdog.start()\n"
-        "watchdog.arm(time.monotonic() + 0.3)\n"
-        "watchdog.arm(time.monotonic() + 60)  # a later arm must not push the deadline out\n"
-        "time.sleep(30)  # a loop that never comes back\n"
-    )
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=10, check=False)
-    assert result.returncode == EXIT_WATCHDOG
-    assert time.monotonic() - started < 5
-    assert b"watchdog" in result.stderr
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert timeline.drain_end_source is DrainEndSource.INTERRUPTED
+    assert timeline.drain_end is not None
+    assert timeline.drain_end < timeline.prestop_delay_deadline
 
 
 @pytest.mark.anyio

@@ -101,9 +101,12 @@ async def call_prestop_concurrently(url: str, callers: int) -> list[tuple[int, f
         return await asyncio.gather(*(call() for _ in range(callers)))
 
 
-def test_serve_concurrent_prestop_callers_return_together_and_the_65th_gets_429(start_sidecar: StartSidecar) -> None:
+@pytest.mark.anyio
+async def test_serve_concurrent_prestop_callers_return_together_and_the_65th_gets_429(
+    start_sidecar: StartSidecar,
+) -> None:
     sidecar = start_sidecar("--grace-period", "5", "--prestop-delay", "1.5")
-    results = asyncio.run(call_prestop_concurrently(sidecar.url("/prestop"), 100))
+    results = await call_prestop_concurrently(sidecar.url("/prestop"), 100)
 
     held = [(received, body) for code, received, body in results if code == 200]
     refused = [code for code, _, _ in results if code == 429]
@@ -114,28 +117,30 @@ def test_serve_concurrent_prestop_callers_return_together_and_the_65th_gets_429(
     due = t0.pop() + 1.5  # type: ignore[operator]
     released = [float(body["released"]) for _, body in held]  # type: ignore[arg-type]
     assert min(released) >= due, "a caller was released before t0 + prestop delay"
-    assert max(released) - min(released) < 0.05, "callers were not released together"
+    # One event releases them all; the spread is the time to answer 64 handlers, not a timer's.
+    assert max(released) - min(released) < 0.25, "callers were not released together"
     assert min(at for at, _ in held) >= due
     assert sidecar.metric("sidecar_prestop_requests_total", {"code": "429"}) == 36
     assert sidecar.metric("sidecar_prestop_requests_total", {"code": "200"}) == 64
 
 
-def test_serve_prestop_retry_never_extends_the_delay_and_a_late_call_returns_at_once(
+@pytest.mark.anyio
+async def test_serve_prestop_retry_never_extends_the_delay_and_a_late_call_returns_at_once(
     start_sidecar: StartSidecar,
 ) -> None:
     sidecar = start_sidecar("--grace-period", "4", "--prestop-delay", "1")
-
-    async def first_then_retry() -> tuple[httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(timeout=5) as client:
-            first = asyncio.create_task(client.post(sidecar.url("/prestop")))
-            await asyncio.sleep(0.5)  # the retry must arrive mid-delay, that is the case under test
-            retry = await client.post(sidecar.url("/prestop"))
-            return await first, retry
-
-    first, retry = asyncio.run(first_then_retry())
+    async with httpx.AsyncClient(timeout=5) as client:
+        first_call = asyncio.create_task(client.post(sidecar.url("/prestop")))
+        # The retry must arrive mid-delay: wait until the shutdown has begun, not for a set time.
+        deadline = time.monotonic() + 5
+        while (await client.get(sidecar.url("/readyz"))).status_code != 503:
+            assert time.monotonic() < deadline, "the first /prestop never started the shutdown"
+        retry = await client.post(sidecar.url("/prestop"))
+        first = await first_call
     assert first.json()["t0"] == retry.json()["t0"]
-    assert first.json()["waited_seconds"] == pytest.approx(1, abs=0.05)
-    assert retry.json()["waited_seconds"] == pytest.approx(0.5, abs=0.1)
+    assert first.json()["released"] == pytest.approx(retry.json()["released"], abs=0.25)
+    assert 1 <= first.json()["waited_seconds"] < 1.5
+    assert retry.json()["waited_seconds"] < first.json()["waited_seconds"]
 
     late = sidecar.get("/prestop")
     assert late.status_code == 200

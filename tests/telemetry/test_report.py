@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -57,13 +56,13 @@ def test_report_small_document_is_written_whole() -> None:
     assert json.loads(termination_log_text(document)) == document
 
 
-def test_report_a_hanging_sink_is_named_and_does_not_hold_the_rest(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_report_a_hanging_sink_is_named_and_does_not_hold_the_rest(tmp_path: Path) -> None:
     release = threading.Event()
     path = tmp_path / "termination-log"
-
-    async def scenario() -> list[str]:
-        document = build_report(finished_timeline(), 21)
-        deadline = time.monotonic() + 0.5
+    document = build_report(finished_timeline(), 21)
+    deadline = time.monotonic() + 0.5
+    try:
         errors = await deliver_report(
             document,
             sinks={"stuck": lambda _: release.wait(30) and None, "broken": lambda _: 1 / 0},
@@ -71,10 +70,6 @@ def test_report_a_hanging_sink_is_named_and_does_not_hold_the_rest(tmp_path: Pat
             deadline=deadline,
         )
         assert time.monotonic() < deadline
-        return errors
-
-    try:
-        errors = asyncio.run(scenario())
     finally:
         release.set()
     assert sorted(errors) == ["broken: ZeroDivisionError: division by zero", "stuck: gave up at the deadline"]
