@@ -1,6 +1,7 @@
 """The shutdown sequence: t0 -> prestop delay -> drain -> report -> done, under one absolute
 deadline. Every wait is an await on an event or a timer; nothing polls. It decides what a
-signal means; it does not touch sockets, files or metrics itself."""
+shutdown signal means (a native sidecar's SIGTERM excepted: drain/sidecar_sigterm); it does not
+touch sockets, files or metrics itself."""
 
 from __future__ import annotations
 
