@@ -1,23 +1,33 @@
 """The image, checked without a Docker engine (none runs on these machines): the Dockerfile's
-structure, hadolint, and the build stage's own commands run against a clean virtual environment."""
+structure, hadolint, the build context (.dockerignore), the dependency lock, and the build stage's
+own commands run against a clean virtual environment."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
+LOCK = ROOT / "requirements.lock"
+DOCKERIGNORE = ROOT / ".dockerignore"
 VENV_IN_IMAGE = "/opt/sidecar"
+# What the runtime must not carry: installers and build tools (and an old setuptools' CVEs).
+INSTALLERS = {"pip", "setuptools", "wheel"}
 
 
 def stages() -> list[list[dict[str, str]]]:
@@ -35,11 +45,86 @@ def values(stage: list[dict[str, str]], name: str) -> list[str]:
     return [item["value"] for item in stage if item["instruction"] == name]
 
 
-def test_dockerfile_is_multi_stage_on_a_slim_base() -> None:
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """Canonical name -> (pinned version, hashes) of requirements.lock."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", LOCK.read_text()):
+        match = re.match(r"([A-Za-z0-9._-]+)==([^ \\\n]+)", entry)
+        if match:
+            pins[canonicalize_name(match.group(1))] = (
+                match.group(2),
+                re.findall(r"--hash=sha256:([0-9a-f]{64})", entry),
+            )
+    return pins
+
+
+def test_dockerfile_is_multi_stage_on_one_slim_base_given_as_a_build_argument() -> None:
+    parser = DockerfileParser(path=str(DOCKERFILE))
     all_stages = stages()
     assert len(all_stages) >= 2
     for stage in all_stages:
-        assert "-slim" in values(stage, "FROM")[0]
+        assert values(stage, "FROM")[0].split()[0] == "${PYTHON_IMAGE}"
+    # The argument's default, which a digest-pinned --build-arg replaces.
+    (base,) = set(parser.parent_images)
+    assert "-slim" in base
+
+
+def test_dockerfile_runtime_stage_carries_oci_labels() -> None:
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    labels = parser.labels
+    for key in ("source", "version", "revision", "licenses"):
+        assert labels.get(f"org.opencontainers.image.{key}"), key
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    # A plain build is labelled with the package's version.
+    namespace: dict[str, str] = {}
+    exec((ROOT / "sidecar" / "__init__.py").read_text(), namespace)  # noqa: S102 (our own file)
+    assert labels["org.opencontainers.image.version"] == namespace["__version__"]
+
+
+def test_dockerfile_installs_from_the_lock_with_hashes() -> None:
+    build = " ".join(values(stages()[0], "RUN"))
+    assert "--require-hashes --requirement requirements.lock" in build
+    assert "requirements.lock" in " ".join(values(stages()[0], "COPY"))
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    pins = locked()
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert dependencies
+    for dependency in map(Requirement, dependencies):
+        name = canonicalize_name(dependency.name)
+        assert name in pins, f"{name} is not in requirements.lock"
+        assert dependency.specifier.contains(pins[name][0], prereleases=True), (name, pins[name][0])
+    for name, (_, hashes) in pins.items():
+        assert hashes, f"{name} has no hash"
+    # The runtime only: no installer, no development tool.
+    assert not set(pins) & {*INSTALLERS, "pytest", "mypy", "ruff"}
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule, enough for this file: the last pattern that matches decides; `!` re-includes."""
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        bare = pattern.lstrip("!").rstrip("/").removeprefix("**/")
+        parts = Path(path).parts
+        candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)] + list(parts)
+        if any(fnmatch.fnmatchcase(candidate, bare) for candidate in candidates):
+            ignored = not negated
+    return ignored
+
+
+def test_dockerignore_sends_what_the_build_copies_and_leaves_the_rest() -> None:
+    patterns = [
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    copied = [source for copy in values(stages()[0], "COPY") for source in shlex.split(copy)[:-1]]
+    for source in copied:
+        assert not dockerignored(source, patterns), source
+    assert not dockerignored("sidecar/cli.py", patterns)
+    for path in (".git", ".venv/bin/python", "tests/test_dockerfile.py", "sidecar/__pycache__/cli.cpython-311.pyc"):
+        assert dockerignored(path, patterns), path
 
 
 def test_dockerfile_runtime_stage_is_non_root_exec_form_and_exposes_the_admin_port() -> None:
@@ -51,7 +136,9 @@ def test_dockerfile_runtime_stage_is_non_root_exec_form_and_exposes_the_admin_po
     assert entrypoint == [f"{VENV_IN_IMAGE}/bin/shutdown-sidecar"]
     assert json.loads(values(runtime, "CMD")[-1]) == ["serve"]
     assert "9180" in values(runtime, "EXPOSE")
-    assert not values(runtime, "RUN"), "the runtime stage should only copy the built environment"
+    # Its one command takes the base image's installers out; it installs nothing.
+    (command,) = values(runtime, "RUN")
+    assert command.startswith("python -m pip uninstall --yes --quiet pip setuptools wheel")
     assert "PYTHONDONTWRITEBYTECODE=1" in " ".join(values(runtime, "ENV"))
 
 
@@ -87,6 +174,17 @@ def test_dockerfile_build_stage_installs_a_working_sidecar_into_a_clean_venv(tmp
 
     installed = list((venv / "lib").glob("python3*/site-packages/sidecar/__pycache__/*.pyc"))
     assert installed, "the package must be byte-compiled at install time (read-only root filesystem)"
+    distributions = dict(
+        path.name.removesuffix(".dist-info").rsplit("-", 1)
+        for path in (venv / "lib").glob("python3*/site-packages/*.dist-info")
+    )
+    distributions = {canonicalize_name(name): version for name, version in distributions.items()}
+    assert not set(distributions) & INSTALLERS, "the runtime environment must carry no pip or setuptools"
+    assert not list((venv / "bin").glob("pip*"))
+    # Exactly the lock's packages at the lock's versions, plus the project itself.
+    assert {name: version for name, version in distributions.items() if name != "shutdown-sidecar"} == {
+        name: version for name, (version, _) in locked().items()
+    }
 
     sidecar = subprocess.Popen(
         [venv / "bin" / "shutdown-sidecar", "serve", "--host", "127.0.0.1", "--port", "0",

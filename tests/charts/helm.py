@@ -15,6 +15,8 @@ from helm_python import _native
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHART = ROOT / "charts" / "shutdown-sidecar"
 EXAMPLE = CHART / "examples" / "own-chart"
+# Every optional object and knob on: linted, validated and scanned next to the defaults.
+ALL_ON_VALUES = CHART / "ci" / "all-on-values.yaml"
 RELEASE = "web"
 NAMESPACE = "shop"
 
@@ -39,6 +41,11 @@ def render_for_kubernetes(version: str, values: dict[str, Any] | None = None) ->
         rendered = _native.call_string("helm_render", loaded._raw(), json.dumps(values or {}), json.dumps(options))
     result: dict[str, str] = json.loads(rendered)
     return result
+
+
+def all_on_values() -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load(ALL_ON_VALUES.read_text())
+    return values
 
 
 def manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:

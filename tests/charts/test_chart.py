@@ -13,7 +13,9 @@ import pytest
 
 from tests.charts.helm import (
     CHART,
+    NAMESPACE,
     RELEASE,
+    all_on_values,
     container,
     example_chart,
     kinds,
@@ -42,9 +44,11 @@ def rendered_kinds(values: dict[str, Any] | None = None) -> dict[str, dict[str, 
     return kinds(manifests(render(values)))
 
 
+@pytest.mark.parametrize("values_name", ["default", "all-on"])
 @pytest.mark.parametrize("kube_version", ["v1.29.0", "v1.33.0"])
-def test_chart_lint_strict_is_clean(kube_version: str) -> None:
-    report = helm.lint(CHART, strict=True, namespace="shop", kube_version=kube_version)
+def test_chart_lint_strict_is_clean(kube_version: str, values_name: str) -> None:
+    values = all_on_values() if values_name == "all-on" else None
+    report = helm.lint(CHART, values, strict=True, namespace="shop", kube_version=kube_version)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == []
     assert problems == []
@@ -56,14 +60,14 @@ def test_chart_lint_strict_reports_schema_violations() -> None:
     assert any(m["severity"] == 3 and "sidecar/mode" in m["error"] for m in report["messages"]), report
 
 
-def test_chart_defaults_render_deployment_and_service_only() -> None:
-    assert sorted(rendered_kinds()) == ["Deployment", "Service"]
+def test_chart_defaults_render_the_workload_its_token_account_and_budget() -> None:
+    assert sorted(rendered_kinds()) == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
 
 
 @pytest.mark.parametrize("values", MATRIX)
 def test_chart_matrix_renders_the_expected_objects(values: dict[str, Any]) -> None:
     objects = rendered_kinds(values)
-    expected = {"Deployment", "Service"}
+    expected = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"}
     if values["sidecar"]["adminToken"]["enabled"]:
         expected.add("Secret")
     if "monitoring" in values:
@@ -100,7 +104,8 @@ def test_chart_sidecar_probes_hit_the_admin_endpoints(mode: str) -> None:
 
 
 def test_chart_app_prestop_hook_targets_the_sidecar_port() -> None:
-    _, app = container(rendered_kinds({"sidecar": {"port": 9500}})["Deployment"], "app")
+    values = {"sidecar": {"port": 9500, "adminToken": {"enabled": False}}}
+    _, app = container(rendered_kinds(values)["Deployment"], "app")
     assert app["lifecycle"]["preStop"] == {"httpGet": {"path": "/prestop", "port": 9500, "scheme": "HTTP"}}
 
 
@@ -125,7 +130,11 @@ def test_chart_grace_period_feeds_pod_and_sidecar_args() -> None:
 
 def test_chart_sidecar_gets_downward_api_identity() -> None:
     _, sidecar = container(rendered_kinds()["Deployment"], "shutdown-sidecar")
-    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in sidecar["env"] if "valueFrom" in e}
+    fields = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in sidecar["env"]
+        if "fieldRef" in e.get("valueFrom", {})
+    }
     assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"}
 
 
@@ -207,7 +216,26 @@ def test_chart_pod_monitor_scrapes_the_admin_port_of_this_release() -> None:
 def test_chart_dashboard_config_map_is_labelled_for_grafana() -> None:
     config_map = rendered_kinds(MONITORING_ON)["ConfigMap"]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert config_map["data"]["shutdown-sidecar.json"] == (CHART / "files" / "dashboard.json").read_text().rstrip("\n")
+    rendered = json.loads(config_map["data"]["shutdown-sidecar.json"])
+    source = json.loads((CHART / "files" / "dashboard.json").read_text())
+    # The file's dashboard, but for its uid and title, which name the release.
+    assert {k: v for k, v in rendered.items() if k not in {"uid", "title"}} == {
+        k: v for k, v in source.items() if k not in {"uid", "title"}
+    }
+    assert rendered["title"] == f"{source['title']} ({NAMESPACE}/{RELEASE})"
+
+
+def test_chart_dashboard_uid_differs_between_releases_and_fits_grafana() -> None:
+    uids = set()
+    for namespace, release in [("shop", "web"), ("shop", "api"), ("staging", "web")]:
+        options = {"name": release, "namespace": namespace}
+        with helm.Chart.load(CHART) as loaded:
+            rendered = loaded.render(MONITORING_ON, **options)
+        (config_map,) = [o for o in manifests(rendered) if o["kind"] == "ConfigMap"]
+        uid = json.loads(config_map["data"]["shutdown-sidecar.json"])["uid"]
+        assert len(uid) <= 40  # Grafana's limit
+        uids.add(uid)
+    assert len(uids) == 3
 
 
 @pytest.mark.parametrize(
@@ -222,6 +250,11 @@ def test_chart_dashboard_config_map_is_labelled_for_grafana() -> None:
             {"monitoring": {"podMonitor": {"interval": "often"}}}, "/monitoring/podMonitor/interval", id="interval"
         ),
         pytest.param({"replicas": 3}, "additional properties 'replicas' not allowed", id="unknown-key"),
+        pytest.param({"app": {"image": {"digest": "latest"}}}, "at '/app/image/digest'", id="digest-pattern"),
+        pytest.param({"imagePullSecrets": [{"nom": "x"}]}, "at '/imagePullSecrets/0'", id="pull-secret-shape"),
+        pytest.param({"strategy": {"type": "Sideways"}}, "at '/strategy/type'", id="strategy-type"),
+        pytest.param({"networkPolicy": {"enabled": True, "admin": {"nodeCIDRs": ["nodes"]}}}, "nodeCIDRs/0", id="cidr"),
+        pytest.param({"serviceAccount": {"create": "yes"}}, "at '/serviceAccount/create'", id="sa-create-type"),
     ],
 )
 def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any], message: str) -> None:
@@ -244,11 +277,6 @@ def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any
             "timing: prestopDelaySeconds (5) + reportReserveSeconds (1) must be less than "
             "terminationGracePeriodSeconds (6)",
             id="sidecar-own-check",
-        ),
-        pytest.param(
-            {"sidecar": {"adminToken": {"enabled": True}}},
-            "sidecar.adminToken.enabled needs sidecar.adminToken.value",
-            id="token-without-value",
         ),
         pytest.param(
             {"sidecar": {"adminToken": {"enabled": True, "existingSecret": "ops-token"}}},
@@ -313,8 +341,8 @@ def test_chart_own_chart_example_inherits_the_timing_check(tmp_path: Path) -> No
         render({"shutdown-sidecar": {"terminationGracePeriodSeconds": 30}}, chart)
 
 
-# Documented as one row each: an image's fields, a probe's timing fields.
-GROUPED_VALUES = {"image", "readinessProbe", "livenessProbe", "startupProbe"}
+# Documented as one row each: an image's fields, a probe's timing fields, the strategy object.
+GROUPED_VALUES = {"image", "readinessProbe", "livenessProbe", "startupProbe", "strategy"}
 
 
 def schema_keys(schema: dict[str, Any], prefix: str = "") -> list[str]:
@@ -330,9 +358,7 @@ def schema_keys(schema: dict[str, Any], prefix: str = "") -> list[str]:
 def test_chart_readme_documents_every_value() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     readme = (CHART / "README.md").read_text()
-    undocumented = [
-        key for key in schema_keys(schema) if key != "global" and f"`{key}`" not in readme and f"`{key}." not in readme
-    ]
+    undocumented = [key for key in schema_keys(schema) if f"`{key}`" not in readme and f"`{key}." not in readme]
     assert undocumented == []
 
 

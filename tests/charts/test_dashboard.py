@@ -1,5 +1,6 @@
-"""The Grafana dashboard (charts/shutdown-sidecar/files/dashboard.json): every query parses as PromQL once
-Grafana's variables are substituted, names only metrics the sidecar exports, and filters by the variables."""
+"""The Grafana dashboard (charts/shutdown-sidecar/files/dashboard.json): every query (panels, annotations)
+parses as PromQL once Grafana's variables are substituted, names only metrics the sidecar exports, and
+filters by the variables; the grace period is a threshold, the panels link to the runbooks."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 import promql_parser
 import pytest
+import yaml
 
 from tests.charts.helm import CHART
 
+RULES = CHART / "files" / "alerts.yaml"
 DASHBOARD = json.loads((CHART / "files" / "dashboard.json").read_text())
 # SPEC.md's metrics; histograms add their _bucket, _sum and _count series.
 METRICS = {
@@ -35,7 +38,9 @@ METRICS = {
     for suffix in ("_bucket", "_sum", "_count")
 }
 # What Grafana puts in place of its variables, in forms PromQL accepts.
-VARIABLES = {"$__rate_interval": "1m", "$namespace": "shop|web", "$workload": "web"}
+VARIABLES = {"$__rate_interval": "1m", "$cluster": ".*", "$namespace": "shop|web", "$workload": "web", "$pod": ".*"}
+FILTERS = {"cluster", "namespace", "workload", "pod"}
+RUNBOOK_BASE = "https://github.com/shutdown-sidecar/shutdown-sidecar/blob/main/charts/shutdown-sidecar/README.md"
 VARIABLE = re.compile(r"\$\{?\w+\}?")
 
 
@@ -62,6 +67,10 @@ QUERIES = [
     for panel in DASHBOARD["panels"]
     for target in panel["targets"]
 ]
+ANNOTATION_QUERIES = [
+    pytest.param(annotation["expr"], id=f"annotation-{annotation['name']}")
+    for annotation in DASHBOARD["annotations"]["list"]
+]
 VARIABLE_QUERIES = [
     pytest.param(variable["query"]["query"], id=f"variable-{variable['name']}")
     for variable in DASHBOARD["templating"]["list"]
@@ -69,17 +78,17 @@ VARIABLE_QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("expr", QUERIES)
+@pytest.mark.parametrize("expr", QUERIES + ANNOTATION_QUERIES)
 def test_dashboard_query_names_only_sidecar_metrics_filtered_by_the_variables(expr: str) -> None:
     found = selectors(expr)
     assert found
     for selector in found:
         assert selector.name in METRICS
         labels = {matcher.name for matcher in selector.matchers.matchers}
-        assert {"namespace", "workload"} <= labels, f"{selector.name} is not filtered by $namespace and $workload"
+        assert labels >= FILTERS, f"{selector.name} is not filtered by every variable"
 
 
-@pytest.mark.parametrize("expr", QUERIES)
+@pytest.mark.parametrize("expr", QUERIES + ANNOTATION_QUERIES)
 def test_dashboard_query_takes_rates_over_the_rate_interval(expr: str) -> None:
     for window in re.findall(r"\[([^\]]+)\]", expr):
         assert window == "$__rate_interval"
@@ -92,9 +101,46 @@ def test_dashboard_variable_query_reads_build_info(query: str) -> None:
     assert [s.name for s in selectors(match.group(1))] == ["sidecar_build_info"]
 
 
-def test_dashboard_has_namespace_and_workload_variables() -> None:
+def test_dashboard_has_datasource_cluster_namespace_workload_and_pod_variables() -> None:
     names = [variable["name"] for variable in DASHBOARD["templating"]["list"]]
-    assert names == ["datasource", "namespace", "workload"]
+    assert names == ["datasource", "cluster", "namespace", "workload", "pod"]
+    cluster = DASHBOARD["templating"]["list"][1]
+    # A Prometheus without a cluster label: "All" must still match the empty value.
+    assert cluster["includeAll"] is True
+    assert cluster["allValue"] == ".*"
+
+
+def test_dashboard_annotates_each_shutdowns_start_and_outcome() -> None:
+    by_metric = {selectors(a["expr"])[0].name: a for a in DASHBOARD["annotations"]["list"]}
+    start = by_metric["sidecar_shutdown_start_timestamp_seconds"]
+    # The gauge holds t0 in seconds; Grafana places the annotation at the value (ms) itself.
+    assert start["useValueForTime"] is True
+    assert start["expr"].endswith("* 1000")
+    outcome = by_metric["sidecar_shutdowns_total"]
+    assert "outcome" in outcome["titleFormat"]
+
+
+def test_dashboard_grace_period_is_a_threshold_not_a_series() -> None:
+    for panel in DASHBOARD["panels"]:
+        for target in panel["targets"]:
+            if "sidecar_grace_period_seconds" not in target["expr"]:
+                continue
+            configs = [t for t in panel.get("transformations", []) if t["id"] == "configFromData"]
+            assert [c["options"]["configRefId"] for c in configs] == [target["refId"]], panel["title"]
+            (mapping,) = configs[0]["options"]["mappings"]
+            assert (mapping["fieldName"], mapping["handlerKey"]) == (target["legendFormat"], "threshold1")
+            assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+
+
+def test_dashboard_alert_panels_link_to_their_runbook_sections() -> None:
+    alerts = {rule["alert"].lower() for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    linked: set[str] = set()
+    for panel in DASHBOARD["panels"]:
+        (link,) = panel["links"]
+        base, _, anchor = link["url"].partition("#")
+        assert base == RUNBOOK_BASE
+        linked.add(anchor)
+    assert alerts <= linked
 
 
 @pytest.mark.parametrize(

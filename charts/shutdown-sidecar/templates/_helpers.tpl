@@ -34,6 +34,67 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/version: {{ .values.sidecar.image.tag | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "shutdown-sidecar-%s" (.root.Chart.Version | replace "+" "_") | trunc 63 | trimSuffix "-" }}
+{{- with .values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+An image reference: [registry/]repository, then @digest when set (a digest pins the content, so it
+wins over the tag), else :tag. Takes (dict "image" <image values> "global" <global values>).
+*/}}
+{{- define "shutdown-sidecar.imageRef" -}}
+{{- $registry := .image.registry | default (dig "imageRegistry" "" (.global | default dict)) -}}
+{{- $repository := .image.repository -}}
+{{- if $registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
+{{- end -}}
+{{- if not (or .image.tag .image.digest) -}}
+{{- fail (printf "image %s: set its tag or its digest" $repository) -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" $repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository .image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The sidecar's image. */}}
+{{- define "shutdown-sidecar.sidecarImage" -}}
+{{- include "shutdown-sidecar.imageRef" (dict "image" .values.sidecar.image "global" .values.global) -}}
+{{- end -}}
+
+{{/* The app's image: its own, or (empty repository) the sidecar's, which carries the demo app. */}}
+{{- define "shutdown-sidecar.appImage" -}}
+{{- if .values.app.image.repository -}}
+{{- include "shutdown-sidecar.imageRef" (dict "image" .values.app.image "global" .values.global) -}}
+{{- else -}}
+{{- include "shutdown-sidecar.sidecarImage" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets entries: global first, then the chart's; names or {name: ...} objects. */}}
+{{- define "shutdown-sidecar.imagePullSecrets" -}}
+{{- $secrets := concat (dig "imagePullSecrets" list (.values.global | default dict)) (.values.imagePullSecrets | default list) -}}
+{{- range $secrets }}
+{{- if kindIs "string" . }}
+- name: {{ . | quote }}
+{{- else }}
+- name: {{ .name | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The pods' service account: the deprecated serviceAccountName, the named or created one, or default. */}}
+{{- define "shutdown-sidecar.serviceAccountName" -}}
+{{- $sa := .values.serviceAccount -}}
+{{- if .values.serviceAccountName -}}
+{{- .values.serviceAccountName -}}
+{{- else if $sa.create -}}
+{{- $sa.name | default (include "shutdown-sidecar.fullname" .) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The Secret holding the admin token: an existing one, or the one this chart creates. */}}
@@ -42,23 +103,37 @@ helm.sh/chart: {{ printf "shutdown-sidecar-%s" (.root.Chart.Version | replace "+
 {{- end -}}
 
 {{/*
-The token the app's preStop hook sends. Kubernetes httpGet hooks take literal header values only
-(no secretKeyRef), so it must be known when rendering: sidecar.adminToken.value, or the existing
-Secret read with lookup (which finds nothing under `helm template` or a client dry run).
+The admin token. Kubernetes httpGet hooks take literal header values only (no secretKeyRef), so the
+app's preStop hook needs it when rendering. In order:
+  - sidecar.adminToken.value;
+  - existingSecret, read with lookup (a cluster is needed: `helm template` and client dry runs find
+    nothing, and rendering fails saying so);
+  - otherwise derived from the namespace and the full name: the same on every upgrade and every
+    offline render (GitOps tools render without a cluster; a random or lookup-kept token would change
+    the pod template on each sync and roll the pods), but computable by anyone who knows both names.
+    README "The admin token" says what that protects against.
+With existingSecret and value both set, a Secret that lookup can read must hold that value.
 */}}
 {{- define "shutdown-sidecar.adminTokenValue" -}}
 {{- $t := .values.sidecar.adminToken -}}
-{{- if $t.value -}}
-{{- $t.value -}}
-{{- else if $t.existingSecret -}}
-{{- $secret := lookup "v1" "Secret" .root.Release.Namespace $t.existingSecret -}}
-{{- $data := dig "data" $t.secretKey "" $secret -}}
-{{- if not $data -}}
-{{- fail (printf "sidecar.adminToken: the app's preStop hook needs the token when rendering (httpGet headers cannot reference a Secret), and Secret %s/%s key %q was not found; set sidecar.adminToken.value or create the Secret first" .root.Release.Namespace $t.existingSecret $t.secretKey) -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- if $t.existingSecret -}}
+{{- $secret := lookup "v1" "Secret" $ns $t.existingSecret -}}
+{{- $data := dig "data" $t.secretKey "" ($secret | default dict) -}}
+{{- if $data -}}
+{{- if and $t.value (ne $t.value ($data | b64dec)) -}}
+{{- fail (printf "sidecar.adminToken: Secret %s/%s key %q differs from sidecar.adminToken.value: the sidecar would refuse the preStop hook's token" $ns $t.existingSecret $t.secretKey) -}}
 {{- end -}}
 {{- $data | b64dec -}}
+{{- else if $t.value -}}
+{{- $t.value -}}
 {{- else -}}
-{{- fail "sidecar.adminToken.enabled needs sidecar.adminToken.value (to create the Secret and set the preStop hook's header) or sidecar.adminToken.existingSecret" -}}
+{{- fail (printf "sidecar.adminToken: the app's preStop hook needs the token when rendering (httpGet headers cannot reference a Secret), and Secret %s/%s key %q was not found; set sidecar.adminToken.value or create the Secret first" $ns $t.existingSecret $t.secretKey) -}}
+{{- end -}}
+{{- else if $t.value -}}
+{{- $t.value -}}
+{{- else -}}
+{{- printf "shutdown-sidecar/admin-token/v1/%s/%s" $ns (include "shutdown-sidecar.fullname" .) | sha256sum -}}
 {{- end -}}
 {{- end -}}
 
@@ -161,7 +236,7 @@ initContainers; in classic mode it belongs in containers.
 {{- include "shutdown-sidecar.checkMode" . -}}
 {{- $s := .values.sidecar -}}
 name: shutdown-sidecar
-image: {{ printf "%s:%s" $s.image.repository $s.image.tag | quote }}
+image: {{ include "shutdown-sidecar.sidecarImage" . | quote }}
 imagePullPolicy: {{ $s.image.pullPolicy }}
 {{- if eq $s.mode "native" }}
 restartPolicy: Always
@@ -197,9 +272,17 @@ env:
   {{- with $s.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- with $s.envFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- include "shutdown-sidecar.sidecarProbes" . | nindent 0 }}
 resources:
   {{- toYaml $s.resources | nindent 2 }}
 securityContext:
   {{- toYaml $s.securityContext | nindent 2 }}
+{{- with $s.extraVolumeMounts }}
+volumeMounts:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

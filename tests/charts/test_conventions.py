@@ -1,0 +1,112 @@
+"""The knobs users look for: images (registry, digest, pull secrets), the default demo app, the
+PodDisruptionBudget, Deployment fields, labels on every object, extra manifests, volumes, envFrom."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.charts.helm import all_on_values, container, kinds, manifests, render
+
+
+def deployment(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    return kinds(manifests(render(values)))["Deployment"]
+
+
+def test_conventions_default_app_is_the_demo_from_the_sidecar_image() -> None:
+    _, app = container(deployment(), "app")
+    _, sidecar = container(deployment(), "shutdown-sidecar")
+    assert app["image"] == sidecar["image"] == "shutdown-sidecar:0.1.0"
+    assert app["command"] == ["/opt/sidecar/bin/python", "-m", "sidecar.demo"]
+    assert app["args"] == ["--host=0.0.0.0", "--port=8080"]
+
+
+def test_conventions_an_app_image_of_ones_own_keeps_its_entrypoint() -> None:
+    _, app = container(deployment({"app": {"image": {"repository": "web", "tag": "1.2"}}}), "app")
+    assert app["image"] == "web:1.2"
+    assert "command" not in app
+    assert "args" not in app
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({}, "shutdown-sidecar:0.1.0", id="tag"),
+        pytest.param({"global": {"imageRegistry": "mirror.example"}}, "mirror.example/shutdown-sidecar:0.1.0", id="g"),
+        pytest.param(
+            {"global": {"imageRegistry": "mirror.example"}, "sidecar": {"image": {"registry": "own.example/"}}},
+            "own.example/shutdown-sidecar:0.1.0",
+            id="own-registry-wins",
+        ),
+        pytest.param(
+            {"sidecar": {"image": {"digest": "sha256:" + "a" * 64}}},
+            "shutdown-sidecar@sha256:" + "a" * 64,
+            id="digest-wins-over-tag",
+        ),
+    ],
+)
+def test_conventions_image_reference(values: dict[str, Any], expected: str) -> None:
+    _, sidecar = container(deployment(values), "shutdown-sidecar")
+    assert sidecar["image"] == expected
+
+
+def test_conventions_image_without_tag_or_digest_fails() -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmRenderError, match="image shutdown-sidecar: set its tag or its digest"):
+        render({"sidecar": {"image": {"tag": ""}}})
+
+
+def test_conventions_pull_secrets_global_first_names_or_objects() -> None:
+    values = {"global": {"imagePullSecrets": ["a"]}, "imagePullSecrets": [{"name": "b"}, "c"]}
+    assert deployment(values)["spec"]["template"]["spec"]["imagePullSecrets"] == [
+        {"name": "a"},
+        {"name": "b"},
+        {"name": "c"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "spec"),
+    [
+        pytest.param({}, {"maxUnavailable": 1}, id="default"),
+        pytest.param({"podDisruptionBudget": {"minAvailable": "50%"}}, {"minAvailable": "50%"}, id="min-available"),
+        pytest.param({"replicaCount": 1}, None, id="single-replica-none"),
+        pytest.param({"podDisruptionBudget": {"enabled": False}}, None, id="off"),
+    ],
+)
+def test_conventions_pod_disruption_budget(values: dict[str, Any], spec: dict[str, Any] | None) -> None:
+    budget = kinds(manifests(render(values))).get("PodDisruptionBudget")
+    if spec is None:
+        assert budget is None
+    else:
+        assert budget is not None
+        assert {k: v for k, v in budget["spec"].items() if k != "selector"} == spec
+
+
+def test_conventions_all_on_values_reach_the_objects() -> None:
+    objects = manifests(render(all_on_values()))
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == "shop", obj["kind"]
+        if obj["metadata"]["name"] == "web-web-settings":
+            continue  # the user's own object, from extraManifests
+        assert obj["metadata"]["labels"]["team"] == "storefront", obj["kind"]  # commonLabels
+    (workload,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert (workload["spec"]["revisionHistoryLimit"], workload["spec"]["minReadySeconds"]) == (5, 5)
+    assert workload["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pod = workload["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "high-priority"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    _, app = container(workload, "app")
+    _, sidecar = container(workload, "shutdown-sidecar")
+    assert app["volumeMounts"][0]["mountPath"] == sidecar["volumeMounts"][0]["mountPath"] == "/tmp"  # noqa: S108
+    assert app["envFrom"] == [{"configMapRef": {"name": "web-settings"}}]
+    service = next(o for o in objects if o["kind"] == "Service" and "clusterIP" not in o["spec"])
+    assert service["metadata"]["annotations"] == {"example.com/lb": "internal"}
+    # extraManifests, templated
+    settings = next(o for o in objects if o["kind"] == "ConfigMap" and "GREETING" in o.get("data", {}))
+    assert settings["metadata"]["name"] == "web-web-settings"
+    test_pod = next(o for o in objects if o["kind"] == "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
