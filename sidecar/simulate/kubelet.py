@@ -12,10 +12,12 @@ import dataclasses
 import enum
 import functools
 import signal
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from sidecar.deadline import seconds_left
 from sidecar.simulate.client import http_get
 from sidecar.simulate.container import (
     environment,
@@ -29,7 +31,6 @@ from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
     APP_PORT,
-    MINIMUM_GRACE_SECONDS,
     POD_NAME_PLACEHOLDER,
     PORT_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
@@ -40,6 +41,11 @@ from sidecar.simulate.podspec import (
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 
 Clock = Callable[[], float]  # seconds since the simulation began
+
+# The kubelet's floor on the time a container gets after its SIGTERM, when its preStop hook used
+# the whole grace period: the SIGKILL comes at the grace-period deadline or this long after the
+# SIGTERM, whichever is later.
+SIGTERM_MINIMUM_GRACE_SECONDS: Final = 2.0
 
 
 class PodStartError(Exception):
@@ -282,19 +288,18 @@ class Pod:
 
     async def delete(self) -> None:
         """Kubernetes' termination sequence, to the end: returns when every container has exited."""
-        loop = asyncio.get_running_loop()
         self.record.deleted_at = self._clock()
-        deadline = loop.time() + self.template.grace_period_seconds
+        # The kubelet's own deadline (monotonic, as the loop's clock): the pod's, not the sidecar's budget.
+        grace_deadline = time.monotonic() + self.template.grace_period_seconds
         self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
         # Without a sequence among them: the app containers are stopped concurrently.
-        await asyncio.gather(*(self._stop_container(spec, deadline) for spec in self.template.containers))
+        await asyncio.gather(*(self._stop_container(spec, grace_deadline) for spec in self.template.containers))
         # Native sidecars only once every app container has exited, last started first.
         for spec in reversed(self.template.sidecars):
-            await self._stop_container(spec, deadline)
+            await self._stop_container(spec, grace_deadline)
         self.record.terminated_at = self._clock()
 
-    async def _stop_container(self, spec: ContainerSpec, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
+    async def _stop_container(self, spec: ContainerSpec, grace_deadline: float) -> None:
         record = self.record.containers[spec.name]
         exited = self._exits[spec.name]
         if spec.pre_stop is not None and not exited.is_set():
@@ -303,7 +308,7 @@ class Pod:
             result = await http_get(
                 self.ports[hook.port],
                 hook.path,
-                timeout_seconds=max(0.0, deadline - loop.time()),
+                timeout_seconds=seconds_left(grace_deadline),
                 headers=hook.headers,
             )
             record.hook_ended_at = self._clock()
@@ -315,10 +320,11 @@ class Pod:
             self._send(spec.name, signal.SIGTERM)
             record.signalled_at = self._clock()
             self._event(f"{spec.name} SIGTERM")
-        # When the hook used up the grace period, the kubelet still gives the container 2 s.
-        kill_at = max(deadline, loop.time() + MINIMUM_GRACE_SECONDS) if record.signalled_at else deadline
+        sigkill_deadline = grace_deadline
+        if record.signalled_at is not None:
+            sigkill_deadline = max(grace_deadline, time.monotonic() + SIGTERM_MINIMUM_GRACE_SECONDS)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(kill_at):
+            async with asyncio.timeout_at(sigkill_deadline):
                 await exited.wait()
         if not exited.is_set():
             self._kill_container(spec.name)

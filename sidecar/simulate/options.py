@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds
-from sidecar.simulate.podspec import PORT_PLACEHOLDER, Mode, Timing, demo_app_command
+from sidecar.deadline import Budget
+from sidecar.simulate.podspec import PORT_PLACEHOLDER, Mode, demo_app_command
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ not; 2 for bad input or an app that cannot start; 130 when interrupted."""
 @dataclasses.dataclass(frozen=True)
 class Options:
     mode: Mode
-    timing: Timing
+    budget: Budget
     propagation_delay_seconds: float
     propagation_spread_seconds: float
     rate_per_second: float
@@ -145,15 +146,13 @@ def options_from_args(args: argparse.Namespace) -> Options:
         raise SettingsError("--values", "only with --chart")
     grace = _parse("--grace-period", args.grace_period or "10", parse_positive_seconds)
     delay = _parse("--prestop-delay", args.prestop_delay or "3", parse_seconds)
-    if delay + REPORT_RESERVE_SECONDS >= grace:
-        raise SettingsError(
-            "--grace-period",
-            f"{grace:g}s is too short: it must exceed the prestop delay ({delay:g}s) "
-            f"+ the sidecar's report reserve ({REPORT_RESERVE_SECONDS:g}s)",
-        )
+    budget = Budget(grace, delay, REPORT_RESERVE_SECONDS)
+    problem = budget.problem()
+    if problem is not None:
+        raise SettingsError("--grace-period", problem)
     return Options(
         mode=Mode(args.sidecar_mode or Mode.NATIVE.value),
-        timing=Timing(grace, delay, REPORT_RESERVE_SECONDS),
+        budget=budget,
         propagation_delay_seconds=_parse("--propagation-delay", args.propagation_delay, parse_seconds),
         propagation_spread_seconds=_parse("--propagation-spread", args.propagation_spread, parse_seconds),
         rate_per_second=_parse("--rps", args.rps, _rate),

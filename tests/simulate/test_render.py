@@ -36,7 +36,7 @@ def result(
 ) -> Document:
     """What simulate would print for these records, with the settings `simulate FLAGS` gives."""
     options = options_from_args(build_parser().parse_args(["simulate", *flags]))
-    template = template_for_mode(mode or options.mode, options.timing, options.app_command)
+    template = template_for_mode(mode or options.mode, options.budget, options.app_command)
     return result_document(template.mode, settings_document(options, template), counted, records, duration)
 
 
