@@ -10,7 +10,14 @@ import pytest
 from sidecar.cli import build_parser, main
 from sidecar.config import SettingsError
 from sidecar.deadline import Budget
-from sidecar.simulate.options import MAX_PODS, MAX_RATE_PER_SECOND, REPORT_RESERVE_SECONDS, Options, options_from_args
+from sidecar.simulate.options import (
+    MAX_PODS,
+    MAX_RATE_PER_SECOND,
+    REPORT_RESERVE_SECONDS,
+    Options,
+    option_specs,
+    options_from_args,
+)
 from sidecar.simulate.podspec import Mode, demo_app_command
 
 MISSING_COMMAND = "shutdown-sidecar-test-no-such-command"
@@ -32,6 +39,21 @@ def test_options_defaults() -> None:
     assert got.seed == 1
     assert got.app_command == demo_app_command()
     assert (got.chart, got.values, got.logs, got.json) == (None, None, None, False)
+
+
+def test_options_help_shows_each_declared_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for spec in option_specs():
+        assert spec.flag in help_text
+        if spec.default is not None:
+            assert f"[default {spec.default}]" in help_text, spec.flag
+
+
+def test_options_every_field_but_the_app_command_is_a_flag() -> None:
+    declared = {spec.name for spec in option_specs()}
+    assert declared == {field for field in Options.__dataclass_fields__} - {"app_command"}
 
 
 def test_options_take_every_flag() -> None:
