@@ -156,3 +156,12 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
             filled_arg = filled_arg.replace(placeholder, value)
         filled.append(filled_arg)
     return filled
+
+
+def filled_command(spec: ContainerSpec, values: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The container's argv and environment with the placeholders filled in; the container that
+    serves traffic also gets the app's port as $PORT."""
+    env = {name: substitute([value], values)[0] for name, value in spec.env.items()}
+    if spec.serves_traffic:
+        env["PORT"] = values[PORT_PLACEHOLDER]
+    return substitute(spec.argv, values), env

@@ -13,8 +13,8 @@ import pytest
 
 from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.endpoints import Balancer, Propagation
-from sidecar.simulate.kubelet import RequestPhase
 from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, LoadGenerator, Tally
+from sidecar.simulate.records import RequestPhase
 from tests.simulate.loopback_server import answering, serving
 
 WAIT_SECONDS = 5.0

@@ -12,10 +12,10 @@ import pytest
 from sidecar.cli import build_parser
 from sidecar.simulate.client import Failure
 from sidecar.simulate.command import settings_document
-from sidecar.simulate.kubelet import PodRecord
 from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, Tally
 from sidecar.simulate.options import options_from_args
 from sidecar.simulate.podspec import Mode, template_for_mode
+from sidecar.simulate.records import PodRecord
 from sidecar.simulate.render import (
     BAR_WIDTH,
     LEGEND,
