@@ -85,7 +85,8 @@ class PodTemplate:
 
 
 def demo_app_command() -> tuple[str, ...]:
-    """The built-in demo app: drains at SIGTERM, 50 ms per request."""
+    """The built-in demo app (sidecar.simulate.demo_app): drains at SIGTERM, 50 ms per request. Run
+    by its alias sidecar.demo, the command --json has always shown in its settings."""
     return (sys.executable, "-m", "sidecar.demo", "--port", PORT_PLACEHOLDER)
 
 
