@@ -114,7 +114,9 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     assert pod["report"]["grace_period_seconds"] == 6
     hook = pod["containers"]["app"]["pre_stop_hook"]
     assert hook["result"] == "200"
-    assert hook["returned_after_seconds"] == pytest.approx(2.5, abs=0.3)
+    # Held for the chart's prestop delay (less a timer's granularity); the upper bound leaves a
+    # loaded machine room and still tells the delay from the 6 s grace period.
+    assert 2.49 <= hook["returned_after_seconds"] < 4.0
     assert result["requests"]["failed"] == 0
 
 
@@ -212,10 +214,11 @@ def test_simulate_classic_and_run_modes_drop_nothing_and_follow_their_own_order(
     (pod,) = result["pods"]
     assert pod["report"]["outcome"] == "clean"
     app = pod["containers"]["app"]
-    assert app["sigterm_after_seconds"] == pytest.approx(1.5, abs=0.3)  # after the hook returned
+    assert 1.49 <= app["sigterm_after_seconds"] < 3.0  # after the hook returned: the prestop delay
     if mode == "classic":
-        # A classic sidecar has no hook: the kubelet signals it at the deletion, with the app's hook.
-        assert pod["containers"]["shutdown-sidecar"]["sigterm_after_seconds"] < 0.5
+        # A classic sidecar has no hook: the kubelet signals it at the deletion, while the app's hook
+        # is still held, so before the app's own SIGTERM.
+        assert pod["containers"]["shutdown-sidecar"]["sigterm_after_seconds"] < app["sigterm_after_seconds"]
         assert pod["report"]["trigger"] in ("signal", "prestop")
     else:
         assert list(pod["containers"]) == ["app"]  # the wrapper is the app container
