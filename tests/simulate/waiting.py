@@ -1,0 +1,16 @@
+"""Waiting in async tests on what sends no event (a process in /proc, a line in a log file): a
+predicate polled under a deadline, never a bare sleep."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+POLL_SECONDS = 0.01
+
+
+async def wait_until(predicate: Callable[[], object], timeout_seconds: float) -> None:
+    """Until `predicate()` is truthy; TimeoutError once `timeout_seconds` have passed."""
+    async with asyncio.timeout(timeout_seconds):
+        while not predicate():  # noqa: ASYNC110 - /proc and files send no events to await
+            await asyncio.sleep(POLL_SECONDS)
