@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.sidecar_process import wait_until
+from tests.simulate.waiting import is_running
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHART = ROOT / "charts" / "shutdown-sidecar"
@@ -167,15 +168,6 @@ def pids_in_logs(logs: Path) -> list[int]:
     return pids
 
 
-def is_alive(pid: int) -> bool:
-    """Running, not a zombie: a killed orphan waits as one until init reaps it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 @pytest.mark.timeout(60)
 def test_simulate_interrupted_exits_130_and_leaves_no_pod_running(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
@@ -191,13 +183,13 @@ def test_simulate_interrupted_exits_130_and_leaves_no_pod_running(tmp_path: Path
         wait_until(lambda: "pods serving" in process.stderr.readline(), timeout=30, what="the pods to serve")  # type: ignore[union-attr]
         started = pids_in_logs(logs)
         assert len(started) >= 3  # run mode logs the app's pid: one per pod
-        assert all(is_alive(pid) for pid in started)
+        assert all(is_running(pid) for pid in started)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=15) == 130
         assert process.stdout is not None
         assert process.stdout.read() == ""
         assert "interrupted by SIGINT" in process.stderr.read()
-        assert not [pid for pid in started if is_alive(pid)]
+        assert not [pid for pid in started if is_running(pid)]
     finally:
         process.kill()
         process.communicate()

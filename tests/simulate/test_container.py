@@ -21,7 +21,7 @@ from sidecar.simulate.container import (
     termination_log_path,
 )
 from sidecar.simulate.records import ContainerRecord
-from tests.simulate.waiting import wait_until
+from tests.simulate.waiting import is_running, wait_until
 
 WAIT_SECONDS = 10.0
 
@@ -70,15 +70,6 @@ async def test_container_process_reaps_its_exit_and_termination_message_into_its
     assert (record.started_at, record.exited_at, record.exit_status) == (42.0, 42.0, 3)
     assert record.termination_message == "done\n"
     assert container.last_log_line() == "starting"
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie: a killed orphan waits as one until its new parent reaps it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 @pytest.mark.anyio
