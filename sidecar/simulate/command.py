@@ -34,7 +34,7 @@ class SetupError(Exception):
 
 def pod_template(options: Options) -> PodTemplate:
     if options.chart is None:
-        return template_for_mode(options.mode, options.timing, options.app_command)
+        return template_for_mode(options.mode, options.budget, options.app_command)
     from sidecar.simulate.chart import load_chart_template  # Helm loads only for --chart
     from sidecar.simulate.helm import ChartError
 

@@ -1,7 +1,8 @@
-"""A simulated container's processes on this machine. Its main process leads a session of its
-own, standing for the container's PID namespace: signals go to the main process, as the runtime
-sends them, and the SIGKILL goes to every process in the session, as the runtime kills the
-container's cgroup (a `run` wrapper's app sits in its own process group, but not its own session)."""
+"""A simulated container's processes on this machine, as the container runtime handles them. Its
+main process leads a session of its own, standing for the container's PID namespace: signals go
+to the main process, as the runtime sends them, and the SIGKILL goes to every process in the
+session, as the runtime kills the container's cgroup (a `run` wrapper's app sits in its own
+process group, but not its own session). Decides nothing about when: that is the kubelet's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from sidecar.config import ENV_PREFIX
+from sidecar.simulate.records import Clock, ContainerRecord
 
 TERMINATION_MESSAGE_LIMIT: Final = 4096  # the kubelet's cap on a termination message
 LOG_TAIL_BYTES: Final = 2048
@@ -91,3 +93,54 @@ def log_tail(path: Path) -> str:
             return log.read().decode(errors="replace").strip()
     except FileNotFoundError:
         return ""
+
+
+class ContainerProcess:
+    """One started container: its main process signalled, its session SIGKILLed, and its exit
+    (time, status, termination message) written to its record when reaped."""
+
+    def __init__(
+        self, process: asyncio.subprocess.Process, record: ContainerRecord, workdir: Path, clock: Clock
+    ) -> None:
+        self.record = record
+        self.exited = asyncio.Event()
+        self.log_path = log_path(workdir, record.name)
+        self._process = process
+        self._termination_log = termination_log_path(workdir, record.name)
+        self._clock = clock
+
+    @classmethod
+    async def start(
+        cls, argv: Sequence[str], env: Mapping[str, str], record: ContainerRecord, workdir: Path, clock: Clock
+    ) -> ContainerProcess:
+        """Raises FileNotFoundError or OSError when the command cannot run."""
+        process = await spawn(argv, environment(env), log_path(workdir, record.name))
+        record.started_at = clock()
+        return cls(process, record, workdir, clock)
+
+    async def reap(self) -> int:
+        """Wait for the exit, record it and set `exited`; returns the exit status."""
+        status = exit_status_of(await self._process.wait())
+        self.record.exited_at = self._clock()
+        self.record.exit_status = status
+        self.record.termination_message = read_termination_message(self._termination_log)
+        self.exited.set()
+        return status
+
+    def send(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._process.send_signal(sig)
+
+    def kill(self) -> None:
+        kill_session(self._process.pid, leader_reaped=self.exited.is_set())
+
+    def last_log_line(self) -> str:
+        return (log_tail(self.log_path).splitlines() or ["(no output)"])[-1]
+
+
+def log_path(workdir: Path, container: str) -> Path:
+    return workdir / f"{container}.log"
+
+
+def termination_log_path(workdir: Path, container: str) -> Path:
+    return workdir / f"{container}.termination-log"

@@ -8,94 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import functools
 import signal
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from sidecar.deadline import seconds_left
 from sidecar.simulate.client import http_get
-from sidecar.simulate.container import (
-    environment,
-    exit_status_of,
-    kill_session,
-    log_tail,
-    read_termination_message,
-    spawn,
-)
+from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
     APP_PORT,
-    MINIMUM_GRACE_SECONDS,
     POD_NAME_PLACEHOLDER,
     PORT_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
     PodTemplate,
-    substitute,
+    filled_command,
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
+from sidecar.simulate.records import Clock, PodRecord
 
-Clock = Callable[[], float]  # seconds since the simulation began
+# The kubelet's floor on the time a container gets after its SIGTERM, when its preStop hook used
+# the whole grace period: the SIGKILL comes at the grace-period deadline or this long after the
+# SIGTERM, whichever is later.
+SIGTERM_MINIMUM_GRACE_SECONDS: Final = 2.0
 
 
 class PodStartError(Exception):
     """A pod that could not start: a command not found, an app that exited or never listened."""
-
-
-class RequestPhase(enum.Enum):
-    """Where the pod a request went to stood in its termination, as the kubelet saw it."""
-
-    RUNNING = "running"  # not deleted
-    PRESTOP = "prestop"  # deleted; the app's preStop hook is running and the app has no SIGTERM yet
-    DRAIN = "drain"  # the app has its SIGTERM and has not exited
-    EXITED = "exited"  # the app has exited; the balancer still routes to it
-
-
-@dataclasses.dataclass
-class ContainerRecord:
-    name: str
-    started_at: float | None = None
-    hook_started_at: float | None = None
-    hook_ended_at: float | None = None
-    hook_result: str | None = None  # the status code, or the failure kind
-    signalled_at: float | None = None
-    killed_at: float | None = None
-    exited_at: float | None = None
-    exit_status: int | None = None
-    termination_message: str | None = None
-
-
-@dataclasses.dataclass
-class PodRecord:
-    name: str
-    app_port: int
-    grace_period_seconds: float
-    containers: dict[str, ContainerRecord]
-    traffic_container: str
-    report_container: str | None
-    created_at: float
-    deleted_at: float | None = None
-    endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
-    terminated_at: float | None = None  # every container has exited
-    crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
-
-    @property
-    def deadline(self) -> float | None:
-        return None if self.deleted_at is None else self.deleted_at + self.grace_period_seconds
-
-    def request_phase(self) -> RequestPhase:
-        app = self.containers[self.traffic_container]
-        if self.deleted_at is None:
-            return RequestPhase.RUNNING
-        if app.exited_at is not None:
-            return RequestPhase.EXITED
-        if app.signalled_at is None:
-            return RequestPhase.PRESTOP
-        return RequestPhase.DRAIN
 
 
 class Pod:
@@ -119,8 +63,7 @@ class Pod:
         self._clock = clock
         self._on_event = on_event
         self._on_readiness = on_readiness
-        self._processes: dict[str, asyncio.subprocess.Process] = {}
-        self._exits: dict[str, asyncio.Event] = {}
+        self._containers: dict[str, ContainerProcess] = {}
         self._started: set[str] = set()  # containers whose startup probe passed (or that have none)
         self._ready: dict[str, bool] = {}  # container -> its readiness, from its probe
         self._start_failure: str | None = None
@@ -130,17 +73,7 @@ class Pod:
         # Reapers run until their process exits (a kill ends them); probers are cancelled.
         self._reapers: set[asyncio.Task[None]] = set()
         self._probers: set[asyncio.Task[None]] = set()
-        traffic = next(c.name for c in template.containers if c.serves_traffic)
-        reporter = next((c.name for c in template.all_containers if c.reports), None)
-        self.record = PodRecord(
-            name,
-            app_port=ports[APP_PORT],
-            grace_period_seconds=template.grace_period_seconds,
-            containers={c.name: ContainerRecord(c.name) for c in template.all_containers},
-            traffic_container=traffic,
-            report_container=reporter,
-            created_at=clock(),
-        )
+        self.record = PodRecord.of_template(name, template, ports[APP_PORT], clock())
 
     @property
     def is_deleted(self) -> bool:
@@ -178,39 +111,34 @@ class Pod:
         port = self.ports[APP_PORT]
         if not any(PORT_PLACEHOLDER in arg for arg in app.argv):
             return f" (the app's command has no {PORT_PLACEHOLDER}: it must listen on 127.0.0.1:{port}, given as $PORT)"
-        return f" (is the app listening on 127.0.0.1:{port}? see {self.workdir}/{app.name}.log)"
-
-    def _values(self, spec: ContainerSpec) -> dict[str, str]:
-        return {
-            PORT_PLACEHOLDER: str(self.ports[APP_PORT]),
-            ADMIN_PORT_PLACEHOLDER: str(self.ports.get(ADMIN_PORT, 0)),
-            TERMINATION_LOG_PLACEHOLDER: str(self.workdir / f"{spec.name}.termination-log"),
-            POD_NAME_PLACEHOLDER: self.name,
-        }
+        return f" (is the app listening on 127.0.0.1:{port}? see {log_path(self.workdir, app.name)})"
 
     async def _start_container(self, spec: ContainerSpec) -> None:
-        values = self._values(spec)
-        argv = substitute(spec.argv, values)
-        env = {name: substitute([value], values)[0] for name, value in spec.env.items()}
-        if spec.serves_traffic:
-            env["PORT"] = values[PORT_PLACEHOLDER]
+        argv, env = filled_command(
+            spec,
+            {
+                PORT_PLACEHOLDER: str(self.ports[APP_PORT]),
+                ADMIN_PORT_PLACEHOLDER: str(self.ports.get(ADMIN_PORT, 0)),
+                TERMINATION_LOG_PLACEHOLDER: str(termination_log_path(self.workdir, spec.name)),
+                POD_NAME_PLACEHOLDER: self.name,
+            },
+        )
+        record = self.record.containers[spec.name]
         try:
-            process = await spawn(argv, environment(env), self.workdir / f"{spec.name}.log")
+            container = await ContainerProcess.start(argv, env, record, self.workdir, self._clock)
         except FileNotFoundError:
             raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: command not found") from None
         except OSError as exc:
             raise PodStartError(f"{self.name}: {spec.name}: {argv[0]}: cannot execute: {exc.strerror}") from None
-        self._processes[spec.name] = process
-        self._exits[spec.name] = asyncio.Event()
-        self.record.containers[spec.name].started_at = self._clock()
+        self._containers[spec.name] = container
         self._ready[spec.name] = False
-        self._spawn_task(self._reapers, self._reap(spec, process), f"{spec.name}/reap")
+        self._spawn_task(self._reapers, self._reap(spec.name), f"{spec.name}/reap")
         self._spawn_task(self._probers, self._probe(spec), f"{spec.name}/probes")
 
     async def _probe(self, spec: ContainerSpec) -> None:
         # As the kubelet does: no readiness probe until the startup probe has passed; a container
         # without a readiness probe is ready once started.
-        exited = self._exits[spec.name]
+        exited = self._containers[spec.name].exited
         if spec.startup is not None and not await run_startup_probe(spec.startup, self.ports, exited):
             if not exited.is_set():
                 self._start_failure = (
@@ -231,33 +159,28 @@ class Pod:
         """Until `condition` holds; raises PodStartError when a container exits or fails its
         startup probe on the way."""
         while not condition():
-            for name, exited in self._exits.items():
-                if exited.is_set():
+            for name, container in self._containers.items():
+                if container.exited.is_set():
                     raise self._exited_while_starting(name)
             if self._start_failure is not None:
                 raise PodStartError(self._start_failure)
             self._changed.clear()
             await self._changed.wait()
 
-    async def _reap(self, spec: ContainerSpec, process: asyncio.subprocess.Process) -> None:
-        status = exit_status_of(await process.wait())
-        record = self.record.containers[spec.name]
-        record.exited_at = self._clock()
-        record.exit_status = status
-        record.termination_message = read_termination_message(self.workdir / f"{spec.name}.termination-log")
-        self._exits[spec.name].set()
+    async def _reap(self, name: str) -> None:
+        status = await self._containers[name].reap()
         self._update_readiness()
         if self._is_cleaning_up:
             return
         if self.is_deleted:
-            self._event(f"{spec.name} exited with status {status}")
+            self._event(f"{name} exited with status {status}")
         else:
-            self.record.crashes.append(f"{spec.name} exited with status {status} before its pod was deleted")
+            self.record.crashes.append(f"{name} exited with status {status} before its pod was deleted")
             self._event(self.record.crashes[-1])
 
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
-        last_line = (log_tail(self.workdir / f"{container}.log").splitlines() or ["(no output)"])[-1]
+        last_line = self._containers[container].last_log_line()
         hint = self._hint() if container == self.record.traffic_container else ""
         return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}{hint}")
 
@@ -269,7 +192,7 @@ class Pod:
     def _update_readiness(self) -> None:
         # The pod is ready when every container runs and every probed one passes its probe.
         running = all(
-            name in self._processes and self.record.containers[name].exited_at is None
+            name in self._containers and self.record.containers[name].exited_at is None
             for name in self.record.containers
         )
         ready = running and all(self._ready.values())
@@ -282,28 +205,27 @@ class Pod:
 
     async def delete(self) -> None:
         """Kubernetes' termination sequence, to the end: returns when every container has exited."""
-        loop = asyncio.get_running_loop()
         self.record.deleted_at = self._clock()
-        deadline = loop.time() + self.template.grace_period_seconds
+        # The kubelet's own deadline (monotonic, as the loop's clock): the pod's, not the sidecar's budget.
+        grace_deadline = time.monotonic() + self.template.grace_period_seconds
         self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
         # Without a sequence among them: the app containers are stopped concurrently.
-        await asyncio.gather(*(self._stop_container(spec, deadline) for spec in self.template.containers))
+        await asyncio.gather(*(self._stop_container(spec, grace_deadline) for spec in self.template.containers))
         # Native sidecars only once every app container has exited, last started first.
         for spec in reversed(self.template.sidecars):
-            await self._stop_container(spec, deadline)
+            await self._stop_container(spec, grace_deadline)
         self.record.terminated_at = self._clock()
 
-    async def _stop_container(self, spec: ContainerSpec, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        record = self.record.containers[spec.name]
-        exited = self._exits[spec.name]
+    async def _stop_container(self, spec: ContainerSpec, grace_deadline: float) -> None:
+        container = self._containers[spec.name]
+        record, exited = container.record, container.exited
         if spec.pre_stop is not None and not exited.is_set():
             record.hook_started_at = self._clock()
             hook = spec.pre_stop
             result = await http_get(
                 self.ports[hook.port],
                 hook.path,
-                timeout_seconds=max(0.0, deadline - loop.time()),
+                timeout_seconds=seconds_left(grace_deadline),
                 headers=hook.headers,
             )
             record.hook_ended_at = self._clock()
@@ -312,34 +234,26 @@ class Pod:
             # A failed hook is only an event to the kubelet: the container is stopped all the same.
             self._event(f"{spec.name} preStop hook: {record.hook_result} after {waited:.2f}s")
         if not exited.is_set():
-            self._send(spec.name, signal.SIGTERM)
+            container.send(signal.SIGTERM)
             record.signalled_at = self._clock()
             self._event(f"{spec.name} SIGTERM")
-        # When the hook used up the grace period, the kubelet still gives the container 2 s.
-        kill_at = max(deadline, loop.time() + MINIMUM_GRACE_SECONDS) if record.signalled_at else deadline
+        sigkill_deadline = grace_deadline
+        if record.signalled_at is not None:
+            sigkill_deadline = max(grace_deadline, time.monotonic() + SIGTERM_MINIMUM_GRACE_SECONDS)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(kill_at):
+            async with asyncio.timeout_at(sigkill_deadline):
                 await exited.wait()
         if not exited.is_set():
-            self._kill_container(spec.name)
+            container.kill()
             record.killed_at = self._clock()
             self._event(f"{spec.name} SIGKILL: still running at the end of the grace period")
             await exited.wait()
 
-    def _send(self, container: str, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self._processes[container].send_signal(sig)
-
-    def _kill_container(self, container: str) -> None:
-        process = self._processes.get(container)
-        if process is not None:
-            kill_session(process.pid, leader_reaped=self._exits[container].is_set())
-
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""
         self._is_cleaning_up = True
-        for name in self._processes:
-            self._kill_container(name)
+        for container in self._containers.values():
+            container.kill()
         for task in self._probers:
             task.cancel()
         await asyncio.gather(*self._probers, *self._reapers, return_exceptions=True)

@@ -12,7 +12,8 @@ from typing import Final
 
 from sidecar.simulate.client import Failure, Result, http_get
 from sidecar.simulate.endpoints import Balancer
-from sidecar.simulate.kubelet import Pod, RequestPhase
+from sidecar.simulate.kubelet import Pod
+from sidecar.simulate.records import RequestPhase
 
 NO_ENDPOINTS: Final = "no_endpoints"  # the balancer knew of no ready pod: kube-proxy rejects
 PHASES: Final = (*(phase.value for phase in RequestPhase), NO_ENDPOINTS)

@@ -1,6 +1,7 @@
-"""simulate's flags: declared here, parsed and checked into Options before anything starts. A bad
-value is a SettingsError naming the flag, and the command exits 2. Reads no environment: a
-rehearsal is what its flags say."""
+"""simulate's flags, each declared once as an Options field (flag, default, help, parser), from
+which the argparse arguments, the defaults in --help and the checked Options derive. A bad value
+is a SettingsError naming the flag, and the command exits 2. Reads no environment: a rehearsal
+is what its flags say."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import dataclasses
 import functools
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds
-from sidecar.simulate.podspec import PORT_PLACEHOLDER, Mode, Timing, demo_app_command
+from sidecar.deadline import Budget
+from sidecar.simulate.podspec import PORT_PLACEHOLDER, Mode, demo_app_command
 
 T = TypeVar("T")
 
@@ -22,7 +24,10 @@ MAX_PODS: Final = 50
 # One process on two cores sends the load, runs the probes and hooks and times everything; past
 # this rate its own lag would show up as failures that are not the app's.
 MAX_RATE_PER_SECOND: Final = 1000.0
+# The sidecar's default --report-reserve: simulate runs the sidecar with it and has no flag for it.
 REPORT_RESERVE_SECONDS: Final = 1.0
+# The CLI's namespace already has `mode` (its subcommand): simulate's values are kept apart.
+DEST_PREFIX: Final = "simulate_"
 
 EPILOG: Final = f"""\
 what runs: N old pods (app + sidecar as --mode wires it), each on its own loopback ports; a
@@ -39,68 +44,36 @@ exit status: 0 when no request failed and every drain ended inside the grace per
 not; 2 for bad input or an app that cannot start; 130 when interrupted."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Options:
-    mode: Mode
-    timing: Timing
-    propagation_delay_seconds: float
-    propagation_spread_seconds: float
-    rate_per_second: float
-    pods: int
-    request_timeout_seconds: float
-    seed: int
-    app_command: tuple[str, ...]
-    chart: Path | None
-    values: Path | None
-    logs: Path | None
-    json: bool
+def option(
+    flag: str,
+    default: str | None,
+    help: str,
+    *,
+    parse: Callable[[str], T],
+    metavar: str | None = None,
+    choices: Sequence[str] = (),
+    from_chart: bool = False,
+) -> T:
+    """Declare an option. `default` is text, parsed as a value given on the command line would be
+    (None: the value is None unless given); `from_chart`: --chart supplies it, so it may not be
+    given with --chart. Typed as what `parse` returns so the field keeps its type for mypy."""
+    metadata = {
+        "flag": flag,
+        "default": default,
+        "help": help,
+        "parse": parse,
+        "metavar": metavar,
+        "choices": tuple(choices),
+        "from_chart": from_chart,
+    }
+    field: Any = dataclasses.field(metadata=metadata)
+    return field  # type: ignore[no-any-return]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # dest: the CLI's subcommand is already `mode`.
-    parser.add_argument(
-        "--mode",
-        dest="sidecar_mode",
-        choices=[m.value for m in Mode],
-        help="native: an init container with restartPolicy Always; classic: a second container; "
-        "run: the app's entrypoint; none: no sidecar, the baseline [default native]",
-    )
-    parser.add_argument("--grace-period", metavar="S", help="terminationGracePeriodSeconds [default 10]")
-    parser.add_argument("--prestop-delay", metavar="S", help="the sidecar's --prestop-delay [default 3]")
-    parser.add_argument(
-        "--propagation-delay",
-        metavar="S",
-        default="2",
-        help="how long an endpoint change takes to reach the balancer [default 2]",
-    )
-    parser.add_argument(
-        "--propagation-spread",
-        metavar="S",
-        default="0",
-        help="up to this much more, drawn per change: uneven kube-proxies [default 0]",
-    )
-    parser.add_argument("--rps", metavar="N", default="50", help="requests per second [default 50]")
-    parser.add_argument(
-        "--pods", metavar="N", default="3", help=f"replicas, each replaced once [default 3, at most {MAX_PODS}]"
-    )
-    parser.add_argument(
-        "--request-timeout", metavar="S", default="5", help="a request slower than this failed [default 5]"
-    )
-    parser.add_argument("--seed", metavar="N", default="1", help="seed for the propagation spread [default 1]")
-    parser.add_argument(
-        "--chart", metavar="DIR", help="take the pod (grace period, hooks, probes, sidecar flags) from this Helm chart"
-    )
-    parser.add_argument("--values", metavar="FILE", help="values file for --chart")
-    parser.add_argument("--logs", metavar="DIR", help="keep every container's log and termination log here")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (verdict, requests, pods) on stdout")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- APP CMD [ARGS...] (default: the demo app)")
-
-
-def _parse(flag: str, text: str, parse: Callable[[str], T]) -> T:
-    try:
-        return parse(text)
-    except ValueError as exc:
-        raise SettingsError(flag, str(exc)) from None
+def switch(flag: str, help: str) -> bool:
+    """Declare an option without a value: False unless given."""
+    field: Any = dataclasses.field(metadata={"flag": flag, "default": None, "help": help, "parse": None})
+    return field  # type: ignore[no-any-return]
 
 
 def _count(low: int, high: int) -> Callable[[str], int]:
@@ -119,6 +92,125 @@ def _rate(text: str) -> float:
     return value
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options:
+    # option() returns a dataclasses.field (RUF009 cannot tell for types it does not know immutable).
+    mode: Mode = option(  # noqa: RUF009
+        "--mode",
+        Mode.NATIVE.value,
+        "native: an init container with restartPolicy Always; classic: a second container; "
+        "run: the app's entrypoint; none: no sidecar, the baseline",
+        parse=Mode,
+        choices=[m.value for m in Mode],
+        from_chart=True,
+    )
+    grace_period_seconds: float = option(
+        "--grace-period",
+        "10",
+        "terminationGracePeriodSeconds",
+        parse=parse_positive_seconds,
+        metavar="S",
+        from_chart=True,
+    )
+    prestop_delay_seconds: float = option(
+        "--prestop-delay", "3", "the sidecar's --prestop-delay", parse=parse_seconds, metavar="S", from_chart=True
+    )
+    propagation_delay_seconds: float = option(
+        "--propagation-delay",
+        "2",
+        "how long an endpoint change takes to reach the balancer",
+        parse=parse_seconds,
+        metavar="S",
+    )
+    propagation_spread_seconds: float = option(
+        "--propagation-spread",
+        "0",
+        "up to this much more, drawn per change: uneven kube-proxies",
+        parse=parse_seconds,
+        metavar="S",
+    )
+    rate_per_second: float = option("--rps", "50", "requests per second", parse=_rate, metavar="N")
+    pods: int = option(
+        "--pods", "3", f"replicas, each replaced once, at most {MAX_PODS}", parse=_count(1, MAX_PODS), metavar="N"
+    )
+    request_timeout_seconds: float = option(
+        "--request-timeout", "5", "a request slower than this failed", parse=parse_positive_seconds, metavar="S"
+    )
+    seed: int = option("--seed", "1", "seed for the propagation spread", parse=_count(0, 2**31 - 1), metavar="N")
+    chart: Path | None = option(  # noqa: RUF009
+        "--chart",
+        None,
+        "take the pod (grace period, hooks, probes, sidecar flags) from this Helm chart",
+        parse=Path,
+        metavar="DIR",
+    )
+    values: Path | None = option("--values", None, "values file for --chart", parse=Path, metavar="FILE")  # noqa: RUF009
+    logs: Path | None = option(  # noqa: RUF009
+        "--logs", None, "keep every container's log and termination log here", parse=Path, metavar="DIR"
+    )
+    json: bool = switch("--json", "print one JSON object (verdict, requests, pods) on stdout")
+    # Not a flag: what follows `--` (app_command_of).
+    app_command: tuple[str, ...]
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.grace_period_seconds, self.prestop_delay_seconds, REPORT_RESERVE_SECONDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """What an Options field's declaration says, in the form the parser needs."""
+
+    name: str
+    flag: str
+    default: str | None
+    help: str
+    parse: Callable[[str], object] | None  # None: a switch
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    from_chart: bool = False
+
+    @property
+    def dest(self) -> str:
+        return DEST_PREFIX + self.name
+
+    def value(self, given: str | None) -> object:
+        """The value from the flag's text (None when not given), or from its default. Raises
+        SettingsError naming the flag."""
+        if self.parse is None:
+            return bool(given)
+        text = self.default if given is None else given
+        if text is None:
+            return None
+        try:
+            return self.parse(text)
+        except ValueError as exc:
+            raise SettingsError(self.flag, str(exc)) from None
+
+
+def option_specs() -> Iterator[OptionSpec]:
+    for field in dataclasses.fields(Options):
+        if field.metadata:
+            yield OptionSpec(field.name, **field.metadata)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for spec in option_specs():
+        if spec.parse is None:
+            parser.add_argument(spec.flag, dest=spec.dest, action="store_true", default=None, help=spec.help)
+            continue
+        shown = "" if spec.default is None else f" [default {spec.default}]"
+        parser.add_argument(
+            spec.flag,
+            dest=spec.dest,
+            metavar=spec.metavar,
+            choices=spec.choices or None,
+            default=None,  # None = not given: --chart must tell a flag given from its default
+            help=spec.help + shown,
+        )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- APP CMD [ARGS...] (default: the demo app)")
+
+
 def app_command_of(remainder: Sequence[str]) -> tuple[str, ...]:
     command = list(remainder[1:] if remainder[:1] == ["--"] else remainder)
     if remainder and not command:
@@ -132,37 +224,19 @@ def app_command_of(remainder: Sequence[str]) -> tuple[str, ...]:
 
 def options_from_args(args: argparse.Namespace) -> Options:
     """Raises SettingsError for the first bad flag; nothing has started."""
-    chart = None if args.chart is None else Path(args.chart)
-    if chart is not None:
-        for flag, value in (
-            ("--mode", args.sidecar_mode),
-            ("--grace-period", args.grace_period),
-            ("--prestop-delay", args.prestop_delay),
-        ):
-            if value is not None:
-                raise SettingsError(flag, "comes from the chart with --chart; set it in the chart's values (--values)")
-    elif args.values is not None:
+    specs = list(option_specs())
+    given: dict[str, str | None] = {spec.name: getattr(args, spec.dest) for spec in specs}
+    if given["chart"] is not None:
+        for spec in specs:
+            if spec.from_chart and given[spec.name] is not None:
+                raise SettingsError(
+                    spec.flag, "comes from the chart with --chart; set it in the chart's values (--values)"
+                )
+    elif given["values"] is not None:
         raise SettingsError("--values", "only with --chart")
-    grace = _parse("--grace-period", args.grace_period or "10", parse_positive_seconds)
-    delay = _parse("--prestop-delay", args.prestop_delay or "3", parse_seconds)
-    if delay + REPORT_RESERVE_SECONDS >= grace:
-        raise SettingsError(
-            "--grace-period",
-            f"{grace:g}s is too short: it must exceed the prestop delay ({delay:g}s) "
-            f"+ the sidecar's report reserve ({REPORT_RESERVE_SECONDS:g}s)",
-        )
-    return Options(
-        mode=Mode(args.sidecar_mode or Mode.NATIVE.value),
-        timing=Timing(grace, delay, REPORT_RESERVE_SECONDS),
-        propagation_delay_seconds=_parse("--propagation-delay", args.propagation_delay, parse_seconds),
-        propagation_spread_seconds=_parse("--propagation-spread", args.propagation_spread, parse_seconds),
-        rate_per_second=_parse("--rps", args.rps, _rate),
-        pods=_parse("--pods", args.pods, _count(1, MAX_PODS)),
-        request_timeout_seconds=_parse("--request-timeout", args.request_timeout, parse_positive_seconds),
-        seed=_parse("--seed", args.seed, _count(0, 2**31 - 1)),
-        app_command=app_command_of(args.command),
-        chart=chart,
-        values=None if args.values is None else Path(args.values),
-        logs=None if args.logs is None else Path(args.logs),
-        json=args.json,
-    )
+    values = {spec.name: spec.value(given[spec.name]) for spec in specs}
+    options = Options(**values, app_command=app_command_of(args.command))  # type: ignore[arg-type]
+    problem = options.budget.problem()
+    if problem is not None:
+        raise SettingsError("--grace-period", problem)
+    return options

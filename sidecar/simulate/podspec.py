@@ -10,6 +10,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from sidecar.deadline import Budget
+
 # Each simulated pod gets its own loopback ports, as each real pod gets its own IP. Templates
 # name them symbolically; commands carry them as these placeholders, replaced per pod.
 APP_PORT: Final = "app"
@@ -19,12 +21,10 @@ ADMIN_PORT_PLACEHOLDER: Final = "{admin_port}"
 TERMINATION_LOG_PLACEHOLDER: Final = "{termination_log}"
 POD_NAME_PLACEHOLDER: Final = "{pod_name}"  # in env values: the downward API's metadata.name
 
-# A Kubernetes probe's defaults (core/v1 Probe), and the kubelet's floor on the time a container
-# gets after its SIGTERM when the preStop hook used the whole grace period.
+# A Kubernetes probe's defaults (core/v1 Probe).
 PROBE_DEFAULT_PERIOD_SECONDS: Final = 10.0
 PROBE_DEFAULT_TIMEOUT_SECONDS: Final = 1.0
 PROBE_DEFAULT_FAILURE_THRESHOLD: Final = 3
-MINIMUM_GRACE_SECONDS: Final = 2.0
 
 
 class Mode(enum.Enum):
@@ -84,19 +84,13 @@ class PodTemplate:
         return (*self.sidecars, *self.containers)
 
 
-@dataclasses.dataclass(frozen=True)
-class Timing:
-    grace_period_seconds: float
-    prestop_delay_seconds: float
-    report_reserve_seconds: float
-
-
 def demo_app_command() -> tuple[str, ...]:
-    """The built-in demo app: drains at SIGTERM, 50 ms per request."""
+    """The built-in demo app (sidecar.simulate.demo_app): drains at SIGTERM, 50 ms per request. Run
+    by its alias sidecar.demo, the command --json has always shown in its settings."""
     return (sys.executable, "-m", "sidecar.demo", "--port", PORT_PLACEHOLDER)
 
 
-def sidecar_command(subcommand: str, timing: Timing, *extra: str) -> tuple[str, ...]:
+def sidecar_command(subcommand: str, budget: Budget, *extra: str) -> tuple[str, ...]:
     return (
         sys.executable,
         "-m",
@@ -104,9 +98,9 @@ def sidecar_command(subcommand: str, timing: Timing, *extra: str) -> tuple[str, 
         subcommand,
         "--host=127.0.0.1",
         f"--port={ADMIN_PORT_PLACEHOLDER}",
-        f"--grace-period={timing.grace_period_seconds:g}",
-        f"--prestop-delay={timing.prestop_delay_seconds:g}",
-        f"--report-reserve={timing.report_reserve_seconds:g}",
+        f"--grace-period={budget.grace_period_seconds:g}",
+        f"--prestop-delay={budget.prestop_delay_seconds:g}",
+        f"--report-reserve={budget.report_reserve_seconds:g}",
         f"--app-port={PORT_PLACEHOLDER}",
         f"--termination-log={TERMINATION_LOG_PLACEHOLDER}",
         *extra,
@@ -122,17 +116,17 @@ APP_READINESS: Final = Probe(TcpSocket(APP_PORT), period_seconds=1, failure_thre
 PRESTOP_HOOK: Final = HttpGet(ADMIN_PORT, "/prestop")
 
 
-def template_for_mode(mode: Mode, timing: Timing, app_command: Sequence[str]) -> PodTemplate:
+def template_for_mode(mode: Mode, budget: Budget, app_command: Sequence[str]) -> PodTemplate:
     """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it."""
     app = ContainerSpec("app", tuple(app_command), serves_traffic=True)
-    grace = timing.grace_period_seconds
+    grace = budget.grace_period_seconds
     if mode is Mode.NONE:
         # No hook: the app gets its SIGTERM the moment the pod is deleted.
         return PodTemplate(mode, grace, (), (dataclasses.replace(app, readiness=APP_READINESS),))
     if mode is Mode.RUN:
         wrapper = ContainerSpec(
             "app",
-            (*sidecar_command("run", timing), "--", *app_command),
+            (*sidecar_command("run", budget), "--", *app_command),
             pre_stop=PRESTOP_HOOK,
             readiness=SIDECAR_READINESS,  # in run mode /readyz also checks the app and its port
             serves_traffic=True,
@@ -143,7 +137,7 @@ def template_for_mode(mode: Mode, timing: Timing, app_command: Sequence[str]) ->
     native = mode is Mode.NATIVE
     sidecar = ContainerSpec(
         "shutdown-sidecar",
-        sidecar_command("serve", timing, *(("--native-sidecar=true",) if native else ())),
+        sidecar_command("serve", budget, *(("--native-sidecar=true",) if native else ())),
         readiness=SIDECAR_READINESS,
         startup=SIDECAR_STARTUP,
         reports=True,
@@ -163,3 +157,12 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
             filled_arg = filled_arg.replace(placeholder, value)
         filled.append(filled_arg)
     return filled
+
+
+def filled_command(spec: ContainerSpec, values: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The container's argv and environment with the placeholders filled in; the container that
+    serves traffic also gets the app's port as $PORT."""
+    env = {name: substitute([value], values)[0] for name, value in spec.env.items()}
+    if spec.serves_traffic:
+        env["PORT"] = values[PORT_PLACEHOLDER]
+    return substitute(spec.argv, values), env

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Final
 
 from sidecar.simulate.endpoints import Balancer, Propagation
-from sidecar.simulate.kubelet import Pod, PodRecord, PodStartError
+from sidecar.simulate.kubelet import Pod, PodStartError
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
+from sidecar.simulate.records import PodRecord
 
 # Steady traffic before the first deletion: the "running" phase is then measured too.
 WARM_UP_SECONDS: Final = 1.0

@@ -8,9 +8,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sidecar.simulate.kubelet import ContainerRecord, PodRecord
 from sidecar.simulate.load import Tally
 from sidecar.simulate.podspec import Mode
+from sidecar.simulate.records import ContainerRecord, PodRecord
 
 Document = dict[str, Any]
 

@@ -7,8 +7,8 @@ import json
 from typing import Final
 
 from sidecar.simulate.client import Failure, Result
-from sidecar.simulate.kubelet import ContainerRecord, PodRecord
 from sidecar.simulate.load import Tally
+from sidecar.simulate.records import ContainerRecord, PodRecord
 
 DELETED_AT: Final = 100.0  # on the simulation clock; the documents count from here
 CREATED_AT: Final = 40.0

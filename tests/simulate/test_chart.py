@@ -1,11 +1,10 @@
-"""simulate --chart: the project's chart rendered by the real Helm engine and read into the pod the
-simulator runs; the reading rules on small hand-written manifests; the `helm` executable fallback."""
+"""simulate --chart: the project's chart read into the pod the simulator runs, and the pod-level
+reading rules (which container is the sidecar, in which mode, its flags rewritten for loopback) on
+small hand-written manifests. Rendering is tested in test_helm, each container in test_manifest."""
 
 from __future__ import annotations
 
-import re
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from sidecar.simulate.chart import load_chart_template, template_from_manifests
-from sidecar.simulate.helm import ChartError, render_chart
+from sidecar.simulate.helm import ChartError
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -28,8 +27,8 @@ from sidecar.simulate.podspec import (
     Probe,
     TcpSocket,
 )
+from tests.simulate.manifests import CHART, HOOK, NATIVE, app_container, deployment, sidecar_container
 
-CHART = Path(__file__).resolve().parent.parent.parent / "charts" / "shutdown-sidecar"
 APP_COMMAND = ("my-app", "--listen", PORT_PLACEHOLDER)
 SIDECAR_PREFIX = (sys.executable, "-m", "sidecar")
 
@@ -53,13 +52,6 @@ def the_app(template: PodTemplate) -> ContainerSpec:
 
 
 # --- the project's chart, rendered ---------------------------------------------------------------
-
-
-def test_render_chart_default_values_renders_the_workload_without_notes() -> None:
-    objects = render_chart(CHART, None)
-    kinds = sorted(obj["kind"] for obj in objects)
-    assert kinds == ["Deployment", "Service"]
-    assert objects[0]["metadata"]["name"] == "simulate-shutdown-sidecar"
 
 
 def test_chart_default_values_run_the_sidecar_native_next_to_the_app(tmp_path: Path) -> None:
@@ -146,119 +138,7 @@ def test_chart_app_values_reach_the_app(tmp_path: Path) -> None:
     assert "--grace-period=45" in the_sidecar(template).argv
 
 
-def test_render_chart_timing_the_chart_refuses_raises_helms_message(tmp_path: Path) -> None:
-    with pytest.raises(ChartError, match=r"^--chart: .*timing: terminationGracePeriodSeconds \(10\) must be at least"):
-        chart_template(tmp_path, {"terminationGracePeriodSeconds": 10})
-
-
-def test_render_chart_schema_violation_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ChartError, match="value must be one of") as caught:
-        chart_template(tmp_path, {"sidecar": {"mode": "sometimes"}})
-    assert "\n" not in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("name", "reason"),
-    [
-        pytest.param("absent", "does not exist", id="missing"),
-        pytest.param("", r"is not a Helm chart \(no Chart\.yaml\)", id="not-a-chart"),
-    ],
-)
-def test_render_chart_without_a_chart_names_chart(tmp_path: Path, name: str, reason: str) -> None:
-    with pytest.raises(ChartError, match=rf"^--chart: {re.escape(str(tmp_path / name))} {reason}$"):
-        render_chart(tmp_path / name, None)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        pytest.param("- a\n- b\n", id="list"),
-        pytest.param("just words\n", id="scalar"),
-        pytest.param("sidecar: [\n", id="not-yaml"),
-    ],
-)
-def test_render_chart_values_not_a_mapping_names_values(tmp_path: Path, text: str) -> None:
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(text)
-    with pytest.raises(ChartError, match=rf"^--values: {re.escape(str(values_file))}"):
-        render_chart(CHART, values_file)
-
-
-def test_render_chart_missing_values_file_names_values(tmp_path: Path) -> None:
-    with pytest.raises(ChartError, match=r"^--values: cannot read"):
-        render_chart(CHART, tmp_path / "absent.yaml")
-
-
-# --- the `helm` executable, when helm-python-sdk is not installed ---------------------------------
-
-FAKE_HELM = """\
-#!{python}
-import pathlib, sys
-pathlib.Path(sys.argv[0]).with_name("argv.txt").write_text("\\n".join(sys.argv[1:]))
-{body}
-"""
-
-
-def fake_helm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> Path:
-    """A `helm` executable alone on PATH, recording its arguments; helm_python made unimportable."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    helm = bin_dir / "helm"
-    helm.write_text(FAKE_HELM.format(python=sys.executable, body=textwrap.dedent(body)))
-    helm.chmod(0o755)
-    monkeypatch.setenv("PATH", str(bin_dir))
-    monkeypatch.setitem(sys.modules, "helm_python", None)
-    return bin_dir / "argv.txt"
-
-
-def test_render_chart_without_sdk_runs_helm_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text("replicaCount: 1\n")
-    manifest = "---\n# Source: x/templates/a.yaml\nkind: Service\n---\nkind: Deployment\n"
-    argv_file = fake_helm(tmp_path, monkeypatch, f"sys.stdout.write({manifest!r})")
-    objects = render_chart(CHART, values_file)
-    assert objects == [{"kind": "Service"}, {"kind": "Deployment"}]
-    expected = ["template", "simulate", str(CHART), "--namespace", "default", "--values", str(values_file)]
-    assert argv_file.read_text().splitlines() == expected
-
-
-def test_render_chart_without_sdk_reports_helms_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    body = """
-        sys.stderr.write("WARNING: something minor\\nError: execution error at (t.yaml:1:2):\\n  timing: too short\\n")
-        sys.exit(1)
-    """
-    fake_helm(tmp_path, monkeypatch, body)
-    with pytest.raises(ChartError, match=r"does not render: execution error at \(t\.yaml:1:2\): timing: too short$"):
-        render_chart(CHART, None)
-
-
-def test_render_chart_without_any_engine_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setitem(sys.modules, "helm_python", None)
-    with pytest.raises(ChartError, match=r"pip install 'shutdown-sidecar\[chart\]'.*helm"):
-        render_chart(CHART, None)
-
-
 # --- reading hand-written manifests --------------------------------------------------------------
-
-
-def deployment(*containers: dict[str, Any], init: tuple[dict[str, Any], ...] = (), **pod: Any) -> list[dict[str, Any]]:
-    spec = {"containers": list(containers), **pod}
-    if init:
-        spec["initContainers"] = list(init)
-    return [{"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"template": {"spec": spec}}}]
-
-
-def app_container(name: str = "web", **fields: Any) -> dict[str, Any]:
-    return {"name": name, "image": "web:1", "ports": [{"name": "http", "containerPort": 8080}], **fields}
-
-
-def sidecar_container(*args: str, **fields: Any) -> dict[str, Any]:
-    return {"name": "shutdown-sidecar", "args": list(args), "ports": [{"containerPort": 9180}], **fields}
-
-
-NATIVE = {"restartPolicy": "Always"}
-HOOK = {"preStop": {"httpGet": {"path": "/prestop", "port": 9180}}}
 
 
 def test_template_without_sidecar_is_the_baseline() -> None:
@@ -276,31 +156,6 @@ def test_template_two_app_containers_raise_with_their_names() -> None:
     objects = deployment(app_container("web"), app_container("worker"), init=(sidecar_container("serve", **NATIVE),))
     with pytest.raises(ChartError, match="web, worker"):
         template_from_manifests(objects, APP_COMMAND)
-
-
-def test_template_exec_pre_stop_raises() -> None:
-    app = app_container(lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})
-    with pytest.raises(ChartError, match=r"container web: a preStop exec hook; only httpGet"):
-        template_from_manifests(deployment(app, sidecar_container("serve")), APP_COMMAND)
-
-
-@pytest.mark.parametrize(
-    "probe",
-    [
-        pytest.param({"httpGet": {"path": "/ready", "port": "metrics"}}, id="unknown-name"),
-        pytest.param({"tcpSocket": {"port": 7000}}, id="unknown-number"),
-    ],
-)
-def test_template_unresolvable_probe_port_raises(probe: dict[str, Any]) -> None:
-    app = app_container(readinessProbe=probe)
-    with pytest.raises(ChartError, match=r"container web readinessProbe: port .* is not a port of the pod"):
-        template_from_manifests(deployment(app, sidecar_container("serve")), APP_COMMAND)
-
-
-def test_template_exec_probe_raises() -> None:
-    app = app_container(startupProbe={"exec": {"command": ["true"]}})
-    with pytest.raises(ChartError, match="startupProbe: only httpGet and tcpSocket"):
-        template_from_manifests(deployment(app), APP_COMMAND)
 
 
 def test_template_two_token_flags_are_rewritten() -> None:
@@ -377,40 +232,6 @@ def test_template_run_wrapper_replaces_the_apps_command() -> None:
     assert container.readiness.action == HttpGet(ADMIN_PORT, "/readyz")
 
 
-@pytest.mark.parametrize(
-    ("source", "expected"),
-    [
-        pytest.param({"fieldRef": {"fieldPath": "status.podIP"}}, None, id="other-field-dropped"),
-        pytest.param({"configMapKeyRef": {"name": "c", "key": "k"}}, None, id="config-map-dropped"),
-        pytest.param({"secretKeyRef": {"name": "s", "key": "plain"}}, "from-string-data", id="string-data"),
-        pytest.param({"secretKeyRef": {"name": "s", "key": "coded"}}, "from-data", id="data-decoded"),
-        pytest.param({"secretKeyRef": {"name": "s", "key": "absent", "optional": True}}, None, id="optional-absent"),
-    ],
-)
-def test_template_env_value_from(source: dict[str, Any], expected: str | None) -> None:
-    secret = {
-        "kind": "Secret",
-        "metadata": {"name": "s"},
-        "data": {"coded": "ZnJvbS1kYXRh"},  # base64 of from-data
-        "stringData": {"plain": "from-string-data"},
-    }
-    app = app_container(env=[{"name": "VALUE", "valueFrom": source}])
-    (container,) = template_from_manifests([*deployment(app), secret], APP_COMMAND).containers
-    assert container.env.get("VALUE") == expected
-
-
-def test_template_missing_secret_key_raises_naming_it() -> None:
-    app = app_container(env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}])
-    with pytest.raises(ChartError, match="env TOKEN: Secret creds key token is not in the render"):
-        template_from_manifests(deployment(app), APP_COMMAND)
-
-
 def test_template_without_workload_raises() -> None:
     with pytest.raises(ChartError, match="no Deployment, StatefulSet or DaemonSet"):
         template_from_manifests([{"kind": "Service"}], APP_COMMAND)
-
-
-def test_render_chart_without_pyyaml_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "yaml", None)
-    with pytest.raises(ChartError, match=r"needs PyYAML: pip install 'shutdown-sidecar\[chart\]'$"):
-        render_chart(CHART, None)

@@ -99,37 +99,37 @@ async def get_from(behaviour: Behaviour, timeout_seconds: float = 2.0) -> Result
         pytest.param(answering_garbage, Result(None, Failure.RESET), id="garbage-reset"),
     ],
 )
-def test_http_get_classifies_what_the_server_did(behaviour: Behaviour, expected: Result) -> None:
-    assert asyncio.run(get_from(behaviour)) == expected
+@pytest.mark.anyio
+async def test_http_get_classifies_what_the_server_did(behaviour: Behaviour, expected: Result) -> None:
+    assert await get_from(behaviour) == expected
 
 
-def test_http_get_times_out_when_the_server_never_answers() -> None:
-    async def scenario() -> tuple[Result, float]:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        result = await get_from(never_answering, timeout_seconds=0.2)
-        return result, loop.time() - started
-
-    result, took = asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_http_get_times_out_when_the_server_never_answers() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await get_from(never_answering, timeout_seconds=0.2)
+    took = loop.time() - started
     assert result == Result(None, Failure.TIMEOUT)
-    assert 0.2 <= took < 1.0
+    # Not before the timeout; the upper bound only tells the timeout from a hang (the server
+    # never answers), with room for a loaded machine.
+    assert 0.2 <= took < 3.0
 
 
-def test_http_get_on_a_closed_port_is_refused() -> None:
-    result = asyncio.run(http_get(closed_port(), "/", timeout_seconds=2.0))
+@pytest.mark.anyio
+async def test_http_get_on_a_closed_port_is_refused() -> None:
+    result = await http_get(closed_port(), "/", timeout_seconds=2.0)
     assert result == Result(None, Failure.REFUSED)
 
 
-def test_http_get_sends_the_path_and_headers_and_asks_to_close() -> None:
-    async def scenario() -> list[bytes]:
-        async with serving(answering(200)) as server:
-            result = await http_get(
-                server.port, "/prestop", timeout_seconds=2.0, headers=[("Authorization", "Bearer t0k"), ("X-A", "1")]
-            )
-            assert result.is_ok
-            return server.heads
-
-    (head,) = asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_http_get_sends_the_path_and_headers_and_asks_to_close() -> None:
+    async with serving(answering(200)) as server:
+        result = await http_get(
+            server.port, "/prestop", timeout_seconds=2.0, headers=[("Authorization", "Bearer t0k"), ("X-A", "1")]
+        )
+        assert result.is_ok
+        (head,) = server.heads
     lines = head.decode().split("\r\n")
     assert lines[0] == "GET /prestop HTTP/1.1"
     assert "Authorization: Bearer t0k" in lines
@@ -138,13 +138,12 @@ def test_http_get_sends_the_path_and_headers_and_asks_to_close() -> None:
     assert any(line.startswith("Host: 127.0.0.1:") for line in lines)
 
 
-def test_tcp_connect_is_true_when_something_listens() -> None:
-    async def scenario() -> bool:
-        async with serving(closing_at_once) as server:
-            return await tcp_connect(server.port, timeout_seconds=2.0)
-
-    assert asyncio.run(scenario()) is True
+@pytest.mark.anyio
+async def test_tcp_connect_is_true_when_something_listens() -> None:
+    async with serving(closing_at_once) as server:
+        assert await tcp_connect(server.port, timeout_seconds=2.0) is True
 
 
-def test_tcp_connect_is_false_on_a_closed_port() -> None:
-    assert asyncio.run(tcp_connect(closed_port(), timeout_seconds=2.0)) is False
+@pytest.mark.anyio
+async def test_tcp_connect_is_false_on_a_closed_port() -> None:
+    assert await tcp_connect(closed_port(), timeout_seconds=2.0) is False

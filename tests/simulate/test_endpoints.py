@@ -62,149 +62,131 @@ def balancer_with(
     return Balancer(loop, propagation, rng or seeded(1), on_applied=applied), applied, loop
 
 
-def test_balancer_routes_to_a_ready_endpoint_only_after_the_propagation_delay() -> None:
-    async def scenario() -> None:
-        balancer, applied, loop = balancer_with(Propagation(0.05))
-        published_at = loop.time()
-        waiting = applied.expect("pod-1")
-        assert balancer.publish("pod-1", True) == 0.05
-        assert balancer.pick() is None
-        assert balancer.ready == ()
-        await waiting
-        assert loop.time() - published_at >= 0.05
-        assert balancer.pick() == "pod-1"
-        assert balancer.ready == ("pod-1",)
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_routes_to_a_ready_endpoint_only_after_the_propagation_delay() -> None:
+    balancer, applied, loop = balancer_with(Propagation(0.05))
+    published_at = loop.time()
+    waiting = applied.expect("pod-1")
+    assert balancer.publish("pod-1", True) == 0.05
+    assert balancer.pick() is None
+    assert balancer.ready == ()
+    await waiting
+    assert loop.time() - published_at >= 0.05
+    assert balancer.pick() == "pod-1"
+    assert balancer.ready == ("pod-1",)
 
 
-def test_balancer_keeps_routing_to_a_removed_endpoint_until_the_removal_arrives() -> None:
-    async def scenario() -> None:
-        balancer, applied, loop = balancer_with(Propagation(0.05))
-        waiting = applied.expect("pod-1")
-        balancer.publish("pod-1", True)
-        await waiting
-        waiting = applied.expect("pod-1")
-        removed_at = loop.time()
-        balancer.publish("pod-1", False)
-        assert balancer.pick() == "pod-1", "kube-proxy still routes to it until the change arrives"
-        await waiting
-        assert loop.time() - removed_at >= 0.05
-        assert balancer.pick() is None
-        assert applied.changes == [("pod-1", True), ("pod-1", False)]
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_keeps_routing_to_a_removed_endpoint_until_the_removal_arrives() -> None:
+    balancer, applied, loop = balancer_with(Propagation(0.05))
+    waiting = applied.expect("pod-1")
+    balancer.publish("pod-1", True)
+    await waiting
+    waiting = applied.expect("pod-1")
+    removed_at = loop.time()
+    balancer.publish("pod-1", False)
+    assert balancer.pick() == "pod-1", "kube-proxy still routes to it until the change arrives"
+    await waiting
+    assert loop.time() - removed_at >= 0.05
+    assert balancer.pick() is None
+    assert applied.changes == [("pod-1", True), ("pod-1", False)]
 
 
-def test_balancer_pick_is_none_when_it_knows_no_endpoint() -> None:
-    async def scenario() -> None:
-        balancer, _, _ = balancer_with(Propagation(0.0))
-        assert balancer.pick() is None
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_pick_is_none_when_it_knows_no_endpoint() -> None:
+    balancer, _, _ = balancer_with(Propagation(0.0))
+    assert balancer.pick() is None
 
 
-def test_balancer_picks_round_robin_over_the_ready_endpoints() -> None:
-    async def scenario() -> list[str | None]:
-        balancer, applied, _ = balancer_with(Propagation(0.0))
-        endpoints = ["pod-1", "pod-2", "pod-3"]
-        waiting = [applied.expect(e) for e in endpoints]
-        for endpoint in endpoints:
-            balancer.publish(endpoint, True)
-        await asyncio.gather(*waiting)
-        return [balancer.pick() for _ in range(7)]
-
-    picks = asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_picks_round_robin_over_the_ready_endpoints() -> None:
+    balancer, applied, _ = balancer_with(Propagation(0.0))
+    endpoints = ["pod-1", "pod-2", "pod-3"]
+    waiting = [applied.expect(e) for e in endpoints]
+    for endpoint in endpoints:
+        balancer.publish(endpoint, True)
+    await asyncio.gather(*waiting)
+    picks = [balancer.pick() for _ in range(7)]
     assert sorted(picks[:3]) == ["pod-1", "pod-2", "pod-3"]
     assert picks[3:6] == picks[:3]
     assert picks[6] == picks[0]
 
 
-def test_balancer_round_robin_goes_on_over_the_rest_after_a_removal() -> None:
-    async def scenario() -> list[str | None]:
-        balancer, applied, _ = balancer_with(Propagation(0.0))
-        for endpoint in ("pod-1", "pod-2", "pod-3"):
-            waiting = applied.expect(endpoint)
-            balancer.publish(endpoint, True)
-            await waiting
-        balancer.pick()
-        waiting = applied.expect("pod-2")
-        balancer.publish("pod-2", False)
+@pytest.mark.anyio
+async def test_balancer_round_robin_goes_on_over_the_rest_after_a_removal() -> None:
+    balancer, applied, _ = balancer_with(Propagation(0.0))
+    for endpoint in ("pod-1", "pod-2", "pod-3"):
+        waiting = applied.expect(endpoint)
+        balancer.publish(endpoint, True)
         await waiting
-        return [balancer.pick() for _ in range(4)]
-
-    picks = asyncio.run(scenario())
+    balancer.pick()
+    waiting = applied.expect("pod-2")
+    balancer.publish("pod-2", False)
+    await waiting
+    picks = [balancer.pick() for _ in range(4)]
     assert sorted(picks[:2]) == ["pod-1", "pod-3"]
     assert picks[2:] == picks[:2]
 
 
-def test_balancer_applies_the_later_change_when_the_earlier_arrives_last() -> None:
-    async def scenario() -> None:
-        # Ready takes 0.10 s to arrive, the removal published after it only 0.02 s; the witness
-        # change on another endpoint arrives after both.
-        balancer, applied, _ = balancer_with(Propagation(0.0, 1.0), ChosenDelays([0.10, 0.02, 0.15]))
-        witness = applied.expect("witness")
-        removal = applied.expect("pod-1")
-        assert balancer.publish("pod-1", True) == 0.10
-        assert balancer.publish("pod-1", False) == 0.02
-        balancer.publish("witness", True)
-        await removal
-        assert balancer.is_settled() is False, "the witness has not arrived"
-        await witness
-        assert balancer.is_settled() is True
-        assert balancer.ready == ("witness",), "the stale 'ready' must not put pod-1 back"
-        assert applied.changes == [("pod-1", False), ("witness", True)]
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_applies_the_later_change_when_the_earlier_arrives_last() -> None:
+    # Ready takes 0.10 s to arrive, the removal published after it only 0.02 s; the witness
+    # change on another endpoint arrives after both.
+    balancer, applied, _ = balancer_with(Propagation(0.0, 1.0), ChosenDelays([0.10, 0.02, 0.15]))
+    witness = applied.expect("witness")
+    removal = applied.expect("pod-1")
+    assert balancer.publish("pod-1", True) == 0.10
+    assert balancer.publish("pod-1", False) == 0.02
+    balancer.publish("witness", True)
+    await removal
+    assert balancer.is_settled() is False, "the witness has not arrived"
+    await witness
+    assert balancer.is_settled() is True
+    assert balancer.ready == ("witness",), "the stale 'ready' must not put pod-1 back"
+    assert applied.changes == [("pod-1", False), ("witness", True)]
 
 
-def test_balancer_applies_each_change_after_its_own_drawn_delay() -> None:
-    async def scenario() -> None:
-        balancer, applied, _ = balancer_with(Propagation(0.0, 1.0), ChosenDelays([0.02, 0.05]))
-        first, second = applied.expect("pod-1"), applied.expect("pod-2")
-        balancer.publish("pod-1", True)
-        balancer.publish("pod-2", True)
-        await first
-        assert balancer.ready == ("pod-1",)
-        await second
-        assert balancer.ready == ("pod-1", "pod-2")
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_applies_each_change_after_its_own_drawn_delay() -> None:
+    balancer, applied, _ = balancer_with(Propagation(0.0, 1.0), ChosenDelays([0.02, 0.05]))
+    first, second = applied.expect("pod-1"), applied.expect("pod-2")
+    balancer.publish("pod-1", True)
+    balancer.publish("pod-2", True)
+    await first
+    assert balancer.ready == ("pod-1",)
+    await second
+    assert balancer.ready == ("pod-1", "pod-2")
 
 
-def test_balancer_is_settled_once_every_published_change_has_arrived() -> None:
-    async def scenario() -> None:
-        balancer, applied, _ = balancer_with(Propagation(0.05))
-        assert balancer.is_settled(), "nothing published"
-        waiting = applied.expect("pod-1")
-        balancer.publish("pod-1", True)
-        assert not balancer.is_settled()
-        await waiting
-        assert balancer.is_settled()
-        waiting = applied.expect("pod-1")
-        balancer.publish("pod-1", False)
-        assert not balancer.is_settled()
-        await waiting
-        assert balancer.is_settled()
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_is_settled_once_every_published_change_has_arrived() -> None:
+    balancer, applied, _ = balancer_with(Propagation(0.05))
+    assert balancer.is_settled(), "nothing published"
+    waiting = applied.expect("pod-1")
+    balancer.publish("pod-1", True)
+    assert not balancer.is_settled()
+    await waiting
+    assert balancer.is_settled()
+    waiting = applied.expect("pod-1")
+    balancer.publish("pod-1", False)
+    assert not balancer.is_settled()
+    await waiting
+    assert balancer.is_settled()
 
 
-def test_balancer_close_cancels_the_pending_changes() -> None:
-    async def scenario() -> None:
-        balancer, applied, _ = balancer_with(Propagation(0.05))
-        balancer.publish("pod-1", True)
-        balancer.close()
-        # A second balancer's later change: once it arrives, the first one's would have too.
-        witness, witnessed, _ = balancer_with(Propagation(0.10))
-        waiting = witnessed.expect("witness")
-        witness.publish("witness", True)
-        await waiting
-        assert applied.changes == []
-        assert balancer.pick() is None
-        assert not balancer.is_settled()
-
-    asyncio.run(scenario())
+@pytest.mark.anyio
+async def test_balancer_close_cancels_the_pending_changes() -> None:
+    balancer, applied, _ = balancer_with(Propagation(0.05))
+    balancer.publish("pod-1", True)
+    balancer.close()
+    # A second balancer's later change: once it arrives, the first one's would have too.
+    witness, witnessed, _ = balancer_with(Propagation(0.10))
+    waiting = witnessed.expect("witness")
+    witness.publish("witness", True)
+    await waiting
+    assert applied.changes == []
+    assert balancer.pick() is None
+    assert not balancer.is_settled()
 
 
 def test_propagation_draw_without_spread_is_the_delay() -> None:
@@ -234,13 +216,12 @@ def test_propagation_draw_is_reproducible_from_the_seed() -> None:
         pytest.param(Propagation(2.0, 1.0), (2.0, 3.0), id="delay-and-spread"),
     ],
 )
-def test_balancer_publish_returns_the_drawn_delay(propagation: Propagation, bounds: tuple[float, float]) -> None:
-    async def scenario() -> float:
-        balancer, _, _ = balancer_with(propagation)
-        try:
-            return balancer.publish("pod-1", True)
-        finally:
-            balancer.close()
-
+@pytest.mark.anyio
+async def test_balancer_publish_returns_the_drawn_delay(propagation: Propagation, bounds: tuple[float, float]) -> None:
+    balancer, _, _ = balancer_with(propagation)
+    try:
+        delay = balancer.publish("pod-1", True)
+    finally:
+        balancer.close()
     low, high = bounds
-    assert low <= asyncio.run(scenario()) <= high
+    assert low <= delay <= high

@@ -9,8 +9,16 @@ import pytest
 
 from sidecar.cli import build_parser, main
 from sidecar.config import SettingsError
-from sidecar.simulate.options import MAX_PODS, MAX_RATE_PER_SECOND, REPORT_RESERVE_SECONDS, Options, options_from_args
-from sidecar.simulate.podspec import Mode, Timing, demo_app_command
+from sidecar.deadline import Budget
+from sidecar.simulate.options import (
+    MAX_PODS,
+    MAX_RATE_PER_SECOND,
+    REPORT_RESERVE_SECONDS,
+    Options,
+    option_specs,
+    options_from_args,
+)
+from sidecar.simulate.podspec import Mode, demo_app_command
 
 MISSING_COMMAND = "shutdown-sidecar-test-no-such-command"
 
@@ -22,7 +30,7 @@ def options(*flags: str) -> Options:
 def test_options_defaults() -> None:
     got = options()
     assert got.mode is Mode.NATIVE
-    assert got.timing == Timing(10.0, 3.0, REPORT_RESERVE_SECONDS)
+    assert got.budget == Budget(10.0, 3.0, REPORT_RESERVE_SECONDS)
     assert got.propagation_delay_seconds == 2.0
     assert got.propagation_spread_seconds == 0.0
     assert got.rate_per_second == 50.0
@@ -31,6 +39,21 @@ def test_options_defaults() -> None:
     assert got.seed == 1
     assert got.app_command == demo_app_command()
     assert (got.chart, got.values, got.logs, got.json) == (None, None, None, False)
+
+
+def test_options_help_shows_each_declared_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for spec in option_specs():
+        assert spec.flag in help_text
+        if spec.default is not None:
+            assert f"[default {spec.default}]" in help_text, spec.flag
+
+
+def test_options_every_field_but_the_app_command_is_a_flag() -> None:
+    declared = {spec.name for spec in option_specs()}
+    assert declared == {field for field in Options.__dataclass_fields__} - {"app_command"}
 
 
 def test_options_take_every_flag() -> None:
@@ -48,7 +71,7 @@ def test_options_take_every_flag() -> None:
         "--json",
     )
     assert got.mode is Mode.CLASSIC
-    assert got.timing == Timing(30.0, 5.0, REPORT_RESERVE_SECONDS)
+    assert got.budget == Budget(30.0, 5.0, REPORT_RESERVE_SECONDS)
     assert (got.propagation_delay_seconds, got.propagation_spread_seconds) == (1.5, 0.5)
     assert (got.rate_per_second, got.pods, got.request_timeout_seconds, got.seed) == (200.0, MAX_PODS, 2.0, 7)
     assert str(got.logs) == "rehearsal-logs"
@@ -61,7 +84,7 @@ def test_options_mode_takes_each_mode(mode: Mode) -> None:
 
 
 def test_options_grace_period_just_longer_than_prestop_delay_and_reserve_is_accepted() -> None:
-    assert options("--grace-period=4.5", "--prestop-delay=3").timing.grace_period_seconds == 4.5
+    assert options("--grace-period=4.5", "--prestop-delay=3").budget.grace_period_seconds == 4.5
 
 
 def test_options_chart_with_values() -> None:

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from sidecar.deadline import Budget
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -20,18 +21,17 @@ from sidecar.simulate.podspec import (
     PodTemplate,
     Probe,
     TcpSocket,
-    Timing,
     substitute,
     template_for_mode,
 )
 
-TIMING = Timing(grace_period_seconds=12.5, prestop_delay_seconds=2.5, report_reserve_seconds=1.5)
+BUDGET = Budget(grace_period_seconds=12.5, prestop_delay_seconds=2.5, report_reserve_seconds=1.5)
 APP_COMMAND = ("my-app", "--listen", f"127.0.0.1:{PORT_PLACEHOLDER}", '{"a": 1}')
 SIDECAR_NAME = "shutdown-sidecar"
 
 
 def template(mode: Mode) -> PodTemplate:
-    return template_for_mode(mode, TIMING, APP_COMMAND)
+    return template_for_mode(mode, BUDGET, APP_COMMAND)
 
 
 def app_of(pod: PodTemplate) -> ContainerSpec:
@@ -128,7 +128,7 @@ def test_template_sidecar_argv_carries_the_timing_and_ports(mode: Mode) -> None:
 def test_template_has_one_container_that_serves_traffic(mode: Mode) -> None:
     pod = template(mode)
     assert sum(c.serves_traffic for c in pod.all_containers) == 1
-    assert pod.grace_period_seconds == TIMING.grace_period_seconds
+    assert pod.grace_period_seconds == BUDGET.grace_period_seconds
 
 
 VALUES = {

@@ -12,10 +12,10 @@ import pytest
 from sidecar.cli import build_parser
 from sidecar.simulate.client import Failure
 from sidecar.simulate.command import settings_document
-from sidecar.simulate.kubelet import PodRecord
 from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, Tally
 from sidecar.simulate.options import options_from_args
 from sidecar.simulate.podspec import Mode, template_for_mode
+from sidecar.simulate.records import PodRecord
 from sidecar.simulate.render import (
     BAR_WIDTH,
     LEGEND,
@@ -36,7 +36,7 @@ def result(
 ) -> Document:
     """What simulate would print for these records, with the settings `simulate FLAGS` gives."""
     options = options_from_args(build_parser().parse_args(["simulate", *flags]))
-    template = template_for_mode(mode or options.mode, options.timing, options.app_command)
+    template = template_for_mode(mode or options.mode, options.budget, options.app_command)
     return result_document(template.mode, settings_document(options, template), counted, records, duration)
 
 

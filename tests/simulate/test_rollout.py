@@ -46,9 +46,10 @@ class StandInPod:
             raise
 
 
-def test_start_together_raises_the_first_start_error_and_stops_the_other_starts() -> None:
+@pytest.mark.anyio
+async def test_start_together_raises_the_first_start_error_and_stops_the_other_starts() -> None:
     starting = StandInPod("old-1", fails=False)
     failing = StandInPod("old-2", fails=True)
     with pytest.raises(PodStartError, match="old-2: app exited"):
-        asyncio.run(start_together([starting, failing]))  # type: ignore[list-item]
+        await start_together([starting, failing])  # type: ignore[list-item]
     assert starting.cancelled

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from sidecar.simulate.client import Failure
-from sidecar.simulate.kubelet import PodRecord
 from sidecar.simulate.load import Tally
 from sidecar.simulate.podspec import Mode
+from sidecar.simulate.records import PodRecord
 from sidecar.simulate.verdict import parse_report, pod_document, reasons_to_fail, result_document
 from tests.simulate.pod_records import (
     APP,

@@ -1,0 +1,74 @@
+"""What the simulated kubelet records of each pod and container: when each step of its start and
+termination happened, on the simulation clock, and what it ended with. Data only: the kubelet
+fills it in, the verdict and the load generator read it; nothing here acts or judges."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+
+from sidecar.simulate.podspec import PodTemplate
+
+Clock = Callable[[], float]  # seconds since the simulation began: the time of every record
+
+
+class RequestPhase(enum.Enum):
+    """Where the pod a request went to stood in its termination, as the kubelet saw it."""
+
+    RUNNING = "running"  # not deleted
+    PRESTOP = "prestop"  # deleted; the app's preStop hook is running and the app has no SIGTERM yet
+    DRAIN = "drain"  # the app has its SIGTERM and has not exited
+    EXITED = "exited"  # the app has exited; the balancer still routes to it
+
+
+@dataclasses.dataclass
+class ContainerRecord:
+    name: str
+    started_at: float | None = None
+    hook_started_at: float | None = None
+    hook_ended_at: float | None = None
+    hook_result: str | None = None  # the status code, or the failure kind
+    signalled_at: float | None = None
+    killed_at: float | None = None
+    exited_at: float | None = None
+    exit_status: int | None = None
+    termination_message: str | None = None
+
+
+@dataclasses.dataclass
+class PodRecord:
+    name: str
+    app_port: int
+    grace_period_seconds: float
+    containers: dict[str, ContainerRecord]
+    traffic_container: str
+    report_container: str | None
+    created_at: float
+    deleted_at: float | None = None
+    endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
+    terminated_at: float | None = None  # every container has exited
+    crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
+
+    @classmethod
+    def of_template(cls, name: str, template: PodTemplate, app_port: int, created_at: float) -> PodRecord:
+        """A new pod's record: a ContainerRecord for each container, none started."""
+        return cls(
+            name,
+            app_port=app_port,
+            grace_period_seconds=template.grace_period_seconds,
+            containers={c.name: ContainerRecord(c.name) for c in template.all_containers},
+            traffic_container=next(c.name for c in template.containers if c.serves_traffic),
+            report_container=next((c.name for c in template.all_containers if c.reports), None),
+            created_at=created_at,
+        )
+
+    def request_phase(self) -> RequestPhase:
+        app = self.containers[self.traffic_container]
+        if self.deleted_at is None:
+            return RequestPhase.RUNNING
+        if app.exited_at is not None:
+            return RequestPhase.EXITED
+        if app.signalled_at is None:
+            return RequestPhase.PRESTOP
+        return RequestPhase.DRAIN
