@@ -68,7 +68,10 @@ def test_chart_default_values_run_the_sidecar_native_next_to_the_app(tmp_path: P
     assert app.serves_traffic
     assert not app.reports
     # The hook's port is the number 9180, declared by the sidecar container: resolved across the pod.
-    assert app.pre_stop == HttpGet(ADMIN_PORT, "/prestop")
+    # The admin token is on by default: the hook carries it, and the sidecar reads the same one.
+    token = sidecar.env["SIDECAR_ADMIN_TOKEN"]
+    assert token
+    assert app.pre_stop == HttpGet(ADMIN_PORT, "/prestop", (("Authorization", f"Bearer {token}"),))
     assert app.readiness is None  # the chart's app.readinessProbe is empty by default
 
 
@@ -101,7 +104,12 @@ def test_chart_sidecar_argv_runs_this_python_without_the_pod_port(tmp_path: Path
 
 
 def test_chart_sidecar_env_answers_the_downward_api_locally(tmp_path: Path) -> None:
-    env = the_sidecar(chart_template(tmp_path)).env
+    # The admin token is on by default; its value is checked with the hook above.
+    env = {
+        name: value
+        for name, value in the_sidecar(chart_template(tmp_path)).env.items()
+        if name != "SIDECAR_ADMIN_TOKEN"
+    }
     assert env == {
         "POD_NAME": POD_NAME_PLACEHOLDER,
         "POD_NAMESPACE": "default",

@@ -26,7 +26,7 @@ def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
 def test_render_chart_default_values_renders_the_workload_without_notes() -> None:
     objects = render_chart(CHART, None)
     kinds = sorted(obj["kind"] for obj in objects)
-    assert kinds == ["Deployment", "Service"]
+    assert kinds == ["Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"]
     assert objects[0]["metadata"]["name"] == "simulate-shutdown-sidecar"
 
 
