@@ -1,0 +1,119 @@
+"""The command line in-process: parsing and refusals only, nothing is started here (the real
+processes are in tests/e2e/test_cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import pytest
+
+from sidecar import __version__
+from sidecar.cli import EXIT_USAGE, build_parser, main
+from sidecar.config import setting_specs
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SIDECAR_* or OTEL_* variable of the machine's may decide a test."""
+    for name in os.environ:
+        if name.startswith(("SIDECAR_", "OTEL_")):
+            monkeypatch.delenv(name)
+
+
+def exit_status(argv: Sequence[str]) -> int:
+    """main's return value, or the status of the SystemExit argparse raises."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else -1
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    [action] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_cli_parser_has_serve_run_and_simulate() -> None:
+    parser = build_parser()
+    assert set(subcommands(parser)) == {"serve", "run", "simulate"}
+    assert parser.parse_args(["serve"]).mode == "serve"
+    assert parser.parse_args(["run", "--", "app", "--flag"]).command[-2:] == ["app", "--flag"]
+
+
+@pytest.mark.parametrize("mode", ["serve", "run"])
+def test_cli_help_names_every_setting_flag_and_environment_variable(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exit_status([mode, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for spec in setting_specs():
+        assert spec.flag in text
+        assert f"[env {spec.env_var};" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        pytest.param(["--grace-period", "soon"], "--grace-period", id="non-numeric"),
+        pytest.param(["--grace-period", "0"], "--grace-period", id="zero"),
+        pytest.param(["--prestop-delay", "-1"], "--prestop-delay", id="negative"),
+        pytest.param(["--grace-period", "5", "--prestop-delay", "4.5"], "--prestop-delay", id="timing"),
+        pytest.param(["--port", "70000"], "--port", id="port-range"),
+        pytest.param(["--app-port", "0"], "--app-port", id="app-port-zero"),
+        pytest.param(["--stop-signal", "SIGKILL"], "--stop-signal", id="stop-signal"),
+        pytest.param(["--native-sidecar", "maybe"], "--native-sidecar", id="bool"),
+        pytest.param(["--log-level", "loud"], "--log-level", id="log-level"),
+        pytest.param(["--no-such-flag"], "--no-such-flag", id="unknown-flag"),
+        pytest.param(["--grace-period"], "--grace-period", id="missing-value"),
+    ],
+)
+def test_cli_bad_value_exits_2_with_one_line_naming_the_flag(
+    args: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert exit_status(["serve", "--port", "0", *args]) == EXIT_USAGE == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert flag in lines[0]
+    assert lines[0].startswith("shutdown-sidecar")
+    assert captured.out == ""
+
+
+def test_cli_bad_environment_value_names_flag_and_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SIDECAR_GRACE_PERIOD", "thirty")
+    assert exit_status(["serve", "--port", "0"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "--grace-period (from SIDECAR_GRACE_PERIOD)" in line
+
+
+def test_cli_unsupported_tracing_exporter_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    assert exit_status(["serve", "--port", "0"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "OTEL_TRACES_EXPORTER" in line
+
+
+@pytest.mark.parametrize("args", [pytest.param(["run"], id="nothing"), pytest.param(["run", "--"], id="dashes")])
+def test_cli_run_without_a_command_exits_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_status(args) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "command" in line
+
+
+def test_cli_without_a_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_status([]) == 2
+    err = capsys.readouterr().err
+    assert "serve" in err
+    assert "run" in err
+    assert "simulate" in err
+
+
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_status(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"shutdown-sidecar {__version__}"
