@@ -22,6 +22,9 @@ async def run_in_thread(work: Callable[[], T], *, deadline: float, name: str) ->
     thread (not asyncio.to_thread) because the default executor's threads are joined at
     interpreter exit, which would let a hung write keep the process alive past the deadline.
     """
+    if seconds_left(deadline) <= 0:
+        # No time left: starting the work would only leave a thread behind (a push, an export).
+        raise TimeoutError(f"{name}: no time left before the deadline")
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 

@@ -61,3 +61,12 @@ async def test_offload_gives_up_at_the_deadline_and_leaves_the_thread_running() 
     finally:
         release.set()
     assert finished.wait(10), "the abandoned thread runs on to its end"
+
+
+@pytest.mark.anyio
+async def test_offload_past_the_deadline_starts_no_work() -> None:
+    started: list[str] = []
+    with pytest.raises(TimeoutError):
+        await run_in_thread(lambda: started.append("work"), deadline=time.monotonic() - 1, name="late")
+    assert started == []
+    assert not any(thread.name == "late" for thread in threading.enumerate())
