@@ -44,16 +44,6 @@ class PartContext:
 
 def choose_parts(settings: Settings, command: Sequence[str] | None, context: PartContext) -> list[Part]:
     parts: list[Part] = []
-    if command is not None:
-        parts.append(
-            AppProcess(
-                command,
-                stop_signal=signal.Signals[settings.stop_signal],
-                timeline=context.timeline,
-                observations=context.observations,
-                on_exit=context.sequence.app_exited,
-            )
-        )
     if settings.watch_pid is not None or settings.watch_process is not None:
         parts.append(
             WatchedProcess(
@@ -74,4 +64,16 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
         )
     if settings.native_sidecar:
         parts.append(SidecarSigterm(lambda: context.sequence.finish_now(DrainEndSource.SIDECAR_SIGTERM)))
+    # Last: parts see each phase change in this order, and the others must observe the app (its
+    # connections at the stop) before this one signals it.
+    if command is not None:
+        parts.append(
+            AppProcess(
+                command,
+                stop_signal=signal.Signals[settings.stop_signal],
+                timeline=context.timeline,
+                observations=context.observations,
+                on_exit=context.sequence.app_exited,
+            )
+        )
     return parts

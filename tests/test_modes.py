@@ -58,7 +58,7 @@ def make_context(budget: Budget = BUDGET) -> PartContext:
         pytest.param(
             {"app_port": "8080"},
             COMMAND,
-            [AppProcess, ConnectionWatch],
+            [ConnectionWatch, AppProcess],  # the app process last: it signals the app after others observe,
             {DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS},
             id="run-app-port",
         ),

@@ -16,7 +16,7 @@ from sidecar.deadline import wait_for_any
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.parts import Part, ReadinessCheck
 from sidecar.telemetry.metrics import ShutdownMetrics
-from sidecar.telemetry.report import Observations
+from sidecar.telemetry.report import ConnectionCounts, Observations
 
 TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
 STATE_ESTABLISHED: Final = "01"
@@ -64,7 +64,9 @@ def read_port_snapshot(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSna
 class ConnectionWatch(Part):
     """Samples the app port: readiness waits for its listener, late connections after t0 are
     tallied, and `on_drained` is called once the listener is gone and no established connection
-    is left (only if a listener was ever seen: a wrong --app-port must not end the drain at once)."""
+    is left (only if a listener was ever seen: a wrong --app-port must not end the drain at once).
+    The connections at t0, at the stop and at the drain end go into the report: those at the stop
+    that predate t0 are pooled keep-alive connections that endpoint removal never moves."""
 
     drain_sources = frozenset({DrainEndSource.CONNECTIONS})
 
@@ -84,8 +86,12 @@ class ConnectionWatch(Part):
         self._on_drained = on_drained
         self._shutdown = asyncio.Event()
         self._t0: float | None = None
+        self._at_t0: frozenset[str] = frozenset()
         self.last: PortSnapshot | None = None
         self.listener_seen = False
+        self.counts = ConnectionCounts()
+        observations.connections = self.counts  # the report reads them there
+        metrics.app_connections_at_stop.set(0)
 
     def readiness(self) -> Mapping[str, ReadinessCheck]:
         # In both modes: an app container without a readiness probe of its own counts as ready
@@ -99,13 +105,32 @@ class ConnectionWatch(Part):
         return f"nothing listening on port {self.port}"
 
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        # Read at the transition itself (a small /proc read), not at the next sample: the stop is
+        # the instant the app is told to stop, and what is still connected then is what it drops
+        # unless it closes those connections itself.
         if current is Phase.PRESTOP_DELAY:
             self.shutdown_began(timeline.started_at)
+        elif current is Phase.DRAIN:
+            at_stop = self._sample().established
+            self.counts.at_stop = len(at_stop)
+            self.counts.at_stop_opened_before_t0 = len(at_stop & self._at_t0)
+            self.metrics.app_connections_at_stop.set(len(at_stop))
+        elif current is Phase.REPORT:
+            self.counts.at_drain_end = len(self._sample().established)
 
     def shutdown_began(self, t0: float) -> None:
-        """Sample fast from now on; the next sample is the baseline for late connections."""
+        """Sample fast from now on; the connections now are the baseline for late connections."""
         self._t0 = t0
+        self._at_t0 = self._sample().established
+        self.counts.at_t0 = len(self._at_t0)
         self._shutdown.set()
+
+    def _sample(self) -> PortSnapshot:
+        snapshot = read_port_snapshot(self.port, self.tables)
+        self.last = snapshot
+        self.listener_seen = self.listener_seen or snapshot.listening
+        self.metrics.app_connections.set(len(snapshot.established))
+        return snapshot
 
     def _count_late(self, count: int, after_t0_seconds: float) -> None:
         self.observations.add_late_connections(count, after_t0_seconds)
@@ -113,18 +138,15 @@ class ConnectionWatch(Part):
         self.metrics.last_late_connection.set(after_t0_seconds)
 
     async def run(self) -> None:
-        baseline: frozenset[str] | None = None
+        seen: frozenset[str] | None = None  # every connection seen since t0
         while True:
-            snapshot = read_port_snapshot(self.port, self.tables)
-            self.last = snapshot
-            self.listener_seen = self.listener_seen or snapshot.listening
-            self.metrics.app_connections.set(len(snapshot.established))
+            snapshot = self._sample()
             if self._t0 is not None:
-                if baseline is not None:
-                    late = snapshot.established - baseline
-                    if late:
-                        self._count_late(len(late), time.monotonic() - self._t0)
-                baseline = snapshot.established if baseline is None else baseline | snapshot.established
+                seen = self._at_t0 if seen is None else seen
+                late = snapshot.established - seen
+                if late:
+                    self._count_late(len(late), time.monotonic() - self._t0)
+                seen |= snapshot.established
                 if self.listener_seen and not snapshot.listening and not snapshot.established:
                     self._on_drained()
                     return

@@ -69,6 +69,11 @@ class ShutdownMetrics:
         self.app_connections = Gauge(
             "sidecar_app_connections", "Established connections to the app port", registry=registry
         )
+        self.app_connections_at_stop = Gauge(
+            "sidecar_app_connections_at_stop",
+            "Established connections to the app port when it was told to stop (0 before any shutdown)",
+            registry=registry,
+        )
         self.app_inflight = Gauge("sidecar_app_inflight", "In-flight requests the app reported", registry=registry)
         self.late_connections = Counter(
             "sidecar_late_connections", "Connections the app accepted after t0", registry=registry

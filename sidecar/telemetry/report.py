@@ -33,6 +33,13 @@ class PhaseDocument(TypedDict):
     duration_seconds: float | None
 
 
+class ConnectionsDocument(TypedDict):
+    at_t0: int | None
+    at_stop: int | None
+    at_drain_end: int | None
+    at_stop_opened_before_t0: int | None
+
+
 class Report(TypedDict):
     """The one document of SPEC.md's final report: what /status shows, and at the end what the
     termination log, the log line, the span and the Pushgateway push carry. Times are Unix
@@ -54,9 +61,25 @@ class Report(TypedDict):
     late_connections: int
     last_late_connection_seconds: float | None
     prestop_delay_covered_late_connections: bool | None
+    # Established connections to the app port (--app-port), or None when not watched.
+    connections: ConnectionsDocument | None
     errors: list[str]
     drain_end_observed: NotRequired[dict[str, float]]  # every source's first event, seconds after t0
     app_exit_status: NotRequired[int | None]  # run mode only
+
+
+@dataclasses.dataclass
+class ConnectionCounts:
+    """Established connections to the app port at t0, at the stop (the app's stop signal) and at
+    the drain end; None until that moment has come."""
+
+    at_t0: int | None = None
+    at_stop: int | None = None
+    at_drain_end: int | None = None
+    # Of those at the stop, the ones already open at t0: keep-alive connections that endpoint
+    # removal never moves (kube-proxy balances connections, not requests). Non-zero means the
+    # app must close them itself from t0 on (Connection: close), or it drops their requests.
+    at_stop_opened_before_t0: int | None = None
 
 
 @dataclasses.dataclass
@@ -68,6 +91,7 @@ class Observations:
     last_late_connection_seconds: float | None = None
     errors: list[str] = dataclasses.field(default_factory=list)  # sources that could not be used
     events: list[ShutdownEvent] = dataclasses.field(default_factory=list)
+    connections: ConnectionCounts | None = None  # set when the app port is watched
     has_app_process: bool = False  # run mode: the report then has app_exit_status
     app_exit_status: int | None = None
 
@@ -95,6 +119,15 @@ def phases_document(timeline: Timeline, now: float) -> dict[str, PhaseDocument]:
             "duration_seconds": _round(record.duration_seconds(now)),
         }
     return phases
+
+
+def connections_document(counts: ConnectionCounts) -> ConnectionsDocument:
+    return {
+        "at_t0": counts.at_t0,
+        "at_stop": counts.at_stop,
+        "at_drain_end": counts.at_drain_end,
+        "at_stop_opened_before_t0": counts.at_stop_opened_before_t0,
+    }
 
 
 def build_report(
@@ -127,6 +160,7 @@ def build_report(
         "late_connections": seen.late_connections,
         "last_late_connection_seconds": _round(last_late),
         "prestop_delay_covered_late_connections": covered,
+        "connections": None if seen.connections is None else connections_document(seen.connections),
         "errors": list(seen.errors),
     }
     if timeline.t0 is not None and drain_end_observed:

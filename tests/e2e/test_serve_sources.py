@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -204,3 +205,31 @@ def test_serve_app_report_does_not_end_the_drain_while_a_more_precise_source_is_
     report = sidecar.report()
     assert report["drain_end_source"] == "connections"
     assert set(report["drain_end_observed"]) == {"app_report", "connections"}
+
+
+def test_serve_app_port_reports_keep_alive_connections_still_open_at_the_stop(
+    start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
+) -> None:
+    app = demo_apps()
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.5", "--app-port", str(app.port))
+    pooled = [socket.create_connection(("127.0.0.1", app.port)) for _ in range(2)]
+    try:
+        for connection in pooled:  # one request each, then idle in the pool, as a client pool keeps them
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+            assert connection.recv(1024).startswith(b"HTTP/1.1 200")
+        sidecar.send_signal(signal.SIGTERM)
+        sidecar.wait_for_log(lambda line: line.get("to") == "drain", 3)
+        connections = sidecar.get("/status").json()["connections"]
+        assert connections["at_t0"] == 2
+        assert connections["at_stop"] == 2
+        assert connections["at_stop_opened_before_t0"] == 2
+        assert connections["at_drain_end"] is None
+        assert sidecar.metric("sidecar_app_connections_at_stop") == 2
+        app.terminate()  # the demo drains, then closes its idle keep-alive connections
+        assert sidecar.wait(timeout=8) == 0
+    finally:
+        for connection in pooled:
+            connection.close()
+    report = sidecar.report()
+    assert report["drain_end_source"] == "connections"
+    assert report["connections"]["at_drain_end"] == 0

@@ -12,6 +12,7 @@ from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.offload import run_in_thread
 from sidecar.telemetry.report import (
     TERMINATION_LOG_MAX_BYTES,
+    ConnectionCounts,
     Observations,
     build_report,
     deliver_report,
@@ -54,6 +55,13 @@ def test_report_termination_log_text_fits_4096_bytes_and_keeps_the_outcome() -> 
 def test_report_small_document_is_written_whole() -> None:
     document = build_report(finished_timeline(), 21)
     assert json.loads(termination_log_text(document)) == document
+
+
+def test_report_connections_are_null_unless_the_app_port_is_watched() -> None:
+    assert build_report(finished_timeline(), 21)["connections"] is None
+    counts = ConnectionCounts(at_t0=4, at_stop=3, at_drain_end=0, at_stop_opened_before_t0=2)
+    document = build_report(finished_timeline(), 21, Observations(connections=counts))
+    assert document["connections"] == {"at_t0": 4, "at_stop": 3, "at_drain_end": 0, "at_stop_opened_before_t0": 2}
 
 
 @pytest.mark.anyio
