@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
-from sidecar.admin_server import AdminServer, build_config
+from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.http import create_app
@@ -57,6 +58,9 @@ class Sidecar:
         self.sinks = ReportSinks(settings, tracing, self.metrics.registry)
         self.scraped_after_report = asyncio.Event()
         self.watchdog = DeadlineWatchdog()
+        # The soft descriptor limit raised to the hard one, and the connection cap fitted under it.
+        self.admin_connections = AdminConnections(connection_cap(raise_fd_limit()))
+        self.metrics.registry.register(AdminConnectionsCollector(self.admin_connections))
         self.sequence = ShutdownSequence(self.timeline, report=self._report)
         self.parts = choose_parts(
             settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
@@ -145,7 +149,7 @@ class Sidecar:
             admin_token=self.settings.admin_token,
             on_scrape=self._scraped,
         )
-        server = AdminServer(build_config(app))
+        server = AdminServer(build_config(app, self.admin_connections))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
         sequence_task = asyncio.create_task(self.sequence.run(), name="shutdown-sequence")
         part_tasks = [asyncio.create_task(part.run(), name=type(part).__name__) for part in self.parts]
@@ -174,7 +178,13 @@ class Sidecar:
 
     def _start_fields(self, sock: socket.socket) -> Mapping[str, object]:
         host, port = sock.getsockname()[:2]
-        fields = {"host": host, "port": port, "version": __version__, **settings_fields(self.settings)}
+        fields = {
+            "host": host,
+            "port": port,
+            "version": __version__,
+            "admin_max_connections": self.admin_connections.max_connections,
+            **settings_fields(self.settings),
+        }
         for part in self.parts:
             fields.update(part.start_fields())
         return fields
