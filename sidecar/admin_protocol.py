@@ -44,6 +44,7 @@ CLOSE_REASONS: Final = (
     "body_too_large",
     "body_unread",
     "bad_request",
+    "shutdown",
 )
 
 

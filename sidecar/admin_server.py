@@ -50,7 +50,13 @@ class AdminServer(uvicorn.Server):
         for server in self.servers:
             server.close()
         for connection in list(self.server_state.connections):
-            connection.shutdown()  # idle keep-alive connections close now, busy ones after the response
+            if isinstance(connection, BoundedHttpToolsProtocol) and connection.is_evictable:
+                # Owed nothing (idle, or still sending): closed now, so a handler waiting for its
+                # body sees a disconnect and returns, instead of being cancelled below and logging
+                # a traceback, a thousand of them under a slow-body attack, past the deadline.
+                connection.abort("shutdown")
+            else:
+                connection.shutdown()  # busy connections close after their response
         tasks = list(self.server_state.tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
