@@ -8,58 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import Final
 
 import uvicorn
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-# A connection must deliver a request's headers this soon after it opens (or after the previous
-# response): a slow client (slowloris) then holds a connection slot for seconds, not forever.
-HEADER_TIMEOUT_SECONDS: Final = 5.0
-# Connections beyond this get 503 from uvicorn; 64 prestop waiters + probes + scrapes fit easily.
-MAX_CONNECTIONS: Final = 512
+from sidecar.admin_protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
+
 # After the report, open requests get this long to finish before they are cancelled.
 STOP_GRACE_SECONDS: Final = 0.05
-
-
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools protocol with a header-read timeout, which uvicorn does not have."""
-
-    _header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._arm_header_timer()
-
-    def on_headers_complete(self) -> None:
-        self._cancel_header_timer()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()
-        self._header_timer = self.loop.call_later(HEADER_TIMEOUT_SECONDS, self._close_slow_connection)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _close_slow_connection(self) -> None:
-        self._header_timer = None
-        # Between requests on a keep-alive connection the keep-alive timeout applies instead.
-        between_requests = self.cycle is None or self.cycle.response_complete
-        if between_requests and self.timeout_keep_alive_task is None and not self.transport.is_closing():
-            self.transport.close()
 
 
 class AdminServer(uvicorn.Server):
@@ -90,7 +50,13 @@ class AdminServer(uvicorn.Server):
         for server in self.servers:
             server.close()
         for connection in list(self.server_state.connections):
-            connection.shutdown()  # idle keep-alive connections close now, busy ones after the response
+            if isinstance(connection, BoundedHttpToolsProtocol) and connection.is_evictable:
+                # Owed nothing (idle, or still sending): closed now, so a handler waiting for its
+                # body sees a disconnect and returns, instead of being cancelled below and logging
+                # a traceback, a thousand of them under a slow-body attack, past the deadline.
+                connection.abort("shutdown")
+            else:
+                connection.shutdown()  # busy connections close after their response
         tasks = list(self.server_state.tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
@@ -98,20 +64,50 @@ class AdminServer(uvicorn.Server):
                 task.cancel()
 
 
-def build_config(app: ASGIApp) -> uvicorn.Config:
+def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> uvicorn.Config:
+    """`connections`: the cap and close counts of this server's connections (a fresh, default one
+    when not given). uvicorn's own limit_concurrency is off: it answers 503 to everything, probes
+    included, once the cap is reached; ours evicts instead."""
+
+    table = AdminConnections() if connections is None else connections  # an empty table is falsy
+
+    class Protocol(BoundedHttpToolsProtocol):
+        admin_connections = table
+
     return uvicorn.Config(
         app,
-        http=BoundedHttpToolsProtocol,
+        http=Protocol,
         lifespan="off",
         log_config=None,
         log_level="warning",  # uvicorn sets its loggers to this; its info chatter is noise next to ours
         access_log=False,
         server_header=False,
         date_header=False,
-        limit_concurrency=MAX_CONNECTIONS,
-        timeout_keep_alive=5,
+        limit_concurrency=None,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ws="none",
     )
+
+
+class AdminConnectionsCollector(Collector):
+    """The admin port's connections, read at scrape time: how many are open, and how many the
+    server closed and why (an attack or a broken client shows here before probes suffer)."""
+
+    def __init__(self, connections: AdminConnections) -> None:
+        self.connections = connections
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "sidecar_admin_connections", "Open connections to the admin port", value=len(self.connections)
+        )
+        closed = CounterMetricFamily(
+            "sidecar_admin_connections_closed",
+            "Admin port connections closed by the server, by reason",
+            labels=["reason"],
+        )
+        for reason, count in self.connections.closed.items():
+            closed.add_metric([reason], count)
+        yield closed
 
 
 def bind_admin_socket(host: str, port: int) -> socket.socket:

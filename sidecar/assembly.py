@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
-from sidecar.admin_server import AdminServer, build_config
+from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.http import create_app
@@ -23,8 +24,8 @@ from sidecar.logs import LOGGER_NAME
 from sidecar.modes import PartContext, choose_parts
 from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
-from sidecar.signals import install_signal_handlers
-from sidecar.supervisor import SpawnError
+from sidecar.signals import install_signal_handlers, signal_name
+from sidecar.supervisor import SpawnError, kill_started_groups
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Observations, Report, build_report, deliver_report
 from sidecar.telemetry.sinks import ReportSinks
@@ -57,6 +58,10 @@ class Sidecar:
         self.sinks = ReportSinks(settings, tracing, self.metrics.registry)
         self.scraped_after_report = asyncio.Event()
         self.watchdog = DeadlineWatchdog()
+        self.watchdog.last_words.append(kill_started_groups)
+        # The soft descriptor limit raised to the hard one, and the connection cap fitted under it.
+        self.admin_connections = AdminConnections(connection_cap(raise_fd_limit()))
+        self.metrics.registry.register(AdminConnectionsCollector(self.admin_connections))
         self.sequence = ShutdownSequence(self.timeline, report=self._report)
         self.parts = choose_parts(
             settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
@@ -95,6 +100,11 @@ class Sidecar:
         self.observations.add_event("signal", signal=sig.name)
         logger.info("signal received", extra={"fields": {"signal": sig.name, "phase": phase}})
 
+    def on_other_signal(self, signum: int) -> None:
+        """A signal that would have ended the process by default and means nothing here."""
+        name = signal_name(signum)
+        logger.warning("signal ignored", extra={"fields": {"signal": name, "phase": self.timeline.phase.value}})
+
     def status(self) -> Report:
         return build_report(self.timeline, time.monotonic(), self.observations, self.sequence.observed)
 
@@ -128,7 +138,9 @@ class Sidecar:
 
     async def run(self, sock: socket.socket) -> int:
         self.watchdog.start()
-        uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal)
+        # Before anything is spawned (a child inherits the signal mask) and before the server
+        # accepts: a signal held since start-up (sidecar.signals.hold_signals) is delivered here.
+        uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal, self.on_other_signal)
         try:
             for part in self.parts:
                 part.start()
@@ -145,7 +157,7 @@ class Sidecar:
             admin_token=self.settings.admin_token,
             on_scrape=self._scraped,
         )
-        server = AdminServer(build_config(app))
+        server = AdminServer(build_config(app, self.admin_connections))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
         sequence_task = asyncio.create_task(self.sequence.run(), name="shutdown-sequence")
         part_tasks = [asyncio.create_task(part.run(), name=type(part).__name__) for part in self.parts]
@@ -174,7 +186,13 @@ class Sidecar:
 
     def _start_fields(self, sock: socket.socket) -> Mapping[str, object]:
         host, port = sock.getsockname()[:2]
-        fields = {"host": host, "port": port, "version": __version__, **settings_fields(self.settings)}
+        fields = {
+            "host": host,
+            "port": port,
+            "version": __version__,
+            "admin_max_connections": self.admin_connections.max_connections,
+            **settings_fields(self.settings),
+        }
         for part in self.parts:
             fields.update(part.start_fields())
         return fields

@@ -100,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.mode == "simulate":
         return simulate(args)
+    # From here on a signal waits for the handlers (installed before the port accepts) instead of
+    # ending the process: the kubelet may signal a container the moment it starts.
+    from sidecar.signals import hold_signals
+
+    hold_signals()
     command: list[str] | None = None
     if args.mode == "run":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command

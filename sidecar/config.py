@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from sidecar.deadline import Budget
+from sidecar.deadline import MAX_SECONDS, MIN_REPORT_RESERVE_SECONDS, Budget
 
 ENV_PREFIX: Final = "SIDECAR_"
 SECONDS_SUFFIX: Final = "_seconds"
@@ -47,6 +47,9 @@ def parse_seconds(text: str) -> float:
         raise ValueError(f"expected a number of seconds, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"expected a number of seconds >= 0, got {text!r}")
+    if value > MAX_SECONDS:
+        # Far past any grace period, and past what timers and sleeps can take (OverflowError).
+        raise ValueError(f"expected at most {MAX_SECONDS} seconds (a week), got {text!r}")
     return value
 
 
@@ -54,6 +57,16 @@ def parse_positive_seconds(text: str) -> float:
     value = parse_seconds(text)
     if value == 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def parse_report_reserve(text: str) -> float:
+    value = parse_seconds(text)
+    if value < MIN_REPORT_RESERVE_SECONDS:
+        raise ValueError(
+            f"must be at least {MIN_REPORT_RESERVE_SECONDS:g} s: the final report is written in this time, "
+            f"and with less the watchdog ends the process at the deadline before it is written (got {text!r})"
+        )
     return value
 
 
@@ -94,6 +107,24 @@ def parse_host(text: str) -> str:
 def parse_nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
+    return text
+
+
+def parse_admin_token(text: str) -> str:
+    # HTTP carries header values as bytes, decoded as latin-1; a token outside printable ASCII
+    # could never match what a client sends (and would not survive every client's encoding).
+    if not text or not all(" " < char <= "~" for char in text):
+        raise ValueError("must be printable ASCII without spaces (a bearer token)")
+    return text
+
+
+def parse_pattern(text: str) -> str:
+    """A regular expression, compiled here so a bad one fails at start rather than at t0."""
+    parse_nonempty(text)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
     return text
 
 
@@ -159,12 +190,15 @@ class Settings:
         5.0, "seconds readiness fails before the app is told to stop", parse=parse_seconds, metavar="S"
     )
     report_reserve_seconds: float = setting(
-        1.0, "seconds before the deadline kept for the final report", parse=parse_seconds, metavar="S"
+        1.0,
+        f"seconds before the deadline kept for the final report (at least {MIN_REPORT_RESERVE_SECONDS:g})",
+        parse=parse_report_reserve,
+        metavar="S",
     )
     admin_token: str | None = setting(
         None,
         "when set, /prestop and /drain need 'Authorization: Bearer <token>' (prefer the environment variable)",
-        parse=parse_nonempty,
+        parse=parse_admin_token,
         metavar="TOKEN",
         secret=True,
     )
@@ -176,7 +210,10 @@ class Settings:
     )
     watch_pid: int | None = setting(None, "a PID to watch (shared process namespace)", parse=parse_pid, metavar="PID")
     watch_process: str | None = setting(
-        None, "a command-line pattern to watch (shared process namespace)", parse=parse_nonempty, metavar="PATTERN"
+        None,
+        "a command-line pattern (regular expression) to watch (shared process namespace)",
+        parse=parse_pattern,
+        metavar="PATTERN",
     )
     termination_log: str | None = setting(
         _DEFAULT_TERMINATION_LOG_VALUE,

@@ -6,10 +6,12 @@ process at the deadline when the event loop is stuck. Deadlines are time.monoton
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Final
 
 # Exit status when the watchdog had to end a process whose event loop stopped answering.
@@ -24,6 +26,14 @@ EXIT_RESERVE_SECONDS: Final = 0.05
 # A network call is given at least this long, even when the deadline is closer: a timeout of
 # zero would mean "block forever" to some clients.
 MINIMUM_CALL_TIMEOUT_SECONDS: Final = 0.05
+# The least report reserve that lets the report be written: the drain ends at deadline - reserve,
+# and the watchdog fires WATCHDOG_LEAD_SECONDS before the deadline. The local write and the log
+# line take milliseconds; the rest is headroom for a loaded node. Below it, --report-reserve
+# exits 2 (with 0 the watchdog fired before the report phase began: exit 70, no report).
+MIN_REPORT_RESERVE_SECONDS: Final = 0.1
+# No setting in seconds goes past this (a week): far longer than any grace period, and short
+# enough for every timer and sleep (time.sleep(1e10) raises OverflowError in the watchdog).
+MAX_SECONDS: Final = 7 * 24 * 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +104,9 @@ class DeadlineWatchdog:
         self._deadline = 0.0
         self._armed = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="deadline-watchdog", daemon=True)
+        # Called on the watchdog's thread just before it ends the process: run mode kills the
+        # app's process group here, or the app would outlive its wrapper as an orphan.
+        self.last_words: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -106,6 +119,11 @@ class DeadlineWatchdog:
 
     def _watch(self) -> None:
         self._armed.wait()
-        time.sleep(seconds_left(self._deadline - WATCHDOG_LEAD_SECONDS))
+        # In steps: one sleep of a huge value would raise OverflowError and end this thread silently.
+        while (left := seconds_left(self._deadline - WATCHDOG_LEAD_SECONDS)) > 0:
+            time.sleep(min(left, 3600.0))
+        for last_word in self.last_words:
+            with contextlib.suppress(Exception):
+                last_word()
         os.write(2, b'{"level":"error","msg":"watchdog: event loop did not finish before the deadline"}\n')
         os._exit(EXIT_WATCHDOG)

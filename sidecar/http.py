@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from prometheus_client import Counter
 from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,6 +28,8 @@ from sidecar.telemetry.metrics import ShutdownMetrics
 StatusDocument = Callable[[], Mapping[str, Any]]
 
 PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/startupz"})
+# The paths the admin token guards: the label values of sidecar_admin_unauthorized_total.
+GUARDED_PATHS: Final = ("/prestop", "/drain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +114,17 @@ class AdminRoutes:
         self.admin_token = None if admin_token is None else admin_token.encode()
         self.limits = limits
         self.prestop_waiters = 0
+        self.unauthorized = Counter(
+            "sidecar_admin_unauthorized",
+            "Requests refused for a missing or wrong admin token, by path",
+            ["path"],
+            registry=metrics.registry,
+        )
+        for path in GUARDED_PATHS:
+            self.unauthorized.labels(path=path)
+        # /metrics encodings by content type, with the count of scrapes begun when each was made.
+        self._scrapes_begun = 0
+        self._encodings: dict[str, tuple[int, bytes]] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -124,9 +138,14 @@ class AdminRoutes:
     def is_authorized(self, request: Request) -> bool:
         if self.admin_token is None:
             return True
+        # Compared as the bytes that came on the wire (latin-1 is how Starlette decoded them); the
+        # token itself is printable ASCII (sidecar.config), so its bytes are the same in any encoding.
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         # compare_digest: the time taken must not tell an attacker how much of the token matched.
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.admin_token)
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), self.admin_token):
+            return True
+        self.unauthorized.labels(path=request.url.path).inc()
+        return False
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.limits.max_body_bytes
@@ -142,6 +161,10 @@ class AdminRoutes:
                         raise RequestRejected(413, f"request body over {limit} bytes")
         except TimeoutError:
             raise RequestRejected(408, "request body not received in time") from None
+        except ClientDisconnect:
+            # The client left, or the server closed it (sidecar.admin_protocol's timeouts and caps):
+            # nobody reads this answer, and no traceback may be logged for it.
+            raise RequestRejected(400, "client disconnected before its body arrived") from None
         return bytes(body)
 
     async def guard(self, request: Request) -> Response | None:
@@ -211,8 +234,18 @@ class AdminRoutes:
         return JSONResponse(self.status())
 
     async def metrics_route(self, request: Request) -> Response:
+        """Scrapes that arrive together share one encoding made after all of them began, so each
+        still sees every change made before it was sent, and a flood of scrapes costs one
+        encoding per loop turn instead of one each: probes are not queued behind them."""
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        response = Response(encoder(self.metrics.registry), media_type=content_type)
+        self._scrapes_begun += 1
+        begun = self._scrapes_begun
+        await asyncio.sleep(0)  # let the scrapes read in this loop turn begin too
+        made = self._encodings.get(content_type)
+        if made is None or made[0] < begun:
+            made = (self._scrapes_begun, encoder(self.metrics.registry))
+            self._encodings[content_type] = made
+        response = Response(made[1], media_type=content_type)
         self.on_scrape()
         return response
 
@@ -251,4 +284,8 @@ def create_app(
         limits=limits or Limits(),
         on_scrape=on_scrape,
     )
-    return ProbeFastPath(Starlette(routes=routes.routes()), readiness, liveness or {})
+    app = Starlette(routes=routes.routes())
+    # No redirects on the admin port: Starlette would answer /prestop/ with a 307 whose Location is
+    # built from the client's Host header.
+    app.router.redirect_slashes = False
+    return ProbeFastPath(app, readiness, liveness or {})

@@ -1,32 +1,85 @@
 """Signal wiring: each signal is delivered to the event loop as a plain callback and nothing else
-happens in signal context. What a signal means is decided by the shutdown sequence."""
+happens in signal context. What a shutdown signal means is decided by the shutdown sequence.
+
+Every signal whose default action ends the process is caught, so that no signal ends it without
+the report (the table is in the README, "Admin port under hostile input"):
+- SHUTDOWN_SIGNALS start the shutdown (SIGQUIT too: it is some images' STOPSIGNAL, nginx's
+  graceful stop, which the runtime sends to the container's first process).
+- NOTICED_SIGNALS are logged and otherwise ignored; run mode forwards some of them to the app
+  (sidecar.supervisor.FORWARDED_SIGNALS takes them over once the app is started).
+- Left at their default: SIGKILL and SIGSTOP (cannot be caught); SIGSEGV, SIGBUS, SIGILL, SIGFPE,
+  SIGABRT, SIGSYS and SIGTRAP (the process's own faults: nothing sound can run after them);
+  SIGPIPE and SIGXFSZ are already ignored by Python; SIGCHLD, SIGCONT, SIGURG, SIGWINCH, SIGTSTP,
+  SIGTTIN and SIGTTOU do not end the process.
+
+From the parsed command line until the handlers are installed, these signals are blocked
+(hold_signals), not lost: one sent while the process starts, or the instant the admin port first
+accepts, is delivered once the loop can act on it."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
-SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+# Real-time signals 35..63 (glibc keeps 32..34 for itself); their default action ends the process.
+REALTIME_SIGNALS: Final = tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+NOTICED_SIGNALS: Final[tuple[int, ...]] = (
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGIO,
+    signal.SIGPWR,
+    signal.SIGSTKFLT,
+    signal.SIGXCPU,
+    *REALTIME_SIGNALS,
+)
+HANDLED_SIGNALS: Final[tuple[int, ...]] = (*SHUTDOWN_SIGNALS, *NOTICED_SIGNALS)
+
+
+def signal_name(signum: int) -> str:
+    """SIGHUP, or SIGRTMIN+3 for a real-time signal without a name of its own."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+
+
+def hold_signals() -> None:
+    """Block the handled signals until install_signal_handlers releases them. Called before the
+    admin port is bound; threads started meanwhile (the watchdog) keep them blocked for good, so
+    they are always delivered to the main thread, where the loop's handler runs."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
 
 
 def install_signal_handlers(
     loop: asyncio.AbstractEventLoop,
-    on_signal: Callable[[signal.Signals], None],
-    signals: Iterable[signal.Signals] = SHUTDOWN_SIGNALS,
+    on_shutdown_signal: Callable[[signal.Signals], None],
+    on_other_signal: Callable[[int], None],
 ) -> Callable[[], None]:
-    """Route `signals` to `on_signal` on the loop; returns a function that restores the defaults.
+    """Route SHUTDOWN_SIGNALS to `on_shutdown_signal` and NOTICED_SIGNALS to `on_other_signal` on
+    the loop, then release what hold_signals blocked (a held signal is delivered now). Returns a
+    function that blocks them again and removes the handlers: from then until exit, a signal
+    waits instead of killing a process that is finishing anyway.
 
     loop.add_signal_handler runs the callback as a normal loop callback (the C-level handler only
-    writes to a wakeup fd), so the callback may touch asyncio objects safely.
+    writes to a wakeup fd), so the callback may touch asyncio objects safely. It must run before
+    a run-mode app is spawned: a child inherits the signal mask, and would start with these blocked.
     """
-    installed = list(signals)
-    for sig in installed:
-        loop.add_signal_handler(sig, on_signal, sig)
+    for sig in SHUTDOWN_SIGNALS:
+        loop.add_signal_handler(sig, on_shutdown_signal, sig)
+    for signum in NOTICED_SIGNALS:
+        loop.add_signal_handler(signum, on_other_signal, signum)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def uninstall() -> None:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        for signum in HANDLED_SIGNALS:
+            loop.remove_signal_handler(signum)
 
     return uninstall

@@ -12,10 +12,36 @@ import subprocess
 from collections.abc import Callable, Sequence
 from typing import Final
 
-# Signals a wrapper passes straight on: reload, user-defined, terminal size.
-FORWARDED_SIGNALS: Final = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+# Signals a wrapper passes straight on: reload, user-defined, terminal size, and the timers and
+# notices whose default action would otherwise end the wrapper and orphan the app (as tini and
+# dumb-init do). SIGTERM, SIGINT and SIGQUIT are not forwarded: they start the shutdown, and the
+# app gets --stop-signal after the prestop delay (sidecar.signals).
+FORWARDED_SIGNALS: Final = (
+    signal.SIGHUP,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGALRM,
+    signal.SIGVTALRM,
+    signal.SIGPROF,
+    signal.SIGIO,
+    signal.SIGPWR,
+)
 EXIT_NOT_EXECUTABLE: Final = 126
 EXIT_NOT_FOUND: Final = 127
+
+
+# The process groups of children started and not yet reaped. Process-wide on purpose: the
+# deadline watchdog ends the whole process from its own thread when the loop is stuck, and must
+# take these groups with it, or the app would outlive its wrapper as an orphan.
+STARTED_GROUPS: set[int] = set()
+
+
+def kill_started_groups() -> None:
+    """SIGKILL every started child's group; safe from any thread (the watchdog's last words)."""
+    for pgid in list(STARTED_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 class SpawnError(Exception):
@@ -54,6 +80,7 @@ class Child:
         # From here on the pid is reaped by reap() (SIGCHLD), never by Popen.
         process.returncode = 0
         self.pid = process.pid
+        STARTED_GROUPS.add(process.pid)
 
     def reap(self) -> None:
         """On SIGCHLD: collect every exited child. As PID 1 that includes orphans re-parented to
@@ -66,6 +93,7 @@ class Child:
             if pid == 0:
                 return
             if pid == self.pid and self.exit_status is None:
+                STARTED_GROUPS.discard(pid)
                 self.exit_status = exit_status_of(wait_status)
                 self._on_exit(self.exit_status)
 

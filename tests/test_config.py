@@ -57,6 +57,13 @@ def test_config_flags_win_over_the_environment() -> None:
         pytest.param({}, {"SIDECAR_LOG_LEVEL": "loud"}, "--log-level (from SIDECAR_LOG_LEVEL)", id="env"),
         pytest.param({"admin_token": "  "}, {}, "--admin-token", id="blank-token"),
         pytest.param({"grace_period_seconds": "10", "prestop_delay_seconds": "9"}, {}, "--prestop-delay", id="timing"),
+        pytest.param({"grace_period_seconds": "1e10"}, {}, "--grace-period", id="grace-past-a-week"),
+        pytest.param({"linger_seconds": "1e300"}, {}, "--linger", id="linger-past-a-week"),
+        pytest.param({"report_reserve_seconds": "0"}, {}, "--report-reserve", id="no-report-reserve"),
+        pytest.param({"report_reserve_seconds": "0.005"}, {}, "--report-reserve", id="report-reserve-of-5-ms"),
+        pytest.param({"watch_process": "app(["}, {}, "--watch-process", id="bad-regex"),
+        pytest.param({"admin_token": "t\u00f6ken"}, {}, "--admin-token", id="non-ascii-token"),
+        pytest.param({"admin_token": "two words"}, {}, "--admin-token", id="token-with-space"),
     ],
 )
 def test_config_bad_value_raises_naming_the_setting(flags: dict[str, str], environ: dict[str, str], flag: str) -> None:
@@ -100,3 +107,12 @@ def test_config_default_termination_log_used_only_when_writable(monkeypatch: pyt
     assert load_settings({}, {}).termination_log == "/dev/termination-log"
     monkeypatch.setattr("sidecar.config.os.access", lambda path, mode: False)
     assert load_settings({}, {}).termination_log is None
+
+
+def test_config_report_reserve_floor_and_a_week_of_grace_are_accepted() -> None:
+    settings = load_settings({"report_reserve_seconds": "0.25", "grace_period_seconds": str(7 * 24 * 3600)}, {})
+    assert settings.report_reserve_seconds == 0.25
+
+
+def test_config_watch_process_takes_a_valid_regular_expression() -> None:
+    assert load_settings({"watch_process": r"^python .*app\.py"}, {}).watch_process == r"^python .*app\.py"

@@ -139,3 +139,71 @@ async def test_http_status_shows_the_timeline() -> None:
     admin.sequence.begin(Trigger.PRESTOP)
     body = (await admin.client.get("/status")).json()
     assert (body["phase"], body["trigger"]) == ("prestop_delay", "prestop")
+
+
+@pytest.mark.anyio
+async def test_http_wrong_or_missing_token_is_401_counted_per_path_and_changes_nothing() -> None:
+    admin = Admin(token="t0k")
+    assert admin.sample("sidecar_admin_unauthorized_total", {"path": "/prestop"}) == 0
+    assert admin.sample("sidecar_admin_unauthorized_total", {"path": "/drain"}) == 0
+    assert (await admin.client.post("/prestop")).status_code == 401
+    assert (await admin.client.get("/prestop", headers={"Authorization": "Bearer nope"})).status_code == 401
+    assert (await admin.client.post("/drain", json={"inflight": 5})).status_code == 401
+    assert admin.sample("sidecar_admin_unauthorized_total", {"path": "/prestop"}) == 2
+    assert admin.sample("sidecar_admin_unauthorized_total", {"path": "/drain"}) == 1
+    assert admin.timeline.phase is Phase.RUNNING
+    assert admin.sample("sidecar_app_inflight") == 0
+
+
+@pytest.mark.anyio
+async def test_http_token_with_non_ascii_bytes_on_the_wire_never_matches_and_never_fails() -> None:
+    admin = Admin(token="t0k")
+    headers = [(b"authorization", "Bearer t\u00f6k".encode())]
+    assert (await admin.client.post("/drain", json={}, headers=headers)).status_code == 401
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"inflight": ' + b"9" * 400 + b"}", id="400-digits"),
+        pytest.param(b'{"inflight": 1000000001}', id="past-a-billion"),
+        pytest.param(b'{"inflight": 1e308}', id="float"),
+        pytest.param(b'{"inflight": NaN}', id="nan"),
+        pytest.param(b"[" * 5000, id="nested-deep"),
+    ],
+)
+async def test_http_drain_with_an_unbounded_value_is_400_and_changes_nothing(body: bytes) -> None:
+    admin = Admin(limits=Limits(max_body_bytes=8192))
+    response = await admin.client.post("/drain", content=body)
+    assert response.status_code == 400
+    assert admin.sample("sidecar_app_inflight") == 0
+
+
+@pytest.mark.anyio
+async def test_http_no_redirect_for_a_trailing_slash() -> None:
+    admin = Admin()
+    response = await admin.client.get("/prestop/", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert admin.timeline.phase is Phase.RUNNING
+
+
+@pytest.mark.anyio
+async def test_http_scrapes_that_arrive_together_share_one_encoding_made_after_each_began() -> None:
+    admin = Admin()
+    encodings = 0
+    original = admin.metrics.registry.collect
+
+    def counting_collect() -> Any:
+        nonlocal encodings
+        encodings += 1
+        return original()
+
+    admin.metrics.registry.collect = counting_collect  # type: ignore[method-assign]
+    answers = await asyncio.gather(*(admin.client.get("/metrics") for _ in range(20)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert encodings < 20
+    # A scrape after a change sees it.
+    assert (await admin.client.post("/drain", json={"inflight": 7})).status_code == 200
+    assert "sidecar_app_inflight 7.0" in (await admin.client.get("/metrics")).text

@@ -12,6 +12,9 @@ from typing import Final
 from sidecar.telemetry.metrics import ShutdownMetrics
 
 DRAIN_KEYS: Final = frozenset({"inflight", "event"})
+# No app has a billion requests in flight; a larger number is a bug or an attack, and a 400-digit
+# one would overflow the float gauge (a 500).
+MAX_INFLIGHT: Final = 10**9
 
 
 class DrainReportError(ValueError):
@@ -28,7 +31,7 @@ def parse_drain_report(body: bytes) -> DrainReport:
     """`{"inflight": N}` and/or `{"event": "complete"}`; raises DrainReportError otherwise."""
     try:
         report = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise DrainReportError("body is not JSON") from None
     if not isinstance(report, dict) or not report:
         raise DrainReportError('expected an object with "inflight" and/or "event"')
@@ -36,8 +39,8 @@ def parse_drain_report(body: bytes) -> DrainReport:
     if unknown:
         raise DrainReportError(f"unknown keys: {', '.join(sorted(unknown))}")
     inflight = report.get("inflight")
-    if inflight is not None and (type(inflight) is not int or inflight < 0):
-        raise DrainReportError('"inflight" must be a whole number >= 0')
+    if inflight is not None and (type(inflight) is not int or not 0 <= inflight <= MAX_INFLIGHT):
+        raise DrainReportError(f'"inflight" must be a whole number from 0 to {MAX_INFLIGHT}')
     event = report.get("event")
     if event is not None and event != "complete":
         raise DrainReportError('"event" must be "complete"')

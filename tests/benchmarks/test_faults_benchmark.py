@@ -1,0 +1,115 @@
+"""Probe latency and memory of `serve` under hostile loads on the admin port, printed, never
+asserted (a loaded CI machine must not fail the build). What each load must not break is asserted
+in tests/faults; this prints the figures for the README and the issue.
+
+    pytest tests/benchmarks/test_faults_benchmark.py -m benchmark -s -p no:cacheprovider
+
+Loopback only, bounded in connections (2,000 held, 256 scrapers) and in time (a few seconds per load)."""
+
+from __future__ import annotations
+
+import resource
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.benchmarks.test_serve_benchmark import percentile
+from tests.e2e.sidecar_process import SidecarProcess
+from tests.faults.hostile import (
+    HOSTILE_OPENERS,
+    ScrapeFlood,
+    fresh_request,
+    hold_connections,
+    peak_rss_mb,
+    send_huge_header,
+)
+
+pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(600)]
+
+HELD_CONNECTIONS = 2000
+PROBES_PER_PATH = 40
+SCRAPERS = 256
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture
+def sidecar() -> Iterator[SidecarProcess]:
+    raise_fd_limit()
+    process = SidecarProcess.serve("--grace-period", "60", "--prestop-delay", "0")
+    yield process
+    process.close()
+
+
+def probe_figures(port: int) -> tuple[str, str]:
+    """p50 / p99 / max of fresh-connection /livez and /readyz, and the status codes seen."""
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    for _ in range(PROBES_PER_PATH):
+        for path in ("/livez", "/readyz"):
+            status, seconds = fresh_request(port, "GET", path)
+            latencies.append(seconds)
+            codes[status] = codes.get(status, 0) + 1
+    ms = 1000
+    figure = (
+        f"{percentile(latencies, 0.5) * ms:.1f} / {percentile(latencies, 0.99) * ms:.1f} / {max(latencies) * ms:.1f}"
+    )
+    return figure, " ".join(f"{code}x{count}" for code, count in sorted(codes.items()))
+
+
+def print_row(name: str, figure: str, codes: str) -> None:
+    print(f"  {name:<40} {figure:>22} ms   {codes}")
+
+
+def test_benchmark_probe_latency_under_held_connections(sidecar: SidecarProcess) -> None:
+    print(f"\n== fresh-connection /livez + /readyz, {PROBES_PER_PATH} each (p50 / p99 / max; status x count)")
+    print_row("idle server", *probe_figures(sidecar.port))
+    for name, opener in HOSTILE_OPENERS.items():
+        with hold_connections(sidecar.port, opener, HELD_CONNECTIONS) as held:
+            print_row(f"{held} held: {name}", *probe_figures(sidecar.port))
+    with hold_connections(sidecar.port, HOSTILE_OPENERS["slow headers"], HELD_CONNECTIONS):
+        status, seconds = fresh_request(sidecar.port, "POST", "/prestop")
+        print_row(f"{HELD_CONNECTIONS} held: /prestop", f"{seconds * 1000:.1f}", f"{status}x1")
+
+
+def test_benchmark_probe_latency_under_a_metrics_flood(sidecar: SidecarProcess) -> None:
+    with ScrapeFlood(sidecar.port, SCRAPERS) as flood:
+        figure, codes = probe_figures(sidecar.port)
+    print(f"\n== /metrics flood: {SCRAPERS} keep-alive scrapers ({flood.scrapes} scrapes)")
+    print_row("/livez + /readyz", figure, codes)
+
+
+def attack(port: int, count: int, megabytes: int) -> list[str]:
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(send_huge_header(port, megabytes * 1024 * 1024)))
+        for _ in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def measure_peak(pid: int, run: Callable[[], list[str]]) -> tuple[float, float, list[str]]:
+    before = peak_rss_mb(pid)
+    results = run()
+    return before, peak_rss_mb(pid), results
+
+
+@pytest.mark.parametrize(("count", "megabytes"), [(1, 50), (5, 60)])
+def test_benchmark_peak_rss_under_header_attacks(count: int, megabytes: int) -> None:
+    process = SidecarProcess.serve("--grace-period", "60")
+    try:
+        before, after, results = measure_peak(process.proc.pid, lambda: attack(process.port, count, megabytes))
+        status, _ = fresh_request(process.port, "GET", "/livez")
+    finally:
+        process.close()
+    print(f"\n== {count} x {megabytes} MB header: peak RSS {before:.1f} -> {after:.1f} MB; answers {sorted(results)}")
+    print(f"  /livez afterwards: {status}")

@@ -1,0 +1,159 @@
+"""Hostile clients of the admin port, for tests/faults and the faults benchmark: connections held
+open in every state a client can hold one, a /metrics flood, a huge header, and a fresh-connection
+request that measures how long its answer took. Loopback only; every loop is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+
+# Each hostile state: the bytes that put a connection there, and what trickles after them (a
+# byte every TRICKLE_SECONDS keeps a naive per-read timeout from ever firing).
+HOSTILE_OPENERS: dict[str, tuple[bytes, bytes | None]] = {
+    "idle": (b"", None),
+    "slow headers": (b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a"),
+    "slow body": (b"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n{", b" "),
+    "stalled body after its response": (b"GET /livez HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n", b" "),
+    "kept alive after a response": (b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n", None),
+}
+TRICKLE_SECONDS = 0.5
+STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})")
+
+
+def fresh_request(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    timeout: float = 2.0,
+) -> tuple[int, float]:
+    """One request on a new connection, read until the server closes it: (status, seconds);
+    status 0 when no status line came within `timeout` (refused, reset, or silent)."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: sidecar", "Connection: close", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    started = time.monotonic()
+    data = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(request)
+            while b"\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        pass
+    seconds = time.monotonic() - started
+    match = STATUS_LINE.match(data)
+    return (int(match.group(1)) if match else 0), seconds
+
+
+@contextlib.contextmanager
+def hold_connections(port: int, opener: tuple[bytes, bytes | None], count: int) -> Iterator[int]:
+    """Open `count` connections, put each in the hostile state, trickle while held; yields how many
+    were opened. The server may close some (that is the point of a limit); they are not reopened."""
+    prefix, trickle = opener
+    held: list[socket.socket] = []
+    stop = threading.Event()
+    try:
+        for _ in range(count):
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                break
+            if prefix:
+                with contextlib.suppress(OSError):
+                    sock.sendall(prefix)
+            sock.setblocking(False)
+            held.append(sock)
+
+        def trickle_bytes() -> None:
+            while trickle is not None and not stop.wait(TRICKLE_SECONDS):
+                for sock in held:
+                    with contextlib.suppress(OSError):
+                        sock.send(trickle)
+
+        trickler = threading.Thread(target=trickle_bytes, daemon=True)
+        trickler.start()
+        yield len(held)
+    finally:
+        stop.set()
+        for sock in held:
+            sock.close()
+
+
+class ScrapeFlood:
+    """`connections` keep-alive clients scraping /metrics back to back, on a loop in a thread."""
+
+    def __init__(self, port: int, connections: int) -> None:
+        self.port = port
+        self.connections = connections
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._flood()), daemon=True)
+
+    def __enter__(self) -> ScrapeFlood:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while self.scrapes < self.connections and time.monotonic() < deadline:  # every scraper is going
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    async def _flood(self) -> None:
+        await asyncio.gather(*(self._scrape() for _ in range(self.connections)), return_exceptions=True)
+
+    async def _scrape(self) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            while not self._stop.is_set():
+                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+                if length is None:
+                    return
+                await reader.readexactly(int(length.group(1)))
+                self.scrapes += 1
+        finally:
+            writer.close()
+
+
+def send_huge_header(port: int, size: int, timeout: float = 30.0) -> str:
+    """A request with one header of `size` bytes; the status the server answered, or how it ended."""
+    chunk = b"a" * (1024 * 1024)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            try:
+                sock.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                for _ in range(size // len(chunk)):
+                    sock.sendall(chunk)
+                sock.sendall(b"\r\n\r\n")
+            except OSError:
+                pass  # the server stopped reading: its answer, if any, is already in our buffer
+            data = sock.recv(4096)
+    except OSError as exc:
+        return type(exc).__name__
+    match = STATUS_LINE.match(data)
+    return match.group(1).decode() if match else "closed"
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM) so far."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")

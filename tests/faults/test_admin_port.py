@@ -1,0 +1,105 @@
+"""The admin port under hostile and faulty input, against a real process on loopback: probes and
+/prestop keep answering, within the kubelet's 1 s probe timeout, and the shutdown still ends in a
+report. Correctness only; the latency figures are in tests/benchmarks/test_faults_benchmark.py."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.sidecar_process import SidecarProcess
+from tests.faults.hostile import (
+    HOSTILE_OPENERS,
+    ScrapeFlood,
+    fresh_request,
+    hold_connections,
+    peak_rss_mb,
+    send_huge_header,
+)
+
+StartSidecar = Callable[..., SidecarProcess]
+KUBELET_PROBE_TIMEOUT_SECONDS = 1.0
+HELD_CONNECTIONS = 2000
+
+
+def assert_answers(port: int, method: str, path: str, status: int, **kwargs: object) -> None:
+    answered, seconds = fresh_request(port, method, path, timeout=5, **kwargs)  # type: ignore[arg-type]
+    assert answered == status, f"{method} {path}: {answered} after {seconds:.3f} s"
+    assert seconds < KUBELET_PROBE_TIMEOUT_SECONDS, f"{method} {path} took {seconds:.3f} s"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("state", list(HOSTILE_OPENERS))
+def test_admin_port_probes_and_prestop_answer_with_2000_hostile_connections_held(
+    start_sidecar: StartSidecar, state: str
+) -> None:
+    sidecar = start_sidecar("--grace-period", "5", "--prestop-delay", "0", "--report-reserve", "0.5")
+    with hold_connections(sidecar.port, HOSTILE_OPENERS[state], HELD_CONNECTIONS) as held:
+        assert held == HELD_CONNECTIONS
+        for _ in range(5):
+            assert_answers(sidecar.port, "GET", "/livez", 200)
+            assert_answers(sidecar.port, "GET", "/readyz", 200)
+        assert_answers(sidecar.port, "POST", "/prestop", 200)
+        assert_answers(sidecar.port, "GET", "/readyz", 503)
+        assert_answers(sidecar.port, "GET", "/livez", 200)
+        assert sidecar.wait(timeout=10) == 0
+    assert sidecar.report()["trigger"] == "prestop"
+
+
+@pytest.mark.timeout(120)
+def test_admin_port_probes_answer_during_a_metrics_flood(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar()
+    with ScrapeFlood(sidecar.port, 256) as flood:
+        for _ in range(10):
+            assert_answers(sidecar.port, "GET", "/livez", 200)
+            assert_answers(sidecar.port, "GET", "/readyz", 200)
+    assert flood.scrapes >= 256
+
+
+@pytest.mark.timeout(120)
+def test_admin_port_huge_headers_get_431_and_memory_stays_flat(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar()
+    before = peak_rss_mb(sidecar.proc.pid)
+    assert [send_huge_header(sidecar.port, 50 * 1024 * 1024) for _ in range(2)] == ["431", "431"]
+    assert peak_rss_mb(sidecar.proc.pid) < before + 20, "the header was buffered"
+    assert_answers(sidecar.port, "GET", "/livez", 200)
+    assert sidecar.metric("sidecar_admin_connections_closed_total", {"reason": "head_too_large"}) == 2
+
+
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/status", "/metrics", "/prestop", "/drain"])
+def test_admin_port_a_body_over_8_kib_is_413_on_every_path_and_starts_nothing(
+    start_sidecar: StartSidecar, path: str
+) -> None:
+    sidecar = start_sidecar()
+    method = "GET" if path not in ("/prestop", "/drain") else "POST"
+    assert_answers(sidecar.port, method, path, 413, body=b"x" * 100_000)
+    assert sidecar.get("/status").json()["phase"] == "running"
+
+
+def test_admin_port_malformed_input_gets_an_answer_and_changes_nothing(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar()
+    assert_answers(sidecar.port, "GET", "/prestop/", 404, headers={"Host": "evil.example"})
+    huge = b'{"inflight": ' + b"9" * 400 + b"}"
+    assert_answers(sidecar.port, "POST", "/drain", 400, body=huge)
+    assert_answers(sidecar.port, "POST", "/drain", 400, body=b'{"inflight": 1e308}')
+    assert_answers(sidecar.port, "POST", "/drain", 400, body=b"[" * 5000)
+    assert_answers(sidecar.port, "GET", "/livez", 400, headers={"Content-Length": "-5"})
+    assert sidecar.metric("sidecar_app_inflight") == 0
+    assert sidecar.get("/status").json()["phase"] == "running"
+    assert not [raw for raw in sidecar.raw if "Traceback" in raw]
+
+
+def test_admin_port_wrong_token_is_401_counted_and_changes_nothing(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar(env={"SIDECAR_ADMIN_TOKEN": "right-token"})
+    assert sidecar.metric("sidecar_admin_unauthorized_total", {"path": "/prestop"}) == 0
+    assert sidecar.metric("sidecar_admin_unauthorized_total", {"path": "/drain"}) == 0
+    assert_answers(sidecar.port, "POST", "/prestop", 401, headers={"Authorization": "Bearer wrong"})
+    assert_answers(sidecar.port, "POST", "/prestop", 401)
+    assert_answers(sidecar.port, "POST", "/drain", 401, body=b'{"inflight": 3}')
+    assert sidecar.metric("sidecar_admin_unauthorized_total", {"path": "/prestop"}) == 2
+    assert sidecar.metric("sidecar_admin_unauthorized_total", {"path": "/drain"}) == 1
+    assert sidecar.get("/status").json()["phase"] == "running"
+    assert sidecar.metric("sidecar_app_inflight") == 0
+    sidecar.send_signal(signal.SIGTERM)
