@@ -18,6 +18,7 @@ from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_li
 from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
+from sidecar.events import ShutdownEvents
 from sidecar.http import create_app
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
@@ -72,6 +73,9 @@ class Sidecar:
             self.timeline.add_listener(listener)
         for part in self.parts:
             self.timeline.add_listener(part.on_phase_change)
+        # Last, so each event's document holds what the parts recorded at that phase change.
+        self.events = ShutdownEvents(self.status)
+        self.timeline.add_listener(self.events.on_phase_change)
 
     def readiness(self) -> dict[str, ReadinessCheck]:
         """Fails from t0 on, and whenever a part says the app cannot serve."""
@@ -156,6 +160,7 @@ class Sidecar:
             liveness=self.liveness(),
             admin_token=self.settings.admin_token,
             on_scrape=self._scraped,
+            events=self.events,
         )
         server = AdminServer(build_config(app, self.admin_connections))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")

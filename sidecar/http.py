@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.drain.app_report import AppReport, DrainReportError, parse_drain_report
+from sidecar.events import EventsEndpoint, ShutdownEvents
 from sidecar.lifecycle import DrainEndSource, Phase, Trigger
 from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
@@ -193,9 +194,10 @@ class AdminRoutes:
         if sequence.timeline.phase is Phase.PRESTOP_DELAY:
             if self.prestop_waiters >= self.limits.max_prestop_waiters:
                 return error_response(429, "too many /prestop callers waiting", {"Retry-After": "1"})
-            # The kubelet retries a hook that fails and may call it twice; every caller waits
-            # for the same instant, so a retry never extends the delay. Shutdown has begun
-            # before this await, so a caller that disconnects cancels nothing.
+            # Every caller waits for the same instant, so a second call (a person's retry, a
+            # concurrent hook) never extends the delay. The kubelet itself never retries an
+            # httpGet hook (FailedPreStopHook, then the stop signal): the first call must work.
+            # Shutdown has begun before this await, so a caller that disconnects cancels nothing.
             self.prestop_waiters += 1
             self.metrics.prestop_waiting.set(self.prestop_waiters)
             try:
@@ -270,8 +272,10 @@ def create_app(
     app_report: AppReport | None = None,
     on_scrape: Callable[[], None] = lambda: None,
     limits: Limits | None = None,
+    events: ShutdownEvents | None = None,
 ) -> ASGIApp:
-    """The admin app. `app_report` defaults to one that ends `sequence`'s drain."""
+    """The admin app. `app_report` defaults to one that ends `sequence`'s drain; GET /events is
+    served when `events` is given."""
     if app_report is None:
         app_report = AppReport(metrics=metrics, report_end=lambda: sequence.report_drain_end(DrainEndSource.APP_REPORT))
     routes = AdminRoutes(
@@ -284,7 +288,8 @@ def create_app(
         limits=limits or Limits(),
         on_scrape=on_scrape,
     )
-    app = Starlette(routes=routes.routes())
+    extra = [] if events is None else [Route("/events", EventsEndpoint(events), methods=["GET"])]
+    app = Starlette(routes=[*routes.routes(), *extra])
     # No redirects on the admin port: Starlette would answer /prestop/ with a 307 whose Location is
     # built from the client's Host header.
     app.router.redirect_slashes = False
