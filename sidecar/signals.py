@@ -64,8 +64,9 @@ def install_signal_handlers(
 ) -> Callable[[], None]:
     """Route SHUTDOWN_SIGNALS to `on_shutdown_signal` and NOTICED_SIGNALS to `on_other_signal` on
     the loop, then release what hold_signals blocked (a held signal is delivered now). Returns a
-    function that blocks them again and removes the handlers: from then until exit, a signal
-    waits instead of killing a process that is finishing anyway.
+    function that restores the mask from before (the sidecar's is hold_signals', so from then until
+    exit a signal waits instead of killing a process that is finishing anyway) and removes the
+    handlers.
 
     loop.add_signal_handler runs the callback as a normal loop callback (the C-level handler only
     writes to a wakeup fd), so the callback may touch asyncio objects safely. It must run before
@@ -75,10 +76,13 @@ def install_signal_handlers(
         loop.add_signal_handler(sig, on_shutdown_signal, sig)
     for signum in NOTICED_SIGNALS:
         loop.add_signal_handler(signum, on_other_signal, signum)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    held = signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def uninstall() -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        # Back to the mask before: blocked again after hold_signals (the sidecar's own exit), and
+        # not left blocked in a process that never held them (a library user, a test), whose
+        # later children would inherit the block and never die of their SIGTERM.
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         for signum in HANDLED_SIGNALS:
             loop.remove_signal_handler(signum)
 

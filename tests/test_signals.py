@@ -3,55 +3,88 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
-from sidecar.signals import SHUTDOWN_SIGNALS, install_signal_handlers
+from sidecar.signals import HANDLED_SIGNALS, SHUTDOWN_SIGNALS, hold_signals, install_signal_handlers, signal_name
+
+
+def blocked() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+@pytest.fixture(autouse=True)
+def restore_mask() -> Iterator[None]:
+    """Whatever a test does to this process's signal mask is undone: children inherit it."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def ignore(_: object) -> None:
+    return None
 
 
 @pytest.mark.anyio
-async def test_signals_a_real_signal_reaches_the_callback_on_the_loop() -> None:
+async def test_signals_a_real_signal_reaches_its_callback_on_the_loop() -> None:
     loop = asyncio.get_running_loop()
-    received: list[tuple[signal.Signals, asyncio.AbstractEventLoop]] = []
+    received: list[tuple[int, asyncio.AbstractEventLoop]] = []
     both = asyncio.Event()
 
-    def on_signal(sig: signal.Signals) -> None:
-        received.append((sig, asyncio.get_running_loop()))
+    def on_other(signum: int) -> None:
+        received.append((signum, asyncio.get_running_loop()))
         if len(received) == 2:
             both.set()
 
-    uninstall = install_signal_handlers(loop, on_signal, (signal.SIGUSR1, signal.SIGUSR2))
+    uninstall = install_signal_handlers(loop, ignore, on_other)
     try:
         os.kill(os.getpid(), signal.SIGUSR1)
         os.kill(os.getpid(), signal.SIGUSR2)
         await asyncio.wait_for(both.wait(), 5)
     finally:
         uninstall()
-    assert sorted(sig for sig, _ in received) == [signal.SIGUSR1, signal.SIGUSR2]
-    assert all(isinstance(sig, signal.Signals) for sig, _ in received)
+    assert sorted(signum for signum, _ in received) == [signal.SIGUSR1, signal.SIGUSR2]
     assert all(running is loop for _, running in received)
 
 
 @pytest.mark.anyio
-async def test_signals_the_uninstaller_restores_the_default_handling() -> None:
-    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
-    uninstall = install_signal_handlers(asyncio.get_running_loop(), lambda sig: None, (signal.SIGUSR1,))
+async def test_signals_held_before_the_handlers_are_delivered_once_they_are_in() -> None:
+    received = asyncio.Event()
+    hold_signals()
+    os.kill(os.getpid(), signal.SIGUSR1)  # blocked: pending, not lost, and not fatal
+    assert signal.SIGUSR1 in signal.sigpending()
+    uninstall = install_signal_handlers(asyncio.get_running_loop(), ignore, lambda _: received.set())
     try:
-        assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL
+        await asyncio.wait_for(received.wait(), 5)
     finally:
         uninstall()
-    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
 @pytest.mark.anyio
-async def test_signals_default_to_sigterm_and_sigint() -> None:
-    # Installed and removed only: SIGTERM and SIGINT are never sent to the test process.
-    assert SHUTDOWN_SIGNALS == (signal.SIGTERM, signal.SIGINT)
-    before = {sig: signal.getsignal(sig) for sig in SHUTDOWN_SIGNALS}
-    uninstall = install_signal_handlers(asyncio.get_running_loop(), lambda sig: None)
-    try:
-        assert all(signal.getsignal(sig) is not handler for sig, handler in before.items())
-    finally:
-        uninstall()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+async def test_signals_the_uninstaller_restores_the_handlers_and_the_mask_from_before() -> None:
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    assert signal.SIGTERM not in blocked()
+    uninstall = install_signal_handlers(asyncio.get_running_loop(), ignore, ignore)
+    assert signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL
+    uninstall()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Not left blocked: a child started afterwards would inherit the block.
+    assert signal.SIGTERM not in blocked()
+
+    hold_signals()  # the sidecar's own start-up: blocked again on the way out
+    uninstall = install_signal_handlers(asyncio.get_running_loop(), ignore, ignore)
+    assert signal.SIGTERM not in blocked()
+    uninstall()
+    assert set(HANDLED_SIGNALS) <= blocked()
+
+
+def test_signals_shutdown_signals_are_sigterm_sigint_and_sigquit() -> None:
+    assert SHUTDOWN_SIGNALS == (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+    assert not set(SHUTDOWN_SIGNALS) & {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+
+
+def test_signals_real_time_signals_are_named_by_their_offset() -> None:
+    assert signal_name(signal.SIGHUP) == "SIGHUP"
+    assert signal_name(signal.SIGRTMIN + 3) == "SIGRTMIN+3"
