@@ -28,6 +28,7 @@ METRICS = {
     "sidecar_signals_total",
     "sidecar_prestop_requests_total",
     "sidecar_app_connections",
+    "sidecar_app_connections_at_stop",
     "sidecar_app_inflight",
     "sidecar_late_connections_total",
     "sidecar_last_late_connection_seconds",
@@ -154,6 +155,7 @@ def test_dashboard_alert_panels_link_to_their_runbook_sections() -> None:
         "sidecar_last_late_connection_seconds",
         "sidecar_shutdown_phase",
         "sidecar_app_connections",
+        "sidecar_app_connections_at_stop",
         "sidecar_app_inflight",
     ],
 )
