@@ -1,5 +1,5 @@
-"""The admin endpoints of SPEC.md. Probes take a pure-ASGI fast path (kubelets on every node hit
-them constantly); the rest are Starlette routes. Handlers read and trigger the shutdown sequence;
+"""The admin endpoints of SPEC.md. Probes take a pure-ASGI fast path (sidecar.probes); the rest
+are Starlette routes. Handlers read and trigger the shutdown sequence;
 they never wait on anything but its events, and every request is bounded in size and time."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from sidecar.drain.app_report import AppReport, DrainReportError, parse_drain_report
 from sidecar.events import EventsEndpoint, ShutdownEvents
 from sidecar.lifecycle import DrainEndSource, Phase, Trigger
 from sidecar.parts import ReadinessCheck
+from sidecar.probes import ProbeFastPath
 from sidecar.shutdown import ShutdownSequence
 from sidecar.telemetry.metrics import ShutdownMetrics
 
 StatusDocument = Callable[[], Mapping[str, Any]]
 
-PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/startupz"})
 # The paths the admin token guards: the label values of sidecar_admin_unauthorized_total.
 GUARDED_PATHS: Final = ("/prestop", "/drain")
 
@@ -49,46 +49,6 @@ class RequestRejected(Exception):
 
 def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
-
-
-def first_failure(checks: Mapping[str, ReadinessCheck]) -> str | None:
-    for name, check in checks.items():
-        reason = check()
-        if reason is not None:
-            return f"{name}: {reason}"
-    return None
-
-
-class ProbeFastPath:
-    """Answers GET/HEAD /livez, /readyz and /startupz without routing or request objects;
-    everything else (including /readyz?verbose) goes to `app`."""
-
-    def __init__(
-        self, app: ASGIApp, readiness: Mapping[str, ReadinessCheck], liveness: Mapping[str, ReadinessCheck]
-    ) -> None:
-        self.app = app
-        self.readiness = readiness
-        self.liveness = liveness
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path")
-        if scope["type"] != "http" or path not in PROBE_PATHS or scope["query_string"]:
-            await self.app(scope, receive, send)
-            return
-        if scope["method"] not in ("GET", "HEAD"):
-            status, body = 405, b"method not allowed"
-        elif path == "/livez":
-            failure = first_failure(self.liveness)
-            status, body = (200, b"ok") if failure is None else (503, failure.encode())
-        elif path == "/startupz":
-            # Everything is built before the listener opens: a request answered here means started.
-            status, body = 200, b"ok"
-        else:
-            failure = first_failure(self.readiness)
-            status, body = (200, b"ok") if failure is None else (503, failure.encode())
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 class AdminRoutes:

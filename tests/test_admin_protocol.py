@@ -1,0 +1,157 @@
+"""The bounded HTTP protocol of the admin port: a timeout in every connection state, byte caps,
+and a connection cap kept by eviction; the uvicorn hooks it relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import resource
+
+import pytest
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from sidecar import admin_protocol as protocol_module
+from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
+
+
+def test_protocol_uvicorn_protocol_still_has_the_hooks_the_bounded_protocol_uses() -> None:
+    hooks = ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header")
+    hooks += ("on_headers_complete", "on_body", "on_message_complete", "on_response_complete")
+    for name in (*hooks, "_unset_keepalive_if_required"):
+        assert callable(getattr(HttpToolsProtocol, name)), name
+    source = inspect.getsource(HttpToolsProtocol)
+    for attribute in ("self.timeout_keep_alive_task", "self.cycle", "self.headers", "self.parser", "self.flow"):
+        assert attribute in source, attribute
+    cycle = inspect.getsource(RequestResponseCycle)
+    for attribute in ("self.more_body", "self.response_started", "self.response_complete", "self.disconnected"):
+        assert attribute in cycle, attribute
+    # The server's own limit answers 503 to probes; ours must stay the only one.
+    assert build_config(PlainTextResponse("ok")).limit_concurrency is None
+
+
+async def read_body_then_ok(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that reads the whole body before it answers, as /drain does."""
+    while (await receive()).get("more_body"):
+        pass
+    await PlainTextResponse("ok")(scope, receive, send)
+
+
+async def open_server(connections: AdminConnections | None = None) -> tuple[AdminServer, asyncio.Task[None], int]:
+    sock = bind_admin_socket("127.0.0.1", 0)
+    server = AdminServer(build_config(read_body_then_ok, connections))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(server.listening.wait(), 5)
+    return server, task, sock.getsockname()[1]
+
+
+async def request(port: int, data: bytes) -> bytes:
+    """Send `data` on a new connection; everything the server sent until it closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+HELD_STATES = [
+    pytest.param(b"", id="idle"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ", id="slow-headers"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", id="stalled-body"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sent", HELD_STATES)
+async def test_protocol_closes_a_connection_that_does_not_finish_its_request_in_time(
+    monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    monkeypatch.setattr(protocol_module, "REQUEST_TIMEOUT_SECONDS", 0.2)
+    connections = AdminConnections()
+    server, task, port = await open_server(connections)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(sent)
+    assert await asyncio.wait_for(reader.read(), 3) == b"", "the server should have closed the connection"
+    writer.close()
+    assert connections.closed["request_timeout"] == 1
+    # A prompt client on the same server is unaffected.
+    assert (await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    server.stop()
+    await asyncio.wait_for(task, 2)
+
+
+@pytest.mark.anyio
+async def test_protocol_closes_a_connection_whose_body_still_comes_after_its_answer() -> None:
+    connections = AdminConnections()
+    sock = bind_admin_socket("127.0.0.1", 0)
+    server = AdminServer(build_config(PlainTextResponse("ok"), connections))  # answers without reading
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(server.listening.wait(), 5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    answer = await asyncio.wait_for(reader.read(), 3)
+    assert answer.startswith(b"HTTP/1.1 200")
+    writer.close()
+    assert connections.closed["body_unread"] == 1
+    server.stop()
+    await asyncio.wait_for(task, 2)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("sent", "status", "reason"),
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", b"431", "head_too_large", id="head"),
+        pytest.param(b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n", b"431", "head_too_large", id="url"),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100_000,
+            b"413",
+            "body_too_large",
+            id="declared",
+        ),
+        pytest.param(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + b"4000\r\n" + b"x" * 0x4000 + b"\r\n",
+            b"413",
+            "body_too_large",
+            id="chunked",
+        ),
+        pytest.param(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400", "bad_request", id="bad-length"),
+        pytest.param(b"\x16\x03\x01\x02\x00", b"400", "bad_request", id="tls-hello"),
+    ],
+)
+async def test_protocol_refuses_oversized_or_malformed_requests_and_the_answer_arrives(
+    sent: bytes, status: bytes, reason: str
+) -> None:
+    connections = AdminConnections()
+    server, task, port = await open_server(connections)
+    answer = await request(port, sent)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:100]
+    assert b"connection: close" in answer
+    assert connections.closed[reason] == 1
+    server.stop()
+    await asyncio.wait_for(task, 2)
+
+
+@pytest.mark.anyio
+async def test_protocol_at_its_connection_cap_evicts_the_oldest_idle_connection_for_a_new_one() -> None:
+    connections = AdminConnections(max_connections=3)
+    server, task, port = await open_server(connections)
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    answer = await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert await asyncio.wait_for(held[0][0].read(), 3) == b"", "the oldest connection should have been closed"
+    assert connections.closed["evicted"] >= 1
+    for _, writer in held:
+        writer.close()
+    server.stop()
+    await asyncio.wait_for(task, 2)
+
+
+def test_protocol_connection_cap_fits_under_the_descriptor_limit() -> None:
+    assert connection_cap(1_000_000) == protocol_module.MAX_CONNECTIONS
+    assert connection_cap(256) == 256 - protocol_module.RESERVED_FDS
+    assert connection_cap(10) == 1
+    assert raise_fd_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
