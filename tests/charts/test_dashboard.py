@@ -27,6 +27,7 @@ METRICS = {
     "sidecar_shutdowns_total",
     "sidecar_signals_total",
     "sidecar_prestop_requests_total",
+    "sidecar_admin_unauthorized_total",
     "sidecar_app_connections",
     "sidecar_app_connections_at_stop",
     "sidecar_app_inflight",
@@ -157,6 +158,7 @@ def test_dashboard_alert_panels_link_to_their_runbook_sections() -> None:
         "sidecar_app_connections",
         "sidecar_app_connections_at_stop",
         "sidecar_app_inflight",
+        "sidecar_admin_unauthorized_total",
     ],
 )
 def test_dashboard_shows_metric(metric: str) -> None:
