@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +26,13 @@ def ignore(_: object) -> None:
     return None
 
 
+def send_to_main_thread(signum: int) -> None:
+    """A thread-directed signal: os.kill would let the kernel pick any thread that does not block
+    it, and a helper thread left by another test, without a handler, would die of it (and take
+    the test process along)."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signum)
+
+
 @pytest.mark.anyio
 async def test_signals_a_real_signal_reaches_its_callback_on_the_loop() -> None:
     loop = asyncio.get_running_loop()
@@ -39,8 +46,8 @@ async def test_signals_a_real_signal_reaches_its_callback_on_the_loop() -> None:
 
     uninstall = install_signal_handlers(loop, ignore, on_other)
     try:
-        os.kill(os.getpid(), signal.SIGUSR1)
-        os.kill(os.getpid(), signal.SIGUSR2)
+        send_to_main_thread(signal.SIGUSR1)
+        send_to_main_thread(signal.SIGUSR2)
         await asyncio.wait_for(both.wait(), 5)
     finally:
         uninstall()
@@ -52,7 +59,7 @@ async def test_signals_a_real_signal_reaches_its_callback_on_the_loop() -> None:
 async def test_signals_held_before_the_handlers_are_delivered_once_they_are_in() -> None:
     received = asyncio.Event()
     hold_signals()
-    os.kill(os.getpid(), signal.SIGUSR1)  # blocked: pending, not lost, and not fatal
+    send_to_main_thread(signal.SIGUSR1)  # blocked: pending, not lost, and not fatal
     assert signal.SIGUSR1 in signal.sigpending()
     uninstall = install_signal_handlers(asyncio.get_running_loop(), ignore, lambda _: received.set())
     try:
