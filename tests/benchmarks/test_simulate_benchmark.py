@@ -20,6 +20,7 @@ import pytest
 from sidecar.simulate.endpoints import Balancer, Propagation
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.options import MAX_RATE_PER_SECOND
+from sidecar.simulate.traffic import FreshTraffic
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(600)]
 ROLLOUT = ("--pods", "20", "--rps", "200", "--propagation-delay", "2", "--json")
@@ -75,7 +76,7 @@ async def test_benchmark_load_generator_schedule_at_the_highest_rate() -> None:
     seconds = 2.0
     loop.call_later(seconds, stop.set)
     started = loop.time()
-    await LoadGenerator(balancer, MAX_RATE_PER_SECOND, 1.0, tally).run(stop)  # type: ignore[arg-type]
+    await LoadGenerator(FreshTraffic(balancer), MAX_RATE_PER_SECOND, 1.0, tally).run(stop)  # type: ignore[arg-type]
     took = loop.time() - started
     expected = int(seconds * MAX_RATE_PER_SECOND)
     print(f"\nload at {MAX_RATE_PER_SECOND:g}/s: {tally.total_sent} sent in {took:.3f} s (schedule: {expected})")
