@@ -46,8 +46,11 @@ def summary(label: str, result: dict[str, Any], seconds: float) -> str:
     pods = result["pods"]
     margins = [pod["report"]["margin_seconds"] for pod in pods if isinstance(pod["report"], dict)]
     drained = sum(pod["within_grace"] for pod in pods)
+    reused = requests["by_connection"]["reused"]["failed"]
+    load = result["load"]
     line = (
-        f"{label:<10} {result['verdict']:<5} {requests['sent']:>6} sent {requests['failed']:>5} failed ({kinds}); "
+        f"{label:<10} {load['client']}/{load['balancer']} {load['connections_opened']:>5} connections; "
+        f"{result['verdict']:<5} {requests['sent']:>6} sent {requests['failed']:>5} failed ({kinds}; {reused} reused); "
         f"{drained}/{len(pods)} pods inside the grace period; {seconds:.1f} s"
     )
     if margins:
