@@ -16,6 +16,7 @@ from typing import Final, TextIO
 
 from sidecar.simulate.endpoints import Propagation
 from sidecar.simulate.kubelet import PodStartError
+from sidecar.simulate.load import load_document
 from sidecar.simulate.options import Options
 from sidecar.simulate.podspec import PodTemplate, template_for_mode
 from sidecar.simulate.render import render
@@ -111,6 +112,9 @@ async def rehearse(options: Options) -> int:
             request_timeout_seconds=options.request_timeout_seconds,
             seed=options.seed,
             workdir=workdir,
+            client=options.client,
+            balancer=options.balancer,
+            connections=options.connections,
         )
         rollout = Rollout(plan, progress)
         progress.rollout = rollout
@@ -142,6 +146,7 @@ async def rehearse(options: Options) -> int:
             rollout.deleted,
             rollout.clock(),
             crashes=rollout.crashes,
+            load=load_document(options.client, options.balancer, options.connections, rollout.tally),
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
     return EXIT_PASS if result["verdict"] == "pass" else EXIT_FAIL

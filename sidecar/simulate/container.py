@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from sidecar.config import ENV_PREFIX
+from sidecar.simulate.podspec import SIDECAR_URL_ENV
 from sidecar.simulate.records import Clock, ContainerRecord
 
 TERMINATION_MESSAGE_LIMIT: Final = 4096  # the kubelet's cap on a termination message
@@ -28,9 +29,11 @@ def exit_status_of(returncode: int) -> int:
 
 
 def environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without its SIDECAR_* variables (a rehearsal is what its flags
-    say), plus the container's own."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    """This process's environment without its SIDECAR_* variables and SHUTDOWN_SIDECAR_URL (a
+    rehearsal is what its flags say; each pod has its own sidecar), plus the container's own."""
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX) and name != SIDECAR_URL_ENV
+    }
     env.update(extra)
     return env
 

@@ -1,5 +1,6 @@
 """A demo HTTP app whose request latency and shutdown behaviour are flags: the good citizen that
 drains at SIGTERM, one that exits at once, one that ignores SIGTERM, one that cleans up slowly.
+Given its sidecar's URL it follows GET /events and answers `Connection: close` from t0.
 simulate's default app; also used by the tests, the benchmarks and the README (as
 `python -m sidecar.demo`). Standard library only, HTTP/1.1 keep-alive; imports nothing of the sidecar."""
 
@@ -14,6 +15,8 @@ import sys
 import time
 import urllib.request
 from collections.abc import Sequence
+
+from sidecar.simulate.demo_events import SIDECAR_URL_ENV, ShutdownEvents, address_of
 
 BEHAVIOURS = ("drain", "exit", "ignore")
 
@@ -32,13 +35,26 @@ class DemoApp:
         self.idle = asyncio.Event()
         self.idle.set()
         self.stopping = False
+        # Set from t0 by the sidecar's events: shutdown has begun, the app still serves.
+        self.shutdown_started = asyncio.Event()
         self.connections: set[asyncio.StreamWriter] = set()
+        self.busy: set[asyncio.StreamWriter] = set()  # reading a request's body or answering it
+        self.handlers: set[asyncio.Task[None]] = set()  # one per connection, until it is closed
+
+    @property
+    def is_closing_connections(self) -> bool:
+        return self.stopping or self.shutdown_started.is_set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
         self.connections.add(writer)
         try:
-            while not self.stopping:
+            while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                self.busy.add(writer)
                 length = 0
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
@@ -46,31 +62,43 @@ class DemoApp:
                         length = int(value.strip())
                 if length:
                     await reader.readexactly(length)
-                await self.respond(writer)
+                if await self.respond(writer):
+                    break
+                self.busy.discard(writer)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:
+            self.busy.discard(writer)
             self.connections.discard(writer)
             writer.close()
 
-    async def respond(self, writer: asyncio.StreamWriter) -> None:
+    async def respond(self, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; True when the answer said `Connection: close`."""
         self.inflight += 1
         self.idle.clear()
         try:
             await asyncio.sleep(self.latency_seconds)
             self.served += 1
-            # Once stopping, tell the client this connection ends with this response.
-            connection = b"close" if self.stopping else b"keep-alive"
+            # From t0 (or the stop), tell the client this connection ends with this response: a
+            # pool then opens its next connection elsewhere instead of writing into a closing one.
+            closing = self.is_closing_connections
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\nconnection: "
-                + connection
+                + (b"close" if closing else b"keep-alive")
                 + b"\r\n\r\nok\n"
             )
             await writer.drain()
+            return closing
         finally:
             self.inflight -= 1
             if self.inflight == 0:
                 self.idle.set()
+
+    def close_idle_connections(self) -> None:
+        """Close the connections waiting for a next request. A client may be writing one at this
+        very moment (the HTTP/1.1 keep-alive race): done only at the stop, never at t0."""
+        for writer in self.connections - self.busy:
+            writer.close()
 
 
 def report_drained(url: str) -> None:
@@ -94,21 +122,47 @@ async def run_demo(args: argparse.Namespace) -> int:
     # "exit" keeps the default action: the process dies of SIGTERM, dropping what is in flight.
     loop.add_signal_handler(signal.SIGINT, stop.set)
     log("demo listening", port=port, pid=os.getpid(), on_sigterm=args.on_sigterm)
+    follower = follow_sidecar_events(args.sidecar_url, app)
 
     await stop.wait()
     log("demo stopping", inflight=app.inflight)
     app.stopping = True
-    server.close()  # stop accepting; requests in flight go on
+    server.close()  # stop accepting; requests in flight go on, each answered `Connection: close`
+    # Whoever still holds an idle connection here was never told to leave (no events, or no t0
+    # before the stop): closing it can race with the client's next request, and nothing avoids
+    # that any more at this point. With events, pooled clients have left during the prestop delay.
+    app.close_idle_connections()
     await app.idle.wait()
-    for writer in list(app.connections):  # idle keep-alive connections
-        writer.close()
+    app.close_idle_connections()  # any that went idle before they could close themselves
+    if app.handlers:  # each ends once its connection is closed: none is left to be cancelled
+        await asyncio.wait(app.handlers)
     await server.wait_closed()
+    if follower is not None:
+        follower.cancel()
     if args.cleanup > 0:
         await asyncio.sleep(args.cleanup)
     if args.drain_report_url:
         await asyncio.to_thread(report_drained, args.drain_report_url)
     log("demo stopped", served=app.served)
     return 0
+
+
+def follow_sidecar_events(url: str, app: DemoApp) -> asyncio.Task[None] | None:
+    """Follow the sidecar's events on this loop, beside the requests; None without a URL."""
+    if not url:
+        return None
+    events = ShutdownEvents(url, log, started=app.shutdown_started)
+    return asyncio.create_task(events.follow(), name="sidecar-events")
+
+
+def sidecar_url(text: str) -> str:
+    """--sidecar-url's value: empty, or an http:// URL."""
+    if text:
+        try:
+            address_of(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cleanup", type=float, default=0.0, help="seconds of clean-up after the last request")
     parser.add_argument("--drain-report-url", help="POST {'event': 'complete'} here when drained")
+    parser.add_argument(
+        "--sidecar-url",
+        type=sidecar_url,
+        default=os.environ.get(SIDECAR_URL_ENV, ""),
+        help=f"follow this sidecar's GET /events and answer Connection: close from t0 (default ${SIDECAR_URL_ENV}; "
+        "empty: do not)",
+    )
     return parser
 
 

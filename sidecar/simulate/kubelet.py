@@ -24,6 +24,7 @@ from sidecar.simulate.podspec import (
     APP_PORT,
     POD_NAME_PLACEHOLDER,
     PORT_PLACEHOLDER,
+    SIDECAR_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
     PodTemplate,
@@ -76,6 +77,12 @@ class Pod:
         self.record = PodRecord.of_template(name, template, ports[APP_PORT], clock())
 
     @property
+    def sidecar_url(self) -> str:
+        """The pod's own sidecar, as its app reaches it; empty in a pod without one."""
+        admin = self.ports.get(ADMIN_PORT)
+        return "" if admin is None else f"http://127.0.0.1:{admin}"
+
+    @property
     def is_deleted(self) -> bool:
         return self.record.deleted_at is not None
 
@@ -121,6 +128,7 @@ class Pod:
                 ADMIN_PORT_PLACEHOLDER: str(self.ports.get(ADMIN_PORT, 0)),
                 TERMINATION_LOG_PLACEHOLDER: str(termination_log_path(self.workdir, spec.name)),
                 POD_NAME_PLACEHOLDER: self.name,
+                SIDECAR_PLACEHOLDER: self.sidecar_url,
             },
         )
         record = self.record.containers[spec.name]

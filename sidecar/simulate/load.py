@@ -1,6 +1,7 @@
-"""The load generator: an open loop of GETs at a fixed rate, each on a new connection to the pod
-the balancer picks (many clients behind kube-proxy), and the tally of what became of them by the
-phase the pod was in. A slow pod does not slow the schedule: that is how real clients behave."""
+"""The load generator: an open loop of GETs at a fixed rate, sent as sidecar.simulate.traffic
+routes them (pooled or fresh connections, l4 or l7), and the tally of what became of them by the
+phase their pod was in and by new or reused connection. A slow pod does not slow the schedule:
+that is how real clients behave."""
 
 from __future__ import annotations
 
@@ -10,25 +11,36 @@ import contextlib
 import dataclasses
 from typing import Final
 
-from sidecar.simulate.client import Failure, Result, http_get
-from sidecar.simulate.endpoints import Balancer
-from sidecar.simulate.kubelet import Pod
+from sidecar.simulate.client import Failure, Result
+from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import RequestPhase
+from sidecar.simulate.traffic import Traffic
 
 NO_ENDPOINTS: Final = "no_endpoints"  # the balancer knew of no ready pod: kube-proxy rejects
 PHASES: Final = (*(phase.value for phase in RequestPhase), NO_ENDPOINTS)
 KINDS: Final = tuple(failure.value for failure in Failure)
+CONNECTIONS: Final = ("new", "reused")  # what the request went out on
+
+
+def kinds_document(failed: collections.Counter[tuple[str, str]], key: str) -> dict[str, int]:
+    return {kind: failed[key, kind] for kind in KINDS}
 
 
 @dataclasses.dataclass
 class Tally:
     sent: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # by phase
     failed: collections.Counter[tuple[str, str]] = dataclasses.field(default_factory=collections.Counter)
+    sent_on: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # by connection
+    failed_on: collections.Counter[tuple[str, str]] = dataclasses.field(default_factory=collections.Counter)
+    connections_opened: int = 0
 
-    def add(self, phase: str, result: Result) -> None:
+    def add(self, phase: str, result: Result, *, reused: bool = False) -> None:
+        on = CONNECTIONS[reused]
         self.sent[phase] += 1
+        self.sent_on[on] += 1
         if result.failure is not None:
             self.failed[phase, result.failure.value] += 1
+            self.failed_on[on, result.failure.value] += 1
 
     @property
     def total_sent(self) -> int:
@@ -45,17 +57,42 @@ class Tally:
             phase: {
                 "sent": self.sent[phase],
                 "failed": sum(n for (p, _), n in self.failed.items() if p == phase),
-                "by_kind": {kind: self.failed[phase, kind] for kind in KINDS},
+                "by_kind": kinds_document(self.failed, phase),
             }
             for phase in PHASES
         }
-        return {"sent": self.total_sent, "failed": self.total_failed, "by_kind": by_kind, "by_phase": by_phase}
+        by_connection = {
+            on: {
+                "sent": self.sent_on[on],
+                "failed": sum(n for (o, _), n in self.failed_on.items() if o == on),
+                "by_kind": kinds_document(self.failed_on, on),
+            }
+            for on in CONNECTIONS
+        }
+        return {
+            "sent": self.total_sent,
+            "failed": self.total_failed,
+            "by_kind": by_kind,
+            "by_phase": by_phase,
+            "by_connection": by_connection,
+        }
+
+
+def load_document(client: ClientKind, balancer: BalancerKind, connections: int, tally: Tally) -> dict[str, object]:
+    """`load` in simulate's JSON: how the requests were sent, and how often a connection was reused."""
+    return {
+        "client": client.value,
+        "balancer": balancer.value,
+        "connections": connections if client is ClientKind.POOLED else None,
+        "connections_opened": tally.connections_opened,
+        "requests_on_reused_connections": tally.sent_on["reused"],
+    }
 
 
 class LoadGenerator:
-    def __init__(self, balancer: Balancer[Pod], rate_per_second: float, timeout_seconds: float, tally: Tally) -> None:
+    def __init__(self, traffic: Traffic, rate_per_second: float, timeout_seconds: float, tally: Tally) -> None:
         self.tally = tally
-        self._balancer = balancer
+        self._traffic = traffic
         self._interval = 1.0 / rate_per_second
         self._timeout_seconds = timeout_seconds
         self._inflight: set[asyncio.Task[None]] = set()
@@ -81,13 +118,22 @@ class LoadGenerator:
             for task in inflight:
                 task.cancel()
             await asyncio.gather(*inflight, return_exceptions=True)
+            self._traffic.close()
 
     async def _request(self) -> None:
-        pod = self._balancer.pick()
-        if pod is None:
+        route = self._traffic.route()
+        if route is None:
             self.tally.add(NO_ENDPOINTS, Result(None, Failure.REFUSED))
             return
+        record = route.pod.record
         # The phase when the request leaves: what it would meet on arrival.
-        phase = pod.record.request_phase().value
-        result = await http_get(pod.record.app_port, "/", timeout_seconds=self._timeout_seconds)
-        self.tally.add(phase, result)
+        phase = record.request_phase().value
+        # Past its endpoint's removal, only a connection that stayed on the pod (l4) brings it traffic.
+        after_removal = record.endpoint_removed_at is not None
+        if after_removal:
+            record.requests_after_endpoint_removal += 1
+        result = await self._traffic.send(route, timeout_seconds=self._timeout_seconds)
+        self.tally.connections_opened = self._traffic.connections_opened
+        self.tally.add(phase, result, reused=route.is_reused)
+        if after_removal and not result.is_ok:
+            record.failed_after_endpoint_removal += 1

@@ -16,11 +16,13 @@ from typing import Any, Final, TypeVar
 
 from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds
 from sidecar.deadline import Budget
-from sidecar.simulate.podspec import PORT_PLACEHOLDER, Mode, demo_app_command
+from sidecar.simulate.podspec import PORT_PLACEHOLDER, SIDECAR_PLACEHOLDER, SIDECAR_URL_ENV, Mode, demo_app_command
+from sidecar.simulate.pool import BalancerKind, ClientKind
 
 T = TypeVar("T")
 
 MAX_PODS: Final = 50
+MAX_CONNECTIONS: Final = 1000
 # One process on two cores sends the load, runs the probes and hooks and times everything; past
 # this rate its own lag would show up as failures that are not the app's.
 MAX_RATE_PER_SECOND: Final = 1000.0
@@ -31,14 +33,17 @@ DEST_PREFIX: Final = "simulate_"
 
 EPILOG: Final = f"""\
 what runs: N old pods (app + sidecar as --mode wires it), each on its own loopback ports; a
-load generator sending GETs at --rps, each on a new connection to a pod the balancer believes
-ready; a balancer that learns of each endpoint change only after --propagation-delay; and a
+load generator sending GETs at --rps over --connections keep-alive connections (or a new one
+each, --client fresh); a balancer that learns of each endpoint change only after
+--propagation-delay and routes each new connection (l4, as kube-proxy: a connection stays on
+its pod after the endpoint is removed) or each request (l7, as an ingress proxy); and a
 kubelet that replaces the pods one by one (a new pod ready, then an old one deleted): the
 deleted pod's endpoint removal starts, its preStop hooks run, each container gets SIGTERM after
 its hook and SIGKILL at the end of the grace period; native sidecars are stopped after the app.
 
 APP CMD: the app to rehearse (default: the built-in demo app). It must listen on 127.0.0.1 at
-the port given as {PORT_PLACEHOLDER} in the command, or in $PORT.
+the port given as {PORT_PLACEHOLDER} in the command, or in $PORT. Its sidecar's URL, for GET
+/events, is {SIDECAR_PLACEHOLDER} in the command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
 not; 2 for bad input or an app that cannot start; 130 when interrupted."""
@@ -130,6 +135,29 @@ class Options:
         metavar="S",
     )
     rate_per_second: float = option("--rps", "50", "requests per second", parse=_rate, metavar="N")
+    client: ClientKind = option(  # noqa: RUF009
+        "--client",
+        ClientKind.POOLED.value,
+        "pooled: keep-alive connections reused as HTTP client pools do (checked before reuse, "
+        "dropped after Connection: close, no retries); fresh: a new connection per request",
+        parse=ClientKind,
+        choices=[c.value for c in ClientKind],
+    )
+    balancer: BalancerKind = option(  # noqa: RUF009
+        "--balancer",
+        BalancerKind.L4.value,
+        "l4: per connection, as kube-proxy (a connection stays on its pod after the endpoint is removed); "
+        "l7: per request over per-pod pools, as an ingress proxy",
+        parse=BalancerKind,
+        choices=[b.value for b in BalancerKind],
+    )
+    connections: int = option(
+        "--connections",
+        "16",
+        "keep-alive connections in all (l4: that many clients; l7: the proxy's idle connections)",
+        parse=_count(1, MAX_CONNECTIONS),
+        metavar="N",
+    )
     pods: int = option(
         "--pods", "3", f"replicas, each replaced once, at most {MAX_PODS}", parse=_count(1, MAX_PODS), metavar="N"
     )

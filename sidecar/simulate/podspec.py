@@ -20,6 +20,10 @@ PORT_PLACEHOLDER: Final = "{port}"  # the app's port, in the user's APP CMD
 ADMIN_PORT_PLACEHOLDER: Final = "{admin_port}"
 TERMINATION_LOG_PLACEHOLDER: Final = "{termination_log}"
 POD_NAME_PLACEHOLDER: Final = "{pod_name}"  # in env values: the downward API's metadata.name
+# The pod's own sidecar (http://127.0.0.1:<its admin port>; empty without one), in the app's
+# arguments; the app container also gets it as SIDECAR_URL_ENV, where apps look for GET /events.
+SIDECAR_PLACEHOLDER: Final = "{sidecar}"
+SIDECAR_URL_ENV: Final = "SHUTDOWN_SIDECAR_URL"
 
 # A Kubernetes probe's defaults (core/v1 Probe).
 PROBE_DEFAULT_PERIOD_SECONDS: Final = 10.0
@@ -161,8 +165,15 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
 
 def filled_command(spec: ContainerSpec, values: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """The container's argv and environment with the placeholders filled in; the container that
-    serves traffic also gets the app's port as $PORT."""
+    serves traffic also gets the app's port as $PORT and, in a pod with a sidecar, the sidecar's
+    URL as $SHUTDOWN_SIDECAR_URL (a run-mode wrapper passes it on to the app it starts)."""
     env = {name: substitute([value], values)[0] for name, value in spec.env.items()}
     if spec.serves_traffic:
         env["PORT"] = values[PORT_PLACEHOLDER]
+        # Over whatever the chart says (it would name 127.0.0.1:9180): here each pod's sidecar
+        # has its own port.
+        if values.get(SIDECAR_PLACEHOLDER):
+            env[SIDECAR_URL_ENV] = values[SIDECAR_PLACEHOLDER]
+        else:
+            env.pop(SIDECAR_URL_ENV, None)
     return substitute(spec.argv, values), env

@@ -49,6 +49,10 @@ class PodRecord:
     endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
     terminated_at: float | None = None  # every container has exited
     crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
+    # Requests sent to the pod once the balancer had stopped routing to it (on connections that
+    # stayed), and how many of them failed.
+    requests_after_endpoint_removal: int = 0
+    failed_after_endpoint_removal: int = 0
 
     @classmethod
     def of_template(cls, name: str, template: PodTemplate, app_port: int, created_at: float) -> PodRecord:

@@ -81,6 +81,9 @@ def pod_lines(pod: Document) -> list[str]:
     if app["sigterm_after_seconds"] is not None and app["exited_after_seconds"] is not None:
         facts.append(f"app drained {app['exited_after_seconds'] - app['sigterm_after_seconds']:.2f}s")
     facts.append(f"app exit status {app['exit_status']}")
+    after = pod.get("requests_after_endpoint_removal")
+    if after is not None and after["sent"]:
+        facts.append(f"{after['sent']} requests after its endpoint removal ({after['failed']} failed)")
     lines.append(f"  {' ' * 8} {', '.join(facts)}")
     lines.append(f"  {' ' * 8} {report_line(pod)}")
     return lines
@@ -103,6 +106,31 @@ def report_line(pod: Document) -> str:
     if last is not None:
         parts[-1] += f" (last {last:.2f}s after t0)"
     return "report: " + ", ".join(parts)
+
+
+def load_line(load: Document | None) -> list[str]:
+    if load is None:
+        return []
+    if load["client"] == "fresh":
+        how = "a new connection per request"
+    else:
+        how = f"{load['connections']} pooled keep-alive connections"
+    return [
+        f"load: {how}, {load['balancer']} balancer; {load['connections_opened']} connections opened, "
+        f"{load['requests_on_reused_connections']} requests on reused ones"
+    ]
+
+
+def connections_line(requests: Document) -> list[str]:
+    by_connection = requests.get("by_connection")
+    if by_connection is None or not requests["failed"]:
+        return []
+    parts = []
+    for on in ("new", "reused"):
+        row = by_connection[on]
+        kinds = ", ".join(f"{n} {kind}" for kind, n in row["by_kind"].items() if n)
+        parts.append(f"{row['failed']} of {row['sent']} on {on} connections" + (f" ({kinds})" if kinds else ""))
+    return ["  failed: " + "; ".join(parts)]
 
 
 def requests_table(requests: Document) -> list[str]:
@@ -137,6 +165,13 @@ def advice(result: Document) -> str | None:
     if result["mode"] == "none" and requests["failed"]:
         return "this is the baseline without the sidecar; run without --mode none to compare"
     early = requests["by_phase"]["drain"]["failed"] + requests["by_phase"]["exited"]["failed"]
+    load = result.get("load")
+    stayed = sum(pod.get("requests_after_endpoint_removal", {}).get("failed", 0) for pod in result["pods"])
+    if stayed and load is not None and load["balancer"] == "l4" and load["client"] == "pooled":
+        return (
+            "keep-alive connections stayed on the deleted pods after their endpoints were removed (kube-proxy "
+            "moves only new connections): answer `Connection: close` from t0 (the sidecar's GET /events)"
+        )
     delay, propagation = settings.get("prestop_delay_seconds"), settings["propagation_delay_seconds"]
     if early and delay is not None and delay <= propagation + settings["propagation_spread_seconds"]:
         return f"the prestop delay ({delay:g}s) does not cover the endpoint propagation ({propagation:g}s+)"
@@ -155,7 +190,9 @@ def render(result: Document) -> str:
         for pod in pods:
             lines += pod_lines(pod)
         lines.append("")
+    lines += load_line(result.get("load"))
     lines += requests_table(result["requests"])
+    lines += connections_line(result["requests"])
     lines.append("")
     lines += verdict_lines(result)
     return "\n".join(lines) + "\n"

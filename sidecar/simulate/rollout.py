@@ -16,7 +16,9 @@ from sidecar.simulate.endpoints import Balancer, Propagation
 from sidecar.simulate.kubelet import Pod, PodStartError
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
+from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import PodRecord
+from sidecar.simulate.traffic import traffic_for
 
 # Steady traffic before the first deletion: the "running" phase is then measured too.
 WARM_UP_SECONDS: Final = 1.0
@@ -32,6 +34,9 @@ class Plan:
     request_timeout_seconds: float
     seed: int
     workdir: Path
+    client: ClientKind = ClientKind.POOLED
+    balancer: BalancerKind = BalancerKind.L4
+    connections: int = 16
 
 
 def ephemeral_port_floor() -> int:
@@ -108,7 +113,8 @@ class Rollout:
             on_applied=self._endpoint_changed,
         )
         self._balancer = balancer
-        load = LoadGenerator(balancer, plan.rate_per_second, plan.request_timeout_seconds, self.tally)
+        traffic = traffic_for(plan.client, plan.balancer, balancer, plan.connections)
+        load = LoadGenerator(traffic, plan.rate_per_second, plan.request_timeout_seconds, self.tally)
         stop_load = asyncio.Event()
         load_task: asyncio.Task[None] | None = None
         try:

@@ -56,6 +56,10 @@ def pod_document(record: PodRecord) -> Document:
         "name": record.name,
         "grace_period_seconds": record.grace_period_seconds,
         "endpoint_removed_after_seconds": _after(record.endpoint_removed_at, deleted_at),
+        "requests_after_endpoint_removal": {
+            "sent": record.requests_after_endpoint_removal,
+            "failed": record.failed_after_endpoint_removal,
+        },
         "terminated_after_seconds": terminated_after,
         "within_grace": not killed and terminated_after is not None and terminated_after <= record.grace_period_seconds,
         "sigkilled": killed,
@@ -72,7 +76,9 @@ def reasons_to_fail(requests: Document, pods: Sequence[Document]) -> list[str]:
         reasons.append("no request was sent")
     if requests["failed"]:
         kinds = ", ".join(f"{n} {kind}" for kind, n in requests["by_kind"].items() if n)
-        reasons.append(f"{requests['failed']} of {requests['sent']} requests failed ({kinds})")
+        reused = requests["by_connection"]["reused"]["failed"]
+        on_reused = f"; {reused} on reused connections" if reused else ""
+        reasons.append(f"{requests['failed']} of {requests['sent']} requests failed ({kinds}{on_reused})")
     for pod in pods:
         grace = pod["grace_period_seconds"]
         for name in pod["sigkilled"]:
@@ -101,9 +107,11 @@ def result_document(
     duration_seconds: float,
     *,
     crashes: Sequence[str] = (),
+    load: Document | None = None,
 ) -> Document:
-    """simulate's --json object: verdict, reasons, requests, pods, and the settings it ran with.
-    `crashes`: containers of any pod, old or new, that exited while their pod was not deleted."""
+    """simulate's --json object: verdict, reasons, requests, pods, and the settings and load it
+    ran with. `crashes`: containers of any pod, old or new, that exited while their pod was not
+    deleted. `load`: how the requests were sent (sidecar.simulate.load.load_document)."""
     requests = tally.document()
     pods = [pod_document(record) for record in deleted]
     reasons = [*reasons_to_fail(requests, pods), *crashes]
@@ -113,6 +121,7 @@ def result_document(
         "mode": mode.value,
         "settings": settings,
         "duration_seconds": round(duration_seconds, 3),
+        "load": load,
         "requests": requests,
         "pods": pods,
     }

@@ -20,6 +20,7 @@ import pytest
 from sidecar.simulate.endpoints import Balancer, Propagation
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.options import MAX_RATE_PER_SECOND
+from sidecar.simulate.traffic import FreshTraffic
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(600)]
 ROLLOUT = ("--pods", "20", "--rps", "200", "--propagation-delay", "2", "--json")
@@ -45,8 +46,11 @@ def summary(label: str, result: dict[str, Any], seconds: float) -> str:
     pods = result["pods"]
     margins = [pod["report"]["margin_seconds"] for pod in pods if isinstance(pod["report"], dict)]
     drained = sum(pod["within_grace"] for pod in pods)
+    reused = requests["by_connection"]["reused"]["failed"]
+    load = result["load"]
     line = (
-        f"{label:<10} {result['verdict']:<5} {requests['sent']:>6} sent {requests['failed']:>5} failed ({kinds}); "
+        f"{label:<10} {load['client']}/{load['balancer']} {load['connections_opened']:>5} connections; "
+        f"{result['verdict']:<5} {requests['sent']:>6} sent {requests['failed']:>5} failed ({kinds}; {reused} reused); "
         f"{drained}/{len(pods)} pods inside the grace period; {seconds:.1f} s"
     )
     if margins:
@@ -75,7 +79,7 @@ async def test_benchmark_load_generator_schedule_at_the_highest_rate() -> None:
     seconds = 2.0
     loop.call_later(seconds, stop.set)
     started = loop.time()
-    await LoadGenerator(balancer, MAX_RATE_PER_SECOND, 1.0, tally).run(stop)  # type: ignore[arg-type]
+    await LoadGenerator(FreshTraffic(balancer), MAX_RATE_PER_SECOND, 1.0, tally).run(stop)  # type: ignore[arg-type]
     took = loop.time() - started
     expected = int(seconds * MAX_RATE_PER_SECOND)
     print(f"\nload at {MAX_RATE_PER_SECOND:g}/s: {tally.total_sent} sent in {took:.3f} s (schedule: {expected})")

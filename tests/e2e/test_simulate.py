@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.e2e.sidecar_process import wait_until
+from tests.e2e.sidecar_process import SidecarProcess, wait_until
 from tests.simulate.waiting import is_running
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -47,6 +48,11 @@ def test_simulate_default_rehearsal_drops_nothing_with_the_sidecar_and_requests_
     assert result["mode"] == "native"
     assert result["requests"]["failed"] == 0
     assert result["requests"]["sent"] > 100
+    # The default clients reuse keep-alive connections behind a connection-level balancer.
+    load = result["load"]
+    assert (load["client"], load["balancer"], load["connections"]) == ("pooled", "l4", 16)
+    assert load["requests_on_reused_connections"] > result["requests"]["sent"] / 2
+    assert load["connections_opened"] < result["requests"]["sent"]
     # Traffic reached the pods during the prestop delay: the hold is what kept it from failing.
     assert result["requests"]["by_phase"]["prestop"]["sent"] > 0
     assert len(result["pods"]) == 3
@@ -226,3 +232,70 @@ def test_simulate_an_app_that_crashes_before_its_deletion_fails_the_rehearsal() 
     reasons = result_of(completed)["reasons"]
     assert any(reason.startswith("old-1: app exited with status") for reason in reasons), reasons
     assert "before its pod was deleted" in completed.stderr
+
+
+# The demo app that dies at its SIGTERM, told nothing by its sidecar (an empty URL: no events).
+# 200 ms per request keeps requests in flight on the connections still pinned to each old pod
+# when it dies, so the failure does not hang on when one happens to arrive.
+EXITING_WITHOUT_EVENTS = (*DEMO, "--on-sigterm", "exit", "--latency", "0.2", "--sidecar-url", "")
+
+
+@pytest.mark.timeout(60)
+def test_simulate_pooled_l4_fails_an_app_that_exits_at_sigterm_while_connections_stay_on_it() -> None:
+    completed = simulate("--json", "--pods", "2", "--", *EXITING_WITHOUT_EVENTS)
+    assert completed.returncode == 1, completed.stderr
+    result = result_of(completed)
+    requests = result["requests"]
+    assert requests["failed"] > 0
+    # Only requests on connections that stayed on a deleted pod: in flight when its app died (sent
+    # in the prestop phase or after), none while the pods were running.
+    assert requests["by_connection"]["reused"]["failed"] == requests["failed"]
+    assert requests["by_phase"]["running"]["failed"] == 0
+    assert requests["by_kind"]["reset"] > 0
+    # The prestop delay covered the propagation: the balancer had stopped routing to the pods,
+    # and they still got requests on the connections that stayed.
+    assert sum(pod["requests_after_endpoint_removal"]["failed"] for pod in result["pods"]) > 0
+    assert all(pod["requests_after_endpoint_removal"]["sent"] > 0 for pod in result["pods"])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "load",
+    [
+        pytest.param(("--balancer", "l7"), id="pooled-l7"),
+        pytest.param(("--client", "fresh"), id="fresh"),
+    ],
+)
+def test_simulate_an_app_that_exits_at_sigterm_passes_when_requests_leave_with_the_endpoint(
+    load: tuple[str, ...],
+) -> None:
+    # l7 stops using a pod once its removal arrives, and fresh connections follow the balancer:
+    # a prestop delay longer than the propagation is then enough.
+    completed = simulate("--json", "--pods", "2", *load, "--", *EXITING_WITHOUT_EVENTS)
+    assert completed.returncode == 0, completed.stderr
+    result = result_of(completed)
+    assert result["requests"]["failed"] == 0
+    assert all(pod["requests_after_endpoint_removal"]["failed"] == 0 for pod in result["pods"])
+
+
+def sidecar_serves_events() -> bool:
+    """Whether this tree's sidecar has GET /events (it lands from the sidecar's side)."""
+    sidecar = SidecarProcess.serve()
+    try:
+        with httpx.stream("GET", sidecar.url("/events"), timeout=5) as response:
+            return response.status_code == 200
+    finally:
+        sidecar.close()
+
+
+@pytest.mark.timeout(60)
+def test_simulate_pooled_l4_passes_an_app_that_exits_at_sigterm_when_it_follows_its_sidecars_events() -> None:
+    if not sidecar_serves_events():
+        pytest.skip("the sidecar has no GET /events in this tree")
+    app = (*DEMO, "--on-sigterm", "exit", "--latency", "0.2")  # $SHUTDOWN_SIDECAR_URL: its own sidecar
+    completed = simulate("--json", "--pods", "2", "--", *app)
+    assert completed.returncode == 0, completed.stderr
+    result = result_of(completed)
+    assert result["requests"]["failed"] == 0
+    # Told at t0, the app answered `Connection: close`: the pooled clients left during the delay.
+    assert result["requests"]["by_phase"]["drain"]["sent"] == 0

@@ -88,8 +88,10 @@ def native_pod(
     sidecar_exit: float = 5.0,
     report: str | None = CLEAN_REPORT,
     endpoint_removed: float | None = 2.0,
+    failed_after_removal: int = 0,
 ) -> PodRecord:
-    """The app's preStop hook held until `hook_end`, then SIGTERM; the native sidecar stopped after it."""
+    """The app's preStop hook held until `hook_end`, then SIGTERM; the native sidecar stopped after it.
+    `failed_after_removal`: of 3 more requests sent to it after its endpoint's removal, this many failed."""
     app = container(
         APP,
         hook=(0.0, hook_end),
@@ -99,7 +101,11 @@ def native_pod(
         exit_status=137 if app_killed is not None else 0,
     )
     sidecar = container(SIDECAR, sigterm=app_exit, exited=sidecar_exit, message=report)
-    return pod(name, [sidecar, app], endpoint_removed=endpoint_removed)
+    record = pod(name, [sidecar, app], endpoint_removed=endpoint_removed)
+    if failed_after_removal:
+        record.requests_after_endpoint_removal = 3 + failed_after_removal
+        record.failed_after_endpoint_removal = failed_after_removal
+    return record
 
 
 def run_pod(

@@ -47,6 +47,15 @@ def test_environment_drops_the_rehearsals_sidecar_variables(monkeypatch: pytest.
     assert env["SIDECAR_PORT"] == "9180", "the container's own variables are kept"
 
 
+def test_environment_drops_the_rehearsals_own_sidecar_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each simulated pod has its own sidecar: the one this shell points at is none of theirs.
+    monkeypatch.setenv("SHUTDOWN_SIDECAR_URL", "http://127.0.0.1:9180")
+    assert "SHUTDOWN_SIDECAR_URL" not in environment({})
+    assert environment({"SHUTDOWN_SIDECAR_URL": "http://127.0.0.1:10001"})["SHUTDOWN_SIDECAR_URL"] == (
+        "http://127.0.0.1:10001"
+    )
+
+
 def test_read_termination_message_is_capped_like_the_kubelets(tmp_path: Path) -> None:
     path = tmp_path / "app.termination-log"
     assert read_termination_message(path) is None

@@ -1,20 +1,27 @@
-"""The demo app: HTTP/1.1 keep-alive answers, `Connection: close` once it stops, the drain at
-SIGTERM of a real process, and `python -m sidecar.demo` as the alias of sidecar.simulate.demo_app."""
+"""The demo app: HTTP/1.1 keep-alive answers, `Connection: close` once it stops or its sidecar's
+events say shutdown started (a stand-in event stream here), the drain at SIGTERM of a real
+process, a sidecar that cannot be reached, and `python -m sidecar.demo` as the alias of
+sidecar.simulate.demo_app."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
 
 import sidecar.demo
 from sidecar.simulate import demo_app
-from sidecar.simulate.demo_app import DemoApp, build_parser
+from sidecar.simulate.demo_app import DemoApp, build_parser, follow_sidecar_events
+from tests.simulate.event_stream_server import EventStreamServer, event_stream
+from tests.simulate.loopback_server import closed_port
+from tests.simulate.waiting import wait_until
 
 START_TIMEOUT_SECONDS = 10.0
 
@@ -56,10 +63,67 @@ async def test_demo_app_keeps_the_connection_alive_until_it_stops(demo_server: t
         writer.close()
 
 
-def test_demo_app_parser_defaults() -> None:
+@pytest.mark.anyio
+async def test_demo_app_answers_connection_close_from_t0_when_its_event_stream_says_so(
+    demo_server: tuple[DemoApp, int],
+) -> None:
+    app, port = demo_server
+    async with event_stream(EventStreamServer()) as sidecar:
+        follower = follow_sidecar_events(sidecar.url, app)
+        assert follower is not None
+        sidecar.push("running")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert b"connection: keep-alive" in await get(reader, writer)
+            sidecar.push("prestop_delay")  # t0: the sidecar's readiness fails; the app still serves
+            await asyncio.wait_for(app.shutdown_started.wait(), START_TIMEOUT_SECONDS)
+            assert b"connection: close" in await get(reader, writer)
+            async with asyncio.timeout(START_TIMEOUT_SECONDS):
+                assert await reader.read() == b"", "the app closed the connection after its answer"
+            assert not app.stopping, "still serving: only the connections move"
+        finally:
+            writer.close()
+            sidecar.push("done")
+            await asyncio.wait_for(follower, START_TIMEOUT_SECONDS)
+
+
+@pytest.mark.anyio
+async def test_demo_app_close_idle_connections_leaves_a_request_in_flight_to_finish() -> None:
+    app = DemoApp(latency_seconds=0.2)
+    server = await asyncio.start_server(app.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+    busy_reader, busy_writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        busy_writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await busy_writer.drain()
+        await wait_until(lambda: app.inflight, START_TIMEOUT_SECONDS)  # the app sends no event for it
+        app.stopping = True
+        app.close_idle_connections()
+        async with asyncio.timeout(START_TIMEOUT_SECONDS):
+            assert await idle_reader.read() == b""
+            head = await busy_reader.readuntil(b"\r\n\r\n")
+        assert b"200 OK" in head
+        assert b"connection: close" in head.lower()
+    finally:
+        idle_writer.close()
+        busy_writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_demo_app_parser_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHUTDOWN_SIDECAR_URL", raising=False)
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.latency, args.on_sigterm, args.cleanup) == ("127.0.0.1", 8080, 0.05, "drain", 0)
     assert args.drain_report_url is None
+    assert args.sidecar_url == ""  # no events followed
+
+
+def test_demo_app_parser_takes_the_sidecar_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHUTDOWN_SIDECAR_URL", "http://127.0.0.1:9180")
+    assert build_parser().parse_args([]).sidecar_url == "http://127.0.0.1:9180"
+    assert build_parser().parse_args(["--sidecar-url", ""]).sidecar_url == ""
 
 
 def test_demo_alias_runs_the_demo_apps_main() -> None:
@@ -82,6 +146,33 @@ def test_demo_alias_as_a_module_drains_at_sigterm_and_exits_0() -> None:
         assert process.wait(timeout=START_TIMEOUT_SECONDS) == 0
         messages = [json.loads(line)["msg"] for line in process.stderr.read().splitlines()]
         assert messages == ["demo stopping", "demo stopped"]
+    finally:
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.timeout(30)
+def test_demo_app_with_an_unreachable_sidecar_serves_logs_one_warning_and_drains() -> None:
+    env = {**os.environ, "SHUTDOWN_SIDECAR_URL": f"http://127.0.0.1:{closed_port()}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.demo", "--port", "0", "--latency", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        listening = json.loads(process.stderr.readline())
+        warning = json.loads(process.stderr.readline())  # the follower's first attempt is refused
+        assert warning["msg"] == "sidecar events unavailable; serving without them"
+        assert warning["level"] == "warning"
+        with urllib.request.urlopen(f"http://127.0.0.1:{listening['port']}/", timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["connection"] == "keep-alive"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=START_TIMEOUT_SECONDS) == 0
+        messages = [json.loads(line)["msg"] for line in process.stderr.read().splitlines()]
+        assert messages == ["demo stopping", "demo stopped"]  # no second warning while retrying
     finally:
         process.kill()
         process.communicate()

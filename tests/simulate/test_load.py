@@ -1,6 +1,7 @@
-"""The load generator and its tally: what became of each request, by the phase its pod was in.
-The generator runs against a real loopback server through a real Balancer; a stand-in pod gives
-it the port and the phase, which is all it reads of a pod."""
+"""The load generator and its tally: what became of each request, by the phase its pod was in and
+by new or reused connection. The generator runs against a real loopback server through a real
+Balancer and fresh connections; a stand-in pod gives it the port, the phase and its endpoint's
+removal, which is all it reads of a pod. Pooled traffic has its own tests (test_traffic)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.endpoints import Balancer, Propagation
-from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, LoadGenerator, Tally
+from sidecar.simulate.load import CONNECTIONS, KINDS, NO_ENDPOINTS, PHASES, LoadGenerator, Tally, load_document
+from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import RequestPhase
-from tests.simulate.loopback_server import answering, serving
+from sidecar.simulate.traffic import FreshTraffic
+from tests.simulate.loopback_server import Behaviour, answering, closing_at_once, serving
 
 WAIT_SECONDS = 5.0
 
@@ -32,6 +35,7 @@ def test_tally_document_of_nothing_has_every_phase_and_kind_at_zero() -> None:
         "failed": 0,
         "by_kind": dict.fromkeys(KINDS, 0),
         "by_phase": {phase: {"sent": 0, "failed": 0, "by_kind": dict.fromkeys(KINDS, 0)} for phase in PHASES},
+        "by_connection": {on: {"sent": 0, "failed": 0, "by_kind": dict.fromkeys(KINDS, 0)} for on in CONNECTIONS},
     }
 
 
@@ -62,6 +66,38 @@ def test_tally_document_sums_by_kind_and_by_phase() -> None:
     assert by_phase["prestop"]["by_kind"]["timeout"] == 1
     assert sum(row["sent"] for row in by_phase.values()) == document["sent"]
     assert sum(row["failed"] for row in by_phase.values()) == document["failed"]
+    # Nothing said reused: every request counts as sent on a new connection.
+    assert document["by_connection"]["new"]["sent"] == 12
+    assert document["by_connection"]["reused"]["sent"] == 0
+
+
+def test_tally_document_splits_failures_by_new_and_reused_connection() -> None:
+    tally = Tally()
+    tally.add("running", Result(200, None), reused=True)
+    tally.add("drain", Result(None, Failure.RESET), reused=True)
+    tally.add("drain", Result(None, Failure.RESET), reused=True)
+    tally.add("exited", Result(None, Failure.REFUSED))
+    tally.add("running", Result(200, None))
+
+    by_connection = tally.document()["by_connection"]
+
+    none = dict.fromkeys(KINDS, 0)
+    assert by_connection["reused"] == {"sent": 3, "failed": 2, "by_kind": {**none, "reset": 2}}
+    assert by_connection["new"] == {"sent": 2, "failed": 1, "by_kind": {**none, "refused": 1}}
+
+
+def test_load_document_names_the_client_and_balancer_and_counts_connections() -> None:
+    tally = Tally(connections_opened=7)
+    tally.add("running", Result(200, None), reused=True)
+    tally.add("running", Result(200, None))
+    assert load_document(ClientKind.POOLED, BalancerKind.L4, 16, tally) == {
+        "client": "pooled",
+        "balancer": "l4",
+        "connections": 16,
+        "connections_opened": 7,
+        "requests_on_reused_connections": 1,
+    }
+    assert load_document(ClientKind.FRESH, BalancerKind.L7, 16, tally)["connections"] is None
 
 
 class StopAfter(Tally):
@@ -72,8 +108,8 @@ class StopAfter(Tally):
         self.count = count
         self.stop = asyncio.Event()
 
-    def add(self, phase: str, result: Result) -> None:
-        super().add(phase, result)
+    def add(self, phase: str, result: Result, *, reused: bool = False) -> None:
+        super().add(phase, result, reused=reused)
         if self.total_sent >= self.count:
             self.stop.set()
 
@@ -85,6 +121,9 @@ class StandInRecord:
     app_port: int
     phases: Iterator[RequestPhase]
     asked: int = 0  # request_phase() calls: one per request that found a pod
+    endpoint_removed_at: float | None = None
+    requests_after_endpoint_removal: int = 0
+    failed_after_endpoint_removal: int = 0
 
     def request_phase(self) -> RequestPhase:
         self.asked += 1
@@ -94,6 +133,7 @@ class StandInRecord:
 @dataclasses.dataclass(eq=False)
 class StandInPod:
     record: StandInRecord
+    name: str = "pod"
 
 
 def phases(*counts: tuple[RequestPhase, int]) -> Iterator[RequestPhase]:
@@ -118,7 +158,7 @@ async def run_until(generator: LoadGenerator, stop: asyncio.Event) -> None:
 async def test_load_generator_counts_no_endpoints_as_refused() -> None:
     balancer = instant_balancer()
     tally = StopAfter(10)
-    await run_until(LoadGenerator(balancer, 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+    await run_until(LoadGenerator(FreshTraffic(balancer), 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
     document = tally.document()
     assert document["sent"] >= 10
     assert document["failed"] == document["sent"]
@@ -145,7 +185,7 @@ async def test_load_generator_counts_requests_by_the_phase_their_pod_was_in() ->
             asked_at_stop = record.asked
 
         watcher = asyncio.create_task(note_stop())
-        await run_until(LoadGenerator(balancer, 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+        await run_until(LoadGenerator(FreshTraffic(balancer), 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
         await watcher
     document = tally.document()
     assert asked_at_stop > 10, "requests were in flight when the generator was stopped"
@@ -163,10 +203,31 @@ async def test_load_generator_sends_on_schedule(rate: float) -> None:
     balancer = instant_balancer()
     tally = StopAfter(20)
     started = loop.time()
-    await run_until(LoadGenerator(balancer, rate, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+    await run_until(LoadGenerator(FreshTraffic(balancer), rate, 1.0, tally), tally.stop)  # type: ignore[arg-type]
     took = loop.time() - started
     assert tally.total_sent >= 20
     # The 20th request leaves 19 intervals after the first: never sooner (the small allowance is
     # the loop's clock granularity). How late it may be on a loaded machine is bounded only by
     # run_until's deadline; the schedule's lag is a figure in tests/benchmarks.
     assert took >= 19 / rate * 0.9
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "failed"),
+    [pytest.param(answering(200), False, id="served"), pytest.param(closing_at_once, True, id="reset")],
+)
+@pytest.mark.anyio
+async def test_load_generator_counts_requests_sent_after_the_endpoint_removal_on_the_pod(
+    behaviour: Behaviour, failed: bool
+) -> None:
+    async with serving(behaviour) as server:
+        record = StandInRecord(server.port, phases((RequestPhase.PRESTOP, 1)), endpoint_removed_at=1.0)
+        applied = asyncio.Event()
+        balancer = instant_balancer(on_applied=lambda *_: applied.set())
+        balancer.publish(StandInPod(record), True)
+        await asyncio.wait_for(applied.wait(), WAIT_SECONDS)
+        tally = StopAfter(5)
+        await run_until(LoadGenerator(FreshTraffic(balancer), 200, 1.0, tally), tally.stop)  # type: ignore[arg-type]
+    assert record.requests_after_endpoint_removal == tally.total_sent >= 5
+    assert record.failed_after_endpoint_removal == (tally.total_sent if failed else 0)
+    assert tally.connections_opened == tally.total_sent  # fresh: one connection per request

@@ -11,6 +11,7 @@ from sidecar.cli import build_parser, main
 from sidecar.config import SettingsError
 from sidecar.deadline import Budget
 from sidecar.simulate.options import (
+    MAX_CONNECTIONS,
     MAX_PODS,
     MAX_RATE_PER_SECOND,
     REPORT_RESERVE_SECONDS,
@@ -19,6 +20,7 @@ from sidecar.simulate.options import (
     options_from_args,
 )
 from sidecar.simulate.podspec import Mode, demo_app_command
+from sidecar.simulate.pool import BalancerKind, ClientKind
 
 MISSING_COMMAND = "shutdown-sidecar-test-no-such-command"
 
@@ -37,6 +39,8 @@ def test_options_defaults() -> None:
     assert got.pods == 3
     assert got.request_timeout_seconds == 5.0
     assert got.seed == 1
+    # Pooled keep-alive clients behind a connection-level balancer: what most real clients meet.
+    assert (got.client, got.balancer, got.connections) == (ClientKind.POOLED, BalancerKind.L4, 16)
     assert got.app_command == demo_app_command()
     assert (got.chart, got.values, got.logs, got.json) == (None, None, None, False)
 
@@ -67,6 +71,9 @@ def test_options_take_every_flag() -> None:
         f"--pods={MAX_PODS}",
         "--request-timeout=2",
         "--seed=7",
+        "--client=fresh",
+        "--balancer=l7",
+        f"--connections={MAX_CONNECTIONS}",
         "--logs=rehearsal-logs",
         "--json",
     )
@@ -74,6 +81,7 @@ def test_options_take_every_flag() -> None:
     assert got.budget == Budget(30.0, 5.0, REPORT_RESERVE_SECONDS)
     assert (got.propagation_delay_seconds, got.propagation_spread_seconds) == (1.5, 0.5)
     assert (got.rate_per_second, got.pods, got.request_timeout_seconds, got.seed) == (200.0, MAX_PODS, 2.0, 7)
+    assert (got.client, got.balancer, got.connections) == (ClientKind.FRESH, BalancerKind.L7, MAX_CONNECTIONS)
     assert str(got.logs) == "rehearsal-logs"
     assert got.json is True
 
@@ -112,6 +120,8 @@ def test_options_chart_with_values() -> None:
         pytest.param(["--propagation-spread=-1"], "--propagation-spread", id="spread-negative"),
         pytest.param(["--request-timeout=0"], "--request-timeout", id="request-timeout-zero"),
         pytest.param(["--seed=-1"], "--seed", id="seed-negative"),
+        pytest.param(["--connections=0"], "--connections", id="connections-zero"),
+        pytest.param([f"--connections={MAX_CONNECTIONS + 1}"], "--connections", id="connections-above-the-max"),
         pytest.param(["--chart=c", "--mode=native"], "--mode", id="chart-with-mode"),
         pytest.param(["--chart=c", "--grace-period=30"], "--grace-period", id="chart-with-grace-period"),
         pytest.param(["--chart=c", "--prestop-delay=1"], "--prestop-delay", id="chart-with-prestop-delay"),

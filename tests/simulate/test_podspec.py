@@ -14,6 +14,8 @@ from sidecar.simulate.podspec import (
     APP_PORT,
     POD_NAME_PLACEHOLDER,
     PORT_PLACEHOLDER,
+    SIDECAR_PLACEHOLDER,
+    SIDECAR_URL_ENV,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
     HttpGet,
@@ -21,6 +23,7 @@ from sidecar.simulate.podspec import (
     PodTemplate,
     Probe,
     TcpSocket,
+    filled_command,
     substitute,
     template_for_mode,
 )
@@ -161,3 +164,30 @@ def test_substitute_leaves_its_input_unchanged() -> None:
     argv = ("--port={port}",)
     substitute(argv, VALUES)
     assert argv == ("--port={port}",)
+
+
+def test_filled_command_gives_the_app_its_sidecars_url_in_arguments_and_environment() -> None:
+    app = ContainerSpec("app", ("my-app", "--events", f"{SIDECAR_PLACEHOLDER}/events"), serves_traffic=True)
+    values = {PORT_PLACEHOLDER: "10001", SIDECAR_PLACEHOLDER: "http://127.0.0.1:10002"}
+    argv, env = filled_command(app, values)
+    assert argv == ["my-app", "--events", "http://127.0.0.1:10002/events"]
+    assert env == {"PORT": "10001", SIDECAR_URL_ENV: "http://127.0.0.1:10002"}
+
+
+def test_filled_command_overrides_a_charts_sidecar_url_with_the_pods_own() -> None:
+    app = ContainerSpec("app", ("my-app",), env={SIDECAR_URL_ENV: "http://127.0.0.1:9180"}, serves_traffic=True)
+    _, env = filled_command(app, {PORT_PLACEHOLDER: "10001", SIDECAR_PLACEHOLDER: "http://127.0.0.1:10002"})
+    assert env[SIDECAR_URL_ENV] == "http://127.0.0.1:10002"
+
+
+def test_filled_command_without_a_sidecar_leaves_the_url_empty_and_unset() -> None:
+    app = ContainerSpec("app", ("my-app", f"--sidecar-url={SIDECAR_PLACEHOLDER}"), serves_traffic=True)
+    argv, env = filled_command(app, {PORT_PLACEHOLDER: "10001", SIDECAR_PLACEHOLDER: ""})
+    assert argv == ["my-app", "--sidecar-url="]
+    assert SIDECAR_URL_ENV not in env
+
+
+def test_filled_command_gives_a_sidecar_container_no_sidecar_url() -> None:
+    sidecar = ContainerSpec("shutdown-sidecar", ("sidecar",), reports=True)
+    _, env = filled_command(sidecar, {PORT_PLACEHOLDER: "10001", SIDECAR_PLACEHOLDER: "http://127.0.0.1:10002"})
+    assert env == {}

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sidecar.cli import build_parser
-from sidecar.simulate.client import Failure
+from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.command import settings_document
-from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, Tally
+from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, Tally, load_document
 from sidecar.simulate.options import options_from_args
 from sidecar.simulate.podspec import Mode, template_for_mode
 from sidecar.simulate.records import PodRecord
@@ -37,7 +37,8 @@ def result(
     """What simulate would print for these records, with the settings `simulate FLAGS` gives."""
     options = options_from_args(build_parser().parse_args(["simulate", *flags]))
     template = template_for_mode(mode or options.mode, options.budget, options.app_command)
-    return result_document(template.mode, settings_document(options, template), counted, records, duration)
+    load = load_document(options.client, options.balancer, options.connections, counted)
+    return result_document(template.mode, settings_document(options, template), counted, records, duration, load=load)
 
 
 @pytest.mark.parametrize(
@@ -223,6 +224,17 @@ def test_verdict_lines_fail_without_a_hint_has_no_hint_line() -> None:
         ),
         pytest.param(result([native_pod()], tally(ok=10, drain=[Failure.RESET])), None, id="delay-covers-propagation"),
         pytest.param(
+            result([native_pod(failed_after_removal=2)], tally(ok=10, drain=[Failure.RESET] * 2)),
+            "keep-alive connections stayed on the deleted pods after their endpoints were removed (kube-proxy "
+            "moves only new connections): answer `Connection: close` from t0 (the sidecar's GET /events)",
+            id="pooled-l4-connections-stayed",
+        ),
+        pytest.param(
+            result([native_pod(failed_after_removal=2)], tally(ok=10, drain=[Failure.RESET] * 2), "--balancer", "l7"),
+            None,
+            id="l7-is-not-told-about-conntrack",
+        ),
+        pytest.param(
             result([native_pod()], tally(ok=10, running=[Failure.SERVER_ERROR]), "--prestop-delay", "1"),
             None,
             id="failures-while-running-are-not-the-delay",
@@ -273,3 +285,22 @@ def test_render_reads_only_the_document() -> None:
     # document alone, so a document that went through JSON renders the same.
     document: Any = result([native_pod("pod-1"), run_pod("pod-2")], tally(ok=12, exited=[Failure.REFUSED]))
     assert render(json.loads(json.dumps(document))) == render(document)
+
+
+def test_render_shows_the_load_the_failures_by_connection_and_requests_after_the_removal() -> None:
+    counted = tally(ok=10)
+    counted.add("drain", Result(None, Failure.RESET), reused=True)
+    counted.connections_opened = 5
+    text = render(result([native_pod("pod-a", failed_after_removal=1)], counted))
+    lines = text.splitlines()
+    assert (
+        "load: 16 pooled keep-alive connections, l4 balancer; 5 connections opened, 1 requests on reused ones" in lines
+    )
+    assert "  failed: 0 of 10 on new connections; 1 of 1 on reused connections (1 reset)" in lines
+    assert "4 requests after its endpoint removal (1 failed)" in text
+
+
+def test_render_of_fresh_connections_says_so_and_shows_no_connection_split_without_failures() -> None:
+    text = render(result([native_pod()], tally(ok=10), "--client", "fresh"))
+    assert "load: a new connection per request, l4 balancer; 0 connections opened, 0 requests on reused ones" in text
+    assert "failed:" not in text

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.simulate.client import Failure
+from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.load import Tally
 from sidecar.simulate.podspec import Mode
 from sidecar.simulate.records import PodRecord
@@ -228,3 +228,24 @@ def test_result_document_fails_on_a_crash_whatever_the_requests_say() -> None:
     result = result_document(Mode.NATIVE, settings(), tally(ok=50), [], 3.0, crashes=[crash])
     assert result["verdict"] == "fail"
     assert result["reasons"] == [crash]
+
+
+def test_pod_document_counts_the_requests_sent_after_the_endpoint_removal() -> None:
+    assert pod_document(native_pod())["requests_after_endpoint_removal"] == {"sent": 0, "failed": 0}
+    after = pod_document(native_pod(failed_after_removal=2))["requests_after_endpoint_removal"]
+    assert after == {"sent": 5, "failed": 2}
+
+
+def test_reasons_to_fail_say_how_many_failures_were_on_reused_connections() -> None:
+    counted = tally(ok=4)
+    counted.add("drain", Result(None, Failure.RESET), reused=True)
+    counted.add("exited", Result(None, Failure.REFUSED))
+    (reason,) = reasons_to_fail(counted.document(), [])
+    assert reason == "2 of 6 requests failed (1 refused, 1 reset; 1 on reused connections)"
+
+
+def test_result_document_carries_the_load() -> None:
+    load = {"client": "pooled", "balancer": "l4", "connections": 16, "connections_opened": 3}
+    document = result_document(Mode.NATIVE, {}, tally(ok=3), [native_pod()], 1.0, load=load)
+    assert document["load"] == load
+    assert list(document)[:6] == ["verdict", "reasons", "mode", "settings", "duration_seconds", "load"]

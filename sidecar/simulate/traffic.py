@@ -1,0 +1,135 @@
+"""How the load generator's requests reach the pods: a fresh connection each, pooled clients behind
+a connection-level balancer (l4, kube-proxy), or a proxy's per-pod pools (l7). Chooses the pod and
+the connection; what became of the request is the load generator's to count."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Protocol
+
+from sidecar.simulate.client import Failure, Result, http_get
+from sidecar.simulate.endpoints import Balancer
+from sidecar.simulate.kubelet import Pod
+from sidecar.simulate.pool import BalancerKind, ClientKind, Connection, Pool, exchange, open_to
+
+PATH = "/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    pod: Pod
+    connection: Connection[Pod] | None  # None: a new connection to `pod`
+    pool: Pool[Pod] | None = None  # where a kept connection goes back; None: not pooled
+
+    @property
+    def is_reused(self) -> bool:
+        return self.connection is not None
+
+
+class Traffic(Protocol):
+    def route(self) -> Route | None:
+        """The pod and connection for the next request; None when the balancer knows no pod."""
+
+    async def send(self, route: Route, *, timeout_seconds: float) -> Result:
+        """The request on its route, connect included, within `timeout_seconds`."""
+
+    @property
+    def connections_opened(self) -> int: ...
+
+    def close(self) -> None:
+        """Close every idle connection (the end of the load)."""
+
+
+class FreshTraffic:
+    """A new connection per request, to the pod the balancer picks: what today's clients that
+    do not reuse connections see; l4 and l7 do not differ for them."""
+
+    def __init__(self, balancer: Balancer[Pod]) -> None:
+        self._balancer = balancer
+        self.connections_opened = 0
+
+    def route(self) -> Route | None:
+        pod = self._balancer.pick()
+        return None if pod is None else Route(pod, None)
+
+    async def send(self, route: Route, *, timeout_seconds: float) -> Result:
+        self.connections_opened += 1
+        return await http_get(route.pod.record.app_port, PATH, timeout_seconds=timeout_seconds)
+
+    def close(self) -> None:
+        pass
+
+
+class PooledTraffic:
+    """`connections` keep-alive connections in all. l4: that many clients, each reusing one
+    connection, whose pod the balancer chose when it opened and which stays there after the
+    endpoint is removed. l7: one proxy that picks a pod per request and reuses an idle connection
+    to it, keeping up to `connections` idle over all pods."""
+
+    def __init__(self, balancer: Balancer[Pod], kind: BalancerKind, connections: int) -> None:
+        self._balancer = balancer
+        self._kind = kind
+        if kind is BalancerKind.L4:
+            self._pools: list[Pool[Pod]] = [Pool(max_idle=1) for _ in range(connections)]
+        else:
+            self._pools = [Pool(max_idle=connections)]
+        self._turn = -1
+
+    @property
+    def connections_opened(self) -> int:
+        return sum(pool.opened for pool in self._pools)
+
+    def route(self) -> Route | None:
+        self._turn = (self._turn + 1) % len(self._pools)
+        pool = self._pools[self._turn]
+        if self._kind is BalancerKind.L4:
+            # A client knows only the Service's address: any connection it holds will do.
+            connection = pool.take()
+            if connection is not None:
+                return Route(connection.pod, connection, pool)
+            pod = self._balancer.pick()
+            return None if pod is None else Route(pod, None, pool)
+        pod = self._balancer.pick()
+        return None if pod is None else Route(pod, pool.take(pod), pool)
+
+    async def send(self, route: Route, *, timeout_seconds: float) -> Result:
+        pool = route.pool
+        if pool is None:
+            raise ValueError(f"a route to {route.pod.name} without its pool")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        port = route.pod.record.app_port
+        connection = route.connection
+        keep = False
+        try:
+            if connection is None:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        connection = await open_to(route.pod, port, pool)
+                except TimeoutError:
+                    return Result(None, Failure.TIMEOUT)
+                except ConnectionRefusedError:
+                    return Result(None, Failure.REFUSED)
+                except OSError:
+                    return Result(None, Failure.RESET)
+            result, keep = await exchange(connection, port, PATH, timeout_seconds=max(0.0, deadline - loop.time()))
+            return result
+        finally:
+            # Kept: back to its pool for the next request. Not kept, failed or cancelled: closed,
+            # as a pool drops a connection the server closed or answered `Connection: close` on.
+            if connection is not None:
+                if keep:
+                    pool.put(connection)
+                else:
+                    connection.close()
+
+    def close(self) -> None:
+        for pool in self._pools:
+            pool.close()
+
+
+def traffic_for(client: ClientKind, kind: BalancerKind, balancer: Balancer[Pod], connections: int) -> Traffic:
+    if client is ClientKind.FRESH:
+        return FreshTraffic(balancer)
+    return PooledTraffic(balancer, kind, connections)
