@@ -102,11 +102,15 @@ def test_security_network_policy_admits_the_admin_port_only_from_its_sources() -
     ]
 
 
+# The sidecar's own settings come from the test; coverage's subprocess measurement would write its
+# data file, which is the test run's write, not the image's.
+NOT_INHERITED = ("SIDECAR_", "COVERAGE_", "COV_CORE_")
+
+
 def audited_writes(log: Path, module: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, str(AUDIT), str(log), module, *args],
-        # Without coverage's subprocess measurement: its data file is the test run's write, not the image's.
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "COVERAGE_", "COV_CORE_"))}, **env},
+        env={**{k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
