@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
 from sidecar import __version__
-from sidecar.config import SettingsError, load_settings, load_tracing_environment, setting_specs
+from sidecar.config import (
+    Settings,
+    SettingsError,
+    TracingEnvironment,
+    load_settings,
+    load_tracing_environment,
+    setting_specs,
+)
 
 EXIT_USAGE: Final = 2
 
@@ -102,9 +111,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate(args)
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
-    from sidecar.signals import hold_signals
+    from sidecar.signals import hold_signals, restore_signal_mask
 
-    hold_signals()
+    previous_mask = hold_signals()
+    startup = prepare_to_serve(args)
+    if isinstance(startup, int):
+        restore_signal_mask(previous_mask)  # nothing started: the caller gets its mask back
+        return startup
+
+    from sidecar.assembly import serve
+    from sidecar.logs import configure_logging
+    from sidecar.telemetry.metrics import configure_prometheus_client
+
+    configure_logging(startup.settings.log_format, startup.settings.log_level)
+    configure_prometheus_client()
+    # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
+    # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
+    gc.freeze()
+    return asyncio.run(serve(startup.settings, startup.sock, startup.command, startup.tracing))
+
+
+@dataclasses.dataclass(frozen=True)
+class Startup:
+    settings: Settings
+    tracing: TracingEnvironment
+    sock: socket.socket
+    command: list[str] | None
+
+
+def prepare_to_serve(args: argparse.Namespace) -> Startup | int:
+    """Settings, tracing and the bound admin socket for `serve` or `run`; the exit status (2, one
+    line on stderr) when any of them is bad."""
     command: list[str] | None = None
     if args.mode == "run":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -120,9 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # Imported after the settings are known good: a typo costs no server imports.
     from sidecar.admin_server import bind_admin_socket
-    from sidecar.assembly import serve
-    from sidecar.logs import configure_logging
-    from sidecar.telemetry.metrics import configure_prometheus_client
 
     try:
         sock = bind_admin_socket(settings.host, settings.port)
@@ -132,12 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    configure_logging(settings.log_format, settings.log_level)
-    configure_prometheus_client()
-    # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
-    # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
-    gc.freeze()
-    return asyncio.run(serve(settings, sock, command, tracing))
+    return Startup(settings, tracing, sock, command)
 
 
 def simulate(args: argparse.Namespace) -> int:

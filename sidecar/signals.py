@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 SHUTDOWN_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -50,11 +50,19 @@ def signal_name(signum: int) -> str:
         return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
 
-def hold_signals() -> None:
-    """Block the handled signals until install_signal_handlers releases them. Called before the
+def hold_signals() -> set[int | signal.Signals]:
+    """Block the handled signals until install_signal_handlers releases them; returns the mask
+    from before, for restore_signal_mask when nothing is started after all. Called before the
     admin port is bound; threads started meanwhile (the watchdog) keep them blocked for good, so
     they are always delivered to the main thread, where the loop's handler runs."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    return signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+
+
+def restore_signal_mask(mask: Iterable[int]) -> None:
+    """Undo hold_signals when the process is not going to serve (a bad flag, a port in use): a
+    caller that goes on (a test, a library user) must not keep them blocked, nor pass the block
+    on to the children it starts."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def install_signal_handlers(

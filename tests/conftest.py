@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -31,3 +32,13 @@ def start_sidecar() -> Iterator[Callable[..., SidecarProcess]]:
     yield start
     for process in started:
         process.close()
+
+
+@pytest.fixture(autouse=True)
+def signal_mask_left_as_found() -> Iterator[None]:
+    """A test that leaves signals blocked in this process fails: every child started afterwards
+    would inherit the block and never die of its SIGTERM (it took the whole suite down once)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    after = signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    assert after == before, f"the test left these signals blocked: {sorted(after - before)}"
