@@ -175,7 +175,9 @@ class AppReport:
         if not any(worker.complete for worker in workers) or not all(worker.is_finished for worker in workers):
             return False
         if self.activity.complete_at is None:
-            self.activity.complete_at = time.time()
+            # The last word: the latest worker's completion, or now when a worker's exit finished it.
+            said = [worker.complete_at for worker in workers if worker.complete_at is not None]
+            self.activity.complete_at = time.time() if any(worker.exited for worker in workers) else max(said)
         return self._report_end()
 
     def _mark_exited(self, key: str) -> None:
