@@ -18,9 +18,10 @@ from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_li
 from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
+from sidecar.drain.app_report import AppReport
 from sidecar.events import ShutdownEvents
 from sidecar.http import create_app
-from sidecar.lifecycle import Phase, Timeline
+from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.modes import PartContext, choose_parts
 from sidecar.parts import ReadinessCheck
@@ -64,12 +65,23 @@ class Sidecar:
         self.admin_connections = AdminConnections(connection_cap(raise_fd_limit()))
         self.metrics.registry.register(AdminConnectionsCollector(self.admin_connections))
         self.sequence = ShutdownSequence(self.timeline, report=self._report)
+        self.app_report = AppReport(
+            metrics=self.metrics,
+            report_end=lambda: self.sequence.report_drain_end(DrainEndSource.APP_REPORT),
+            activity=self.observations.app,
+        )
         self.parts = choose_parts(
             settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
         )
         # The drain ends at the most precise source that is configured (lifecycle.outranks).
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
-        for listener in (self.metrics.on_phase_change, log_phase_change, self._on_phase_change):
+        listeners = (
+            self.metrics.on_phase_change,
+            log_phase_change,
+            self._on_phase_change,
+            self.app_report.on_phase_change,
+        )
+        for listener in listeners:
             self.timeline.add_listener(listener)
         for part in self.parts:
             self.timeline.add_listener(part.on_phase_change)
@@ -161,6 +173,7 @@ class Sidecar:
             admin_token=self.settings.admin_token,
             on_scrape=self._scraped,
             events=self.events,
+            app_report=self.app_report,
         )
         server = AdminServer(build_config(app, self.admin_connections))
         server_task = asyncio.create_task(server.serve(sockets=[sock]), name="admin-server")
@@ -186,6 +199,7 @@ class Sidecar:
 
     def _close(self, uninstall_signals: Callable[[], None]) -> None:
         uninstall_signals()
+        self.app_report.close()
         for part in self.parts:
             part.close()
 

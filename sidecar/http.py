@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from sidecar.drain.app_report import AppReport, DrainReportError, parse_drain_report
+from sidecar.drain.app_report import AppReport, DrainReportError, TooManyWorkers, parse_drain_report
 from sidecar.events import EventsEndpoint, ShutdownEvents
 from sidecar.lifecycle import DrainEndSource, Phase, Trigger
 from sidecar.parts import ReadinessCheck
@@ -189,7 +189,10 @@ class AdminRoutes:
         phase = self.sequence.timeline.phase
         if report.complete and phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
             return error_response(409, f"no drain to complete during phase {phase}")
-        accepted = self.app_report.apply(report)
+        try:
+            accepted = self.app_report.apply(report)
+        except TooManyWorkers as exc:
+            return error_response(429, str(exc))
         return JSONResponse({"phase": self.sequence.timeline.phase.value, "drain_end_accepted": accepted})
 
     async def status_route(self, request: Request) -> Response:
@@ -234,10 +237,11 @@ def create_app(
     limits: Limits | None = None,
     events: ShutdownEvents | None = None,
 ) -> ASGIApp:
-    """The admin app. `app_report` defaults to one that ends `sequence`'s drain; GET /events is
-    served when `events` is given."""
+    """The admin app. `app_report` defaults to one that ends `sequence`'s drain (and follows its
+    phases); GET /events is served when `events` is given."""
     if app_report is None:
         app_report = AppReport(metrics=metrics, report_end=lambda: sequence.report_drain_end(DrainEndSource.APP_REPORT))
+        sequence.timeline.add_listener(app_report.on_phase_change)
     routes = AdminRoutes(
         sequence=sequence,
         metrics=metrics,

@@ -207,3 +207,36 @@ async def test_http_scrapes_that_arrive_together_share_one_encoding_made_after_e
     # A scrape after a change sees it.
     assert (await admin.client.post("/drain", json={"inflight": 7})).status_code == 200
     assert "sidecar_app_inflight 7.0" in (await admin.client.get("/metrics")).text
+
+
+@pytest.mark.anyio
+async def test_http_drain_with_a_bad_worker_is_400_and_changes_nothing() -> None:
+    admin = Admin()
+    assert (await admin.client.post("/drain", json={"inflight": 2, "worker": "a"})).status_code == 200
+    for worker in ("", "x" * 65, "tab\there", -3, 1.5, None, {"id": 1}):
+        response = await admin.client.post("/drain", json={"inflight": 9, "worker": worker})
+        assert response.status_code == 400, worker
+    assert admin.sample("sidecar_app_inflight") == 2
+
+
+@pytest.mark.anyio
+async def test_http_drain_sums_workers_and_refuses_the_257th_with_429() -> None:
+    admin = Admin()
+    for worker in range(1, 257):
+        assert (await admin.client.post("/drain", json={"inflight": 1, "worker": worker})).status_code == 200
+    assert admin.sample("sidecar_app_inflight") == 256
+    response = await admin.client.post("/drain", json={"inflight": 100, "worker": "one-too-many"})
+    assert response.status_code == 429
+    assert admin.sample("sidecar_app_inflight") == 256
+
+
+@pytest.mark.anyio
+async def test_http_drain_complete_from_every_worker_ends_the_drain() -> None:
+    admin = Admin()
+    for worker in ("a", "b"):
+        await admin.client.post("/drain", json={"inflight": 1, "worker": worker})
+    admin.sequence.begin(Trigger.SIGNAL)
+    first = await admin.client.post("/drain", json={"event": "complete", "worker": "a"})
+    assert first.json()["drain_end_accepted"] is False
+    second = await admin.client.post("/drain", json={"event": "complete", "worker": "b"})
+    assert second.json()["drain_end_accepted"] is True

@@ -1,39 +1,75 @@
-"""app_report: the app's own word on POST /drain — how many requests it has in flight, and that it
-has finished. Parses and applies the report; the HTTP route only maps errors to status codes. A
-report is validated in full before any of it is applied, so a bad one changes nothing."""
+"""app_report: the app's own word on POST /drain — how many requests each worker has in flight, and
+that it has finished. Parses and applies reports; the HTTP route only maps errors to status codes.
+A report is validated in full before any of it is applied, so a bad one changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
+import logging
+import os
+import time
 from collections.abc import Callable
 from typing import Final
 
+from sidecar.lifecycle import Phase, Timeline
+from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
+from sidecar.telemetry.report import AppActivity, WorkerActivity
 
-DRAIN_KEYS: Final = frozenset({"inflight", "event"})
+DRAIN_KEYS: Final = frozenset({"inflight", "event", "worker", "pid_namespace"})
+# "complete": this worker (or the app) has finished its drain; "exit": this worker is leaving on
+# its own (a gunicorn worker recycled by max_requests), in any phase, and counts as finished.
+EVENTS: Final = frozenset({"complete", "exit"})
 # No app has a billion requests in flight; a larger number is a bug or an attack, and a 400-digit
 # one would overflow the float gauge (a 500).
 MAX_INFLIGHT: Final = 10**9
+MAX_WORKER_ID_LENGTH: Final = 64
+MAX_WORKER_PID: Final = 2**22  # Linux's pid_max ceiling
+# Beyond this many distinct workers a new one is refused (429) unless an exited one can make room:
+# the report, the log line and memory stay bounded whatever a client sends.
+MAX_WORKERS: Final = 256
+PROC_SELF_PID_NAMESPACE: Final = "/proc/self/ns/pid"
+
+logger = logging.getLogger(LOGGER_NAME)
 
 
 class DrainReportError(ValueError):
     """The body is not a drain report; the message says why (the route answers 400)."""
 
 
+class TooManyWorkers(Exception):
+    """A new worker id beyond MAX_WORKERS (the route answers 429); nothing was changed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DrainReport:
     inflight: int | None
     complete: bool
+    exited: bool = False
+    worker: str = ""  # "" for a report that names no worker
+    pid_namespace: str | None = None  # the reporter's /proc/self/ns/pid, when it sent one
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's PID, when its id is one (the integrations send their PID)."""
+        return int(self.worker) if self.worker.isdigit() and 0 < int(self.worker) <= MAX_WORKER_PID else None
+
+
+def _short_text(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_WORKER_ID_LENGTH and value.isascii() and value.isprintable()
 
 
 def parse_drain_report(body: bytes) -> DrainReport:
-    """`{"inflight": N}` and/or `{"event": "complete"}`; raises DrainReportError otherwise."""
+    """`{"inflight": N}` and/or `{"event": "complete"|"exit"}`, optionally with `"worker"` (a PID
+    or a short printable id) and `"pid_namespace"`; raises DrainReportError otherwise."""
     try:
         report = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise DrainReportError("body is not JSON") from None
-    if not isinstance(report, dict) or not report:
+    if not isinstance(report, dict) or not set(report) & {"inflight", "event"}:
         raise DrainReportError('expected an object with "inflight" and/or "event"')
     unknown = set(report) - DRAIN_KEYS
     if unknown:
@@ -42,21 +78,148 @@ def parse_drain_report(body: bytes) -> DrainReport:
     if inflight is not None and (type(inflight) is not int or not 0 <= inflight <= MAX_INFLIGHT):
         raise DrainReportError(f'"inflight" must be a whole number from 0 to {MAX_INFLIGHT}')
     event = report.get("event")
-    if event is not None and event != "complete":
-        raise DrainReportError('"event" must be "complete"')
-    return DrainReport(inflight, event == "complete")
+    if event is not None and event not in EVENTS:
+        raise DrainReportError('"event" must be "complete" or "exit"')
+    worker = report.get("worker", "")
+    if type(worker) is int and 0 <= worker <= MAX_WORKER_PID:
+        worker = str(worker)
+    elif "worker" in report and not _short_text(worker):
+        raise DrainReportError(
+            f'"worker" must be a whole number from 0 to {MAX_WORKER_PID} '
+            f"or printable ASCII of 1 to {MAX_WORKER_ID_LENGTH} characters"
+        )
+    namespace = report.get("pid_namespace")
+    if namespace is not None and not _short_text(namespace):
+        raise DrainReportError(f'"pid_namespace" must be printable ASCII of 1 to {MAX_WORKER_ID_LENGTH} characters')
+    return DrainReport(inflight, event == "complete", event == "exit", worker, namespace)
+
+
+def own_pid_namespace() -> str | None:
+    try:
+        return os.readlink(PROC_SELF_PID_NAMESPACE)
+    except OSError:
+        return None
 
 
 class AppReport:
-    """Applies the app's reports: the in-flight gauge, and completion as the drain's end."""
+    """Applies the app's reports: per-worker in-flight counts (the gauge holds their sum), and the
+    drain's end once every worker that reported has finished: said complete, said exit, or was seen
+    gone. A worker's exit is seen only when it reported its PID from our own PID namespace (run
+    mode, or shareProcessNamespace): a pidfd then wakes the loop when it exits. Otherwise a worker
+    that dies silently keeps the app's drain open, and the drain ends by another source or at the
+    deadline; nothing guesses."""
 
-    def __init__(self, *, metrics: ShutdownMetrics, report_end: Callable[[], bool]) -> None:
-        """`report_end` ends the drain with source app_report; it returns whether it did."""
+    def __init__(
+        self,
+        *,
+        metrics: ShutdownMetrics,
+        report_end: Callable[[], bool],
+        activity: AppActivity | None = None,
+        pid_namespace: str | None = None,
+        max_workers: int = MAX_WORKERS,
+    ) -> None:
+        """`report_end` ends the drain with source app_report; it returns whether it did.
+        `pid_namespace`: ours (default: read from /proc); reported PIDs are watched only when equal."""
         self.metrics = metrics
+        self.activity = AppActivity() if activity is None else activity
         self._report_end = report_end
+        self._pid_namespace = own_pid_namespace() if pid_namespace is None else pid_namespace
+        self._max_workers = max_workers
+        self._shutting_down = False
+        self._pidfds: dict[str, int] = {}
 
     def apply(self, report: DrainReport) -> bool:
-        """Returns whether the report ended the drain."""
-        if report.inflight is not None:
-            self.metrics.app_inflight.set(report.inflight)
-        return self._report_end() if report.complete else False
+        """Returns whether the report ended the drain. Raises TooManyWorkers, changing nothing."""
+        workers = self.activity.workers
+        worker = workers.get(report.worker)
+        if worker is None:
+            if len(workers) >= self._max_workers and not self._forget_one_exited():
+                raise TooManyWorkers(f"more than {self._max_workers} workers reported")
+            worker = workers[report.worker] = WorkerActivity()
+            self._watch(report)
+        if report.inflight is not None and not worker.is_finished:
+            worker.inflight = report.inflight
+        if report.complete and not worker.complete:
+            worker.complete, worker.complete_at, worker.inflight = True, time.time(), 0
+        if report.exited:
+            self._mark_exited(report.worker)
+        self._counts_changed()
+        return self._end_if_finished()
+
+    def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        """A Timeline listener: the count at the stop, and the peak from t0 to the drain's end."""
+        reported = bool(self.activity.workers)
+        if current is Phase.PRESTOP_DELAY:
+            self._shutting_down = True
+            self.activity.inflight_peak = self.activity.inflight if reported else None
+        elif current is Phase.DRAIN:
+            self.activity.inflight_at_stop = self.activity.inflight if reported else None
+            self._end_if_finished()  # every worker may have finished during the prestop delay
+        elif current is Phase.REPORT:
+            self._shutting_down = False
+
+    def close(self) -> None:
+        for key in list(self._pidfds):
+            self._unwatch(key)
+
+    def _counts_changed(self) -> None:
+        total = self.activity.inflight
+        self.metrics.app_inflight.set(total)
+        if self._shutting_down:
+            self.activity.inflight_peak = max(total, self.activity.inflight_peak or 0)
+
+    def _end_if_finished(self) -> bool:
+        """Workers that only exited (recycled ones, or all of them dead) do not end the drain: the
+        app has said nothing; its process exit is another source's to see."""
+        workers = self.activity.workers.values()
+        if not any(worker.complete for worker in workers) or not all(worker.is_finished for worker in workers):
+            return False
+        if self.activity.complete_at is None:
+            # The last word: the latest worker's completion, or now when a worker's exit finished it.
+            said = [worker.complete_at for worker in workers if worker.complete_at is not None]
+            self.activity.complete_at = time.time() if any(worker.exited for worker in workers) else max(said)
+        return self._report_end()
+
+    def _mark_exited(self, key: str) -> None:
+        worker = self.activity.workers[key]
+        worker.exited, worker.inflight = True, 0
+        self._unwatch(key)
+
+    def _forget_one_exited(self) -> bool:
+        key = next((key for key, worker in self.activity.workers.items() if worker.exited), None)
+        if key is not None:
+            del self.activity.workers[key]
+        return key is not None
+
+    def _watch(self, report: DrainReport) -> None:
+        """A pidfd for the worker's PID, when it is one of ours to see; its exit wakes the loop."""
+        pid = report.pid
+        if pid is None or self._pid_namespace is None or report.pid_namespace != self._pid_namespace:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.activity.workers[report.worker].exited = True  # gone already
+            return
+        except (RuntimeError, OSError):  # no loop (a synchronous caller), or no pidfd on this kernel
+            return
+        self._pidfds[report.worker] = pidfd
+        loop.add_reader(pidfd, self._on_exit, report.worker)
+
+    def _unwatch(self, key: str) -> None:
+        pidfd = self._pidfds.pop(key, None)
+        if pidfd is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().remove_reader(pidfd)
+            os.close(pidfd)
+
+    def _on_exit(self, key: str) -> None:
+        worker = self.activity.workers.get(key)
+        if worker is None:
+            return
+        if not worker.complete:
+            logger.info("app worker exited without reporting complete", extra={"fields": {"worker": key}})
+        self._mark_exited(key)
+        self._counts_changed()
+        self._end_if_finished()

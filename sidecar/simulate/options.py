@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import math
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -30,6 +31,7 @@ MAX_RATE_PER_SECOND: Final = 1000.0
 REPORT_RESERVE_SECONDS: Final = 1.0
 # The CLI's namespace already has `mode` (its subcommand): simulate's values are kept apart.
 DEST_PREFIX: Final = "simulate_"
+BUILT_IN_APPS: Final = ("demo", "asgi")
 
 EPILOG: Final = f"""\
 what runs: N old pods (app + sidecar as --mode wires it), each on its own loopback ports; a
@@ -177,6 +179,14 @@ class Options:
         "--logs", None, "keep every container's log and termination log here", parse=Path, metavar="DIR"
     )
     json: bool = switch("--json", "print one JSON object (verdict, requests, pods) on stdout")
+    app: str = option(
+        "--app",
+        "demo",
+        "the built-in app when no APP CMD is given: demo (standard library) or asgi (uvicorn + Starlette "
+        "with sidecar.integrations' SidecarMiddleware)",
+        parse=str,
+        choices=BUILT_IN_APPS,
+    )
     # Not a flag: what follows `--` (app_command_of).
     app_command: tuple[str, ...]
 
@@ -263,7 +273,12 @@ def options_from_args(args: argparse.Namespace) -> Options:
     elif given["values"] is not None:
         raise SettingsError("--values", "only with --chart")
     values = {spec.name: spec.value(given[spec.name]) for spec in specs}
-    options = Options(**values, app_command=app_command_of(args.command))  # type: ignore[arg-type]
+    app_command = app_command_of(args.command)
+    if values["app"] == "asgi":
+        if args.command:
+            raise SettingsError("--app", "asgi is a built-in app: give it or an APP CMD, not both")
+        app_command = (sys.executable, "-m", "sidecar.simulate.asgi_app", "--port", PORT_PLACEHOLDER)
+    options = Options(**values, app_command=app_command)  # type: ignore[arg-type]
     problem = options.budget.problem()
     if problem is not None:
         raise SettingsError("--grace-period", problem)

@@ -40,6 +40,23 @@ class ConnectionsDocument(TypedDict):
     at_stop_opened_before_t0: int | None
 
 
+class WorkerDocument(TypedDict):
+    inflight: int
+    complete: bool
+    exited: bool  # its process was seen gone (same PID namespace only) or it said "exit"
+    complete_at: float | None
+
+
+class AppDocument(TypedDict):
+    """The app's own reports (POST /drain). In-flight counts are sums over the workers."""
+
+    inflight: int
+    inflight_at_stop: int | None  # when the drain began: the app was told to stop
+    inflight_peak: int | None  # the highest sum from t0 to the drain's end
+    complete_at: float | None  # when the last worker said complete (or was seen gone)
+    workers: dict[str, WorkerDocument]  # by the "worker" id; empty when no report named one
+
+
 class Report(TypedDict):
     """The one document of SPEC.md's final report: what /status shows, and at the end what the
     termination log, the log line, the span and the Pushgateway push carry. Times are Unix
@@ -63,6 +80,7 @@ class Report(TypedDict):
     prestop_delay_covered_late_connections: bool | None
     # Established connections to the app port (--app-port), or None when not watched.
     connections: ConnectionsDocument | None
+    app: AppDocument | None  # None until the app has reported on POST /drain
     errors: list[str]
     drain_end_observed: NotRequired[dict[str, float]]  # every source's first event, seconds after t0
     app_exit_status: NotRequired[int | None]  # run mode only
@@ -83,6 +101,33 @@ class ConnectionCounts:
 
 
 @dataclasses.dataclass
+class WorkerActivity:
+    inflight: int = 0
+    complete: bool = False
+    exited: bool = False
+    complete_at: float | None = None  # Unix seconds
+
+    @property
+    def is_finished(self) -> bool:
+        return self.complete or self.exited
+
+
+@dataclasses.dataclass
+class AppActivity:
+    """What the app said on POST /drain, per worker (key "" for reports that name none), kept by
+    sidecar.drain.app_report."""
+
+    workers: dict[str, WorkerActivity] = dataclasses.field(default_factory=dict)
+    inflight_at_stop: int | None = None
+    inflight_peak: int | None = None
+    complete_at: float | None = None
+
+    @property
+    def inflight(self) -> int:
+        return sum(worker.inflight for worker in self.workers.values())
+
+
+@dataclasses.dataclass
 class Observations:
     """What the sidecar's parts saw, kept for the report and the trace. One object, handed to each
     part (as uvicorn hands its ServerState around), so the report is built in one place."""
@@ -92,6 +137,7 @@ class Observations:
     errors: list[str] = dataclasses.field(default_factory=list)  # sources that could not be used
     events: list[ShutdownEvent] = dataclasses.field(default_factory=list)
     connections: ConnectionCounts | None = None  # set when the app port is watched
+    app: AppActivity = dataclasses.field(default_factory=AppActivity)  # POST /drain
     has_app_process: bool = False  # run mode: the report then has app_exit_status
     app_exit_status: int | None = None
 
@@ -130,6 +176,27 @@ def connections_document(counts: ConnectionCounts) -> ConnectionsDocument:
     }
 
 
+def app_document(app: AppActivity) -> AppDocument | None:
+    if not app.workers:
+        return None
+    named = {key: worker for key, worker in app.workers.items() if key}
+    return {
+        "inflight": app.inflight,
+        "inflight_at_stop": app.inflight_at_stop,
+        "inflight_peak": app.inflight_peak,
+        "complete_at": _round(app.complete_at),
+        "workers": {
+            key: {
+                "inflight": worker.inflight,
+                "complete": worker.complete,
+                "exited": worker.exited,
+                "complete_at": _round(worker.complete_at),
+            }
+            for key, worker in named.items()
+        },
+    }
+
+
 def build_report(
     timeline: Timeline,
     now: float,
@@ -161,6 +228,7 @@ def build_report(
         "last_late_connection_seconds": _round(last_late),
         "prestop_delay_covered_late_connections": covered,
         "connections": None if seen.connections is None else connections_document(seen.connections),
+        "app": app_document(seen.app),
         "errors": list(seen.errors),
     }
     if timeline.t0 is not None and drain_end_observed:
@@ -174,13 +242,20 @@ def build_report(
 def termination_log_text(document: Mapping[str, Any]) -> str:
     """The document as compact JSON of at most 4096 bytes.
 
-    Too long (many errors), it degrades in steps and says so with "truncated": errors shortened,
+    Too long (many workers, many errors), it degrades in steps and says so with "truncated": the
+    app's workers dropped, errors shortened,
     then phases dropped, then only the verdict kept: the outcome always survives.
     """
     steps: list[Callable[[dict[str, Any]], dict[str, Any]]] = [
         lambda d: d,
-        lambda d: {**d, "errors": [e[:160] for e in d.get("errors", [])[:5]], "truncated": True},
-        lambda d: {**d, "errors": [e[:80] for e in d.get("errors", [])[:2]], "phases": {}, "truncated": True},
+        lambda d: {**without_workers(d), "truncated": True},
+        lambda d: {**without_workers(d), "errors": [e[:160] for e in d.get("errors", [])[:5]], "truncated": True},
+        lambda d: {
+            **without_workers(d),
+            "errors": [e[:80] for e in d.get("errors", [])[:2]],
+            "phases": {},
+            "truncated": True,
+        },
         lambda d: (
             {key: d.get(key) for key in ("outcome", "trigger", "drain_end_source", "margin_seconds", "t0", "deadline")}
             | {"truncated": True}
@@ -192,6 +267,12 @@ def termination_log_text(document: Mapping[str, Any]) -> str:
         if len(text.encode()) <= TERMINATION_LOG_MAX_BYTES:
             return text
     return text.encode()[:TERMINATION_LOG_MAX_BYTES].decode(errors="ignore")
+
+
+def without_workers(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with the app section's per-worker entries dropped (256 of them would not fit)."""
+    app = document.get("app")
+    return {**document, "app": {**app, "workers": {}}} if isinstance(app, dict) and app.get("workers") else document
 
 
 def write_termination_log(path: str, text: str) -> None:

@@ -173,3 +173,11 @@ def test_main_simulate_bad_flag_exits_2_with_one_line(
     lines = captured.err.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"shutdown-sidecar simulate: error: {flag}: ")
+
+
+def test_options_app_asgi_runs_the_built_in_uvicorn_app_with_the_middleware() -> None:
+    assert options().app_command == demo_app_command()
+    command = options("--app", "asgi").app_command
+    assert command[1:3] == ("-m", "sidecar.simulate.asgi_app")
+    with pytest.raises(SettingsError, match="--app"):
+        options("--app", "asgi", "--", "true")

@@ -12,8 +12,10 @@ from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.offload import run_in_thread
 from sidecar.telemetry.report import (
     TERMINATION_LOG_MAX_BYTES,
+    AppActivity,
     ConnectionCounts,
     Observations,
+    WorkerActivity,
     build_report,
     deliver_report,
     termination_log_text,
@@ -62,6 +64,36 @@ def test_report_connections_are_null_unless_the_app_port_is_watched() -> None:
     counts = ConnectionCounts(at_t0=4, at_stop=3, at_drain_end=0, at_stop_opened_before_t0=2)
     document = build_report(finished_timeline(), 21, Observations(connections=counts))
     assert document["connections"] == {"at_t0": 4, "at_stop": 3, "at_drain_end": 0, "at_stop_opened_before_t0": 2}
+
+
+def test_report_app_is_null_until_the_app_reports_then_sums_its_named_workers() -> None:
+    assert build_report(finished_timeline(), 21)["app"] is None
+    workers = {"7": WorkerActivity(inflight=0, complete=True, complete_at=1_700_000_009.5), "8": WorkerActivity(2)}
+    activity = AppActivity(workers=workers, inflight_at_stop=5, inflight_peak=6, complete_at=None)
+    app = build_report(finished_timeline(), 21, Observations(app=activity))["app"]
+    assert app == {
+        "inflight": 2,
+        "inflight_at_stop": 5,
+        "inflight_peak": 6,
+        "complete_at": None,
+        "workers": {
+            "7": {"inflight": 0, "complete": True, "exited": False, "complete_at": 1_700_000_009.5},
+            "8": {"inflight": 2, "complete": False, "exited": False, "complete_at": None},
+        },
+    }
+    single = build_report(finished_timeline(), 21, Observations(app=AppActivity(workers={"": WorkerActivity(3)})))
+    assert single["app"] is not None
+    assert single["app"]["workers"] == {}  # a report that names no worker is not listed as one
+
+
+def test_report_termination_log_drops_the_workers_first_when_too_long() -> None:
+    workers = {f"worker-{n:03}": WorkerActivity(n) for n in range(256)}
+    document = build_report(finished_timeline(), 21, Observations(app=AppActivity(workers=workers)))
+    parsed = json.loads(termination_log_text(document))
+    assert parsed["truncated"] is True
+    assert parsed["app"]["workers"] == {}
+    assert parsed["app"]["inflight"] == sum(range(256))
+    assert "drain" in parsed["phases"]
 
 
 @pytest.mark.anyio

@@ -1,0 +1,190 @@
+"""SidecarMiddleware: an ASGI app's side of its pod's shutdown. Counts requests in flight (HTTP and
+WebSocket) and reports them to the sidecar, follows its /events to answer `Connection: close` from
+t0 and close WebSockets (1001) at the stop, and reports completion at lifespan shutdown. Never
+lets the sidecar delay or fail a request; imports no framework."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+from sidecar.integrations import shutdown_state
+from sidecar.integrations import sidecar_url as resolve_sidecar_url
+from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState
+from sidecar.integrations.reporter import DrainReporter
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SCOPE_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's scope
+GOING_AWAY: Final = 1001  # RFC 6455: the endpoint is going away (a server going down)
+FLUSH_SECONDS: Final = 1.0  # the completion report's send, at most, before lifespan shutdown completes
+
+
+class SidecarMiddleware:
+    """`SidecarMiddleware(app)`; the sidecar at `sidecar_url`, else $SHUTDOWN_SIDECAR_URL, else
+    http://127.0.0.1:9180. Handlers find the ShutdownState at scope["sidecar.shutdown"] (or
+    `sidecar.integrations.shutdown_state()`): `await state.started.wait()`, `state.t0`,
+    `state.deadline`, `state.seconds_left()`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        sidecar_url: str | None = None,
+        token: str | None = None,
+        state: ShutdownState | None = None,
+    ) -> None:
+        """`token`: the sidecar's --admin-token (default $SHUTDOWN_SIDECAR_TOKEN); `state`: default
+        this process's (sidecar.integrations.shutdown_state())."""
+        self.app = app
+        self.url = resolve_sidecar_url(sidecar_url)
+        self.shutdown: ShutdownState = shutdown_state() if state is None else state
+        self.reporter = DrainReporter(self.url, token=token)
+        self.inflight = 0
+        self._follower: asyncio.Task[None] | None = None
+        self._idle: asyncio.Event | None = None  # made at lifespan shutdown, set when inflight is 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+        else:
+            await self.app(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._follower is None:
+            self._follow()  # a server run without lifespan
+        scope[SCOPE_KEY] = self.shutdown
+        if self.shutdown.phase != RUNNING and scope.get("http_version") == "1.1":
+            # From t0 each answer closes its connection (uvicorn and hypercorn honour the header),
+            # so pooled clients reconnect to other pods while this one still serves. Idle
+            # connections are left alone: closing one could race a request being written on it.
+            send = closing(send)
+        self._entered()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._left()
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[SCOPE_KEY] = self.shutdown
+        connection = PoliteWebSocket(receive, send, self.shutdown.stopping)
+        self._entered()
+        try:
+            await self.app(scope, connection.receive, connection.send)
+        finally:
+            connection.release()
+            self._left()
+
+    def _entered(self) -> None:
+        self.inflight += 1
+        self.reporter.set_inflight(self.inflight)
+
+    def _left(self) -> None:
+        self.inflight -= 1
+        self.reporter.set_inflight(self.inflight)
+        if self.inflight == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _follow(self) -> None:
+        events = ShutdownEvents(self.url, state=self.shutdown)
+        self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and self._follower is None:
+                self._follow()
+            return message
+
+        return lifespan_receive
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            # After the app's own shutdown (its background tasks, its pools): only now has it finished.
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.finish()
+            await send(message)
+
+        return lifespan_send
+
+    async def finish(self) -> None:
+        """Report `complete` (or `exit` when no shutdown of the pod has begun: a worker restarted
+        on its own) once nothing is in flight, waiting no longer than the sidecar's deadline less
+        its report reserve; then stop following the events."""
+        if self.inflight:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.shutdown.seconds_left(self.shutdown.report_reserve_seconds) or 0):
+                    await self._idle.wait()
+        self.reporter.set_inflight(self.inflight)
+        self.reporter.report_event("complete" if self.shutdown.is_started else "exit")
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        # The reporter's thread is a daemon: give it a bounded moment to send before the exit.
+        await asyncio.to_thread(self.reporter.flush, FLUSH_SECONDS)
+
+
+def closing(send: Send) -> Send:
+    async def send_closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name.lower() == b"connection" for name, _ in headers):
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return send_closing
+
+
+class PoliteWebSocket:
+    """A WebSocket's receive and send, closed with 1001 (going away) at the stop: the app's pending
+    receive() returns websocket.disconnect and the client gets a proper close frame, before the
+    server's own stop (uvicorn's is 1012) would cut it."""
+
+    def __init__(self, receive: Receive, send: Send, stopping: asyncio.Event) -> None:
+        self._receive = receive
+        self._send = send
+        self._stopping = stopping
+        self._pending: asyncio.Future[Message] | None = None  # kept across calls: no message is lost
+        self._closed = False
+
+    async def receive(self) -> Message:
+        if self._closed:
+            return {"type": "websocket.disconnect", "code": GOING_AWAY}
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._receive())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((self._pending, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if self._pending.done():
+            message, self._pending = self._pending.result(), None
+            if message["type"] == "websocket.disconnect":
+                self._closed = True
+            return message
+        self._closed = True
+        with contextlib.suppress(Exception):  # the client may be gone already: nothing to close
+            await self._send({"type": "websocket.close", "code": GOING_AWAY, "reason": "server shutting down"})
+        return {"type": "websocket.disconnect", "code": GOING_AWAY}
+
+    async def send(self, message: Message) -> None:
+        if self._closed and message["type"] != "websocket.close":
+            raise ConnectionResetError("the WebSocket was closed (1001) for the server's shutdown")
+        if not (self._closed and message["type"] == "websocket.close"):
+            await self._send(message)
+
+    def release(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()

@@ -1,0 +1,160 @@
+"""The app's reports to its sidecar's POST /drain, fire-and-forget: the request path only stores the
+latest count; a thread of this process sends it, at most ten times a second (the last value always
+sent), each try bounded by a short timeout. A sidecar that is down or slow delays no request."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+import urllib.parse
+import weakref
+from typing import Final, Literal
+
+from sidecar.integrations.events import log_to_logging
+
+MIN_INTERVAL_SECONDS: Final = 0.1  # coalesced: at most ten reports a second
+TIMEOUT_SECONDS: Final = 0.5
+TOKEN_ENV: Final = "SHUTDOWN_SIDECAR_TOKEN"  # noqa: S105 - a variable name: holds the --admin-token
+PROC_SELF_PID_NAMESPACE: Final = "/proc/self/ns/pid"
+
+Event = Literal["complete", "exit"]
+logger = logging.getLogger("sidecar.integrations")
+_reporters: weakref.WeakSet[DrainReporter] = weakref.WeakSet()
+
+
+def pid_namespace() -> str | None:
+    """Sent with the PID, so the sidecar watches the PID only when it is the same process to it."""
+    try:
+        return os.readlink(PROC_SELF_PID_NAMESPACE)
+    except OSError:
+        return None
+
+
+class DrainReporter:
+    """One per process (a gunicorn or uvicorn worker reports on its own, its PID as its id).
+    The sending thread starts at the first report, in the process that makes it: a reporter made
+    before a fork starts afresh in the child."""
+
+    def __init__(self, url: str, *, token: str | None = None, worker: str | int | None = None) -> None:
+        """`worker`: the id sent with each report; default this process's PID."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"not an http:// URL: {url!r}")
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._path = parts.path.rstrip("/") + "/drain"
+        token = os.environ.get(TOKEN_ENV) if token is None else token
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._fixed_worker = worker
+        self.failures = 0
+        self._reset()
+        _reporters.add(self)
+
+    def _reset(self) -> None:
+        self._worker: str | int = os.getpid() if self._fixed_worker is None else self._fixed_worker
+        self._namespace = pid_namespace() if self._fixed_worker is None else None
+        self._inflight: int | None = None
+        self._event: Event | None = None
+        self._version = 0  # bumped by each change; the sender records the last it has tried
+        self._tried = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._tried_changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._sent_inflight: int | None = None
+
+    # --- the request path: no lock, no I/O -------------------------------------------------------
+
+    def set_inflight(self, inflight: int) -> None:
+        self._inflight = inflight
+        self._version += 1
+        if not self._wake.is_set():
+            self._start()
+            self._wake.set()
+
+    def report_event(self, event: Event) -> None:
+        self._event = event
+        self._version += 1
+        self._start()
+        self._wake.set()
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    def flush(self, timeout_seconds: float = 1.0) -> bool:
+        """Wait (blocking, at most `timeout_seconds`) until everything reported so far has been
+        tried; True when it has. For the end of a worker: the thread is a daemon."""
+        wanted = self._version
+        with self._tried_changed:
+            return self._tried_changed.wait_for(lambda: self._tried >= wanted, timeout_seconds)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # --- the sending thread ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sidecar-drain-reporter", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        warned = False
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set() and self._tried >= self._version:
+                return
+            version, body = self._version, self._body()
+            if body is not None:
+                problem = self._send(body)
+                if problem is not None:
+                    self.failures += 1
+                    if not warned:
+                        log_to_logging("sidecar drain report failed", level="warning", error=problem)
+                        warned = True
+            with self._tried_changed:
+                self._tried = version
+                self._tried_changed.notify_all()
+            # Coalescing: changes meanwhile wake the next round, which sends the latest value.
+            self._stop.wait(MIN_INTERVAL_SECONDS)
+
+    def _body(self) -> bytes | None:
+        report: dict[str, object] = {"worker": self._worker}
+        if self._namespace is not None:
+            report["pid_namespace"] = self._namespace
+        inflight, event = self._inflight, self._event
+        self._event = None
+        if inflight is not None and (inflight != self._sent_inflight or event is not None):
+            report["inflight"] = inflight
+        if event is not None:
+            report["event"] = event
+        if len(report) == 1 + (self._namespace is not None):
+            return None  # nothing new
+        self._sent_inflight = inflight
+        return json.dumps(report, separators=(",", ":")).encode()
+
+    def _send(self, body: bytes) -> str | None:
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
+        try:
+            connection.request("POST", self._path, body, self._headers)
+            response = connection.getresponse()
+            response.read()
+            return None if response.status == 200 else f"POST {self._path} answered {response.status}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has the parent's reporters but not their threads, and a PID of its own.
+    for reporter in list(_reporters):
+        reporter._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,48 @@
+"""A stand-in for the sidecar's POST /drain on 127.0.0.1 (standard library, a thread): records each
+report's JSON; can answer slowly, to show that nothing waits for it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class DrainRecorder:
+    def __init__(self, hold: threading.Event | None = None) -> None:
+        self.reports: list[dict[str, Any]] = []
+        self.hold = hold  # while not set, every answer waits (a slow sidecar)
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                if recorder.hold is not None:
+                    recorder.hold.wait(10)
+                recorder.reports.append({"path": self.path, **json.loads(body)})
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> DrainRecorder:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.hold is not None:
+            self.hold.set()
+        self.server.shutdown()
+        self.server.server_close()

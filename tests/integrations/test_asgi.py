@@ -1,0 +1,116 @@
+"""SidecarMiddleware driven in-process with ASGI messages; the real-uvicorn behaviour is in
+test_asgi_process.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from sidecar.integrations.asgi import SCOPE_KEY, SidecarMiddleware
+from sidecar.integrations.events import ShutdownState
+from tests.e2e.sidecar_process import wait_until
+from tests.integrations.drain_recorder import DrainRecorder
+
+Message = dict[str, Any]
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    assert isinstance(scope[SCOPE_KEY], ShutdownState)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+async def request(app: SidecarMiddleware, http_version: str = "1.1") -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "http_version": http_version, "path": "/"}, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_asgi_connection_close_only_from_t0_and_only_on_http_1_1() -> None:
+    with DrainRecorder() as sidecar:
+        state = ShutdownState()
+        app = SidecarMiddleware(hello, sidecar_url=sidecar.url, state=state)
+        assert (await request(app))[0]["headers"] == [(b"content-type", b"text/plain")]
+        state.update("prestop_delay", {"t0": 1.0, "deadline": 31.0})
+        assert (b"connection", b"close") in (await request(app))[0]["headers"]
+        assert (b"connection", b"close") not in (await request(app, "1.0"))[0]["headers"]
+        assert app.inflight == 0
+
+
+@pytest.mark.anyio
+async def test_asgi_lifespan_shutdown_reports_complete_after_the_apps_own_shutdown() -> None:
+    order: list[str] = []
+
+    async def lifespan_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                order.append("app shutdown")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    with DrainRecorder() as sidecar:
+        state = ShutdownState()
+        app = SidecarMiddleware(lifespan_app, sidecar_url=sidecar.url, state=state)
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        for message in ({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}):
+            inbox.put_nowait(message)
+
+        async def send(message: Message) -> None:
+            order.append(message["type"])
+
+        state.update("drain", {"t0": 1.0, "deadline": 31.0})
+        await app({"type": "lifespan"}, inbox.get, send)
+        assert order == ["lifespan.startup.complete", "app shutdown", "lifespan.shutdown.complete"]
+        wait_until(lambda: any(r.get("event") == "complete" for r in sidecar.reports), 10, what="complete")
+        assert sidecar.reports[-1]["inflight"] == 0
+
+
+@pytest.mark.anyio
+async def test_asgi_a_worker_that_stops_outside_a_pod_shutdown_reports_exit() -> None:
+    with DrainRecorder() as sidecar:
+        app = SidecarMiddleware(hello, sidecar_url=sidecar.url, state=ShutdownState())
+        await app.finish()
+        wait_until(lambda: sidecar.reports, 10, what="a report")
+        assert sidecar.reports[-1]["event"] == "exit"
+
+
+@pytest.mark.anyio
+async def test_asgi_websocket_is_closed_1001_at_the_stop_and_the_app_told_disconnect() -> None:
+    state = ShutdownState()
+    seen: list[Message] = []
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] != "websocket.disconnect":
+            pass
+        seen.append(message)
+
+    app = SidecarMiddleware(echo, sidecar_url="http://127.0.0.1:9", state=state)
+    sent: list[Message] = []
+    client: asyncio.Queue[Message] = asyncio.Queue()
+    client.put_nowait({"type": "websocket.connect"})
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    task = asyncio.create_task(app({"type": "websocket", "path": "/ws"}, client.get, send))
+    await asyncio.sleep(0)  # the app reaches its receive()
+    assert app.inflight == 1
+    state.update("drain", {})
+    await asyncio.wait_for(task, 10)
+    assert sent[-1] == {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
+    assert seen == [{"type": "websocket.disconnect", "code": 1001}]
+    assert app.inflight == 0

@@ -1,0 +1,43 @@
+"""Importing the integrations loads none of the sidecar's server dependencies: the app's image
+installs shutdown-sidecar for them, not for a second web stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sidecar.integrations import DEFAULT_SIDECAR_URL, sidecar_url
+
+HEAVY = ("starlette", "uvicorn", "prometheus_client", "opentelemetry", "httptools", "gunicorn", "celery")
+
+
+def test_integrations_import_no_server_dependency() -> None:
+    code = (
+        "import json, sys\n"
+        "import sidecar.integrations, sidecar.integrations.asgi, sidecar.integrations.lifespan\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
+    heavy = [name for name in loaded if name.split(".")[0] in HEAVY]
+    assert heavy == []
+
+
+@pytest.mark.parametrize(
+    ("given", "env", "expected"),
+    [
+        pytest.param("http://sidecar:1", "http://env:2", "http://sidecar:1", id="argument-wins"),
+        pytest.param(None, "http://env:2", "http://env:2", id="environment"),
+        pytest.param(None, None, DEFAULT_SIDECAR_URL, id="default"),
+    ],
+)
+def test_integrations_sidecar_url_from_argument_environment_or_default(
+    given: str | None, env: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if env is None:
+        monkeypatch.delenv("SHUTDOWN_SIDECAR_URL", raising=False)
+    else:
+        monkeypatch.setenv("SHUTDOWN_SIDECAR_URL", env)
+    assert sidecar_url(given) == expected

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from sidecar.integrations.reporter import DrainReporter, pid_namespace
+from tests.e2e.sidecar_process import wait_until
+from tests.integrations.drain_recorder import DrainRecorder
+
+
+def test_reporter_coalesces_changes_and_always_sends_the_last_value() -> None:
+    with DrainRecorder() as sidecar:
+        reporter = DrainReporter(sidecar.url)
+        for inflight in range(1, 1001):
+            reporter.set_inflight(inflight)
+        assert reporter.flush(10)
+        reporter.close()
+    assert 1 <= len(sidecar.reports) < 100  # a thousand changes, a few reports
+    last = sidecar.reports[-1]
+    assert last == {"path": "/drain", "inflight": 1000, "worker": os.getpid(), "pid_namespace": pid_namespace()}
+
+
+def test_reporter_sends_completion_with_the_count_and_a_fixed_worker_id() -> None:
+    with DrainRecorder() as sidecar:
+        reporter = DrainReporter(sidecar.url + "/", worker="web-1")
+        reporter.set_inflight(0)
+        reporter.report_event("complete")
+        assert reporter.flush(10)
+    assert sidecar.reports[-1] == {"path": "/drain", "worker": "web-1", "inflight": 0, "event": "complete"}
+
+
+def test_reporter_a_slow_sidecar_delays_no_caller() -> None:
+    hold = threading.Event()
+    with DrainRecorder(hold=hold) as sidecar:
+        reporter = DrainReporter(sidecar.url)
+        for inflight in range(10_000):
+            reporter.set_inflight(inflight)  # returns at once though every report hangs
+        assert not reporter.flush(0.05)
+        hold.set()
+        assert reporter.flush(10)
+        wait_until(lambda: sidecar.reports and sidecar.reports[-1]["inflight"] == 9999, 10, what="the last value")
+
+
+def test_reporter_a_sidecar_that_is_down_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    reporter = DrainReporter(f"http://127.0.0.1:{port}")
+    reporter.set_inflight(1)
+    assert reporter.flush(10)
+    reporter.report_event("complete")
+    assert reporter.flush(10)
+    assert reporter.failures == 2
+    assert sum("sidecar drain report failed" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_reporter_refuses_what_is_not_an_http_url() -> None:
+    with pytest.raises(ValueError, match="not an http:// URL"):
+        DrainReporter("https://127.0.0.1:9180")
