@@ -20,6 +20,7 @@ from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import PodRecord
 from sidecar.simulate.traffic import traffic_for
 
+MAX_ADDRESS_HOST: Final = 0xFFFE  # 127.0.255.254: more pods than any rehearsal runs
 # Steady traffic before the first deletion: the "running" phase is then measured too.
 WARM_UP_SECONDS: Final = 1.0
 POD_START_TIMEOUT_SECONDS: Final = 30.0
@@ -47,8 +48,25 @@ def ephemeral_port_floor() -> int:
         return 32768
 
 
+class AddressAllocator:
+    """Each pod's own loopback address, as each real pod gets its own IP: 127.0.0.2, .3, ... (all
+    of 127/8 is local on Linux; 127.0.0.1 is left to what is not a pod)."""
+
+    def __init__(self) -> None:
+        self._next = 2
+
+    def take(self) -> str:
+        if self._next > MAX_ADDRESS_HOST:
+            raise PodStartError(f"more than {MAX_ADDRESS_HOST - 1} pods in one rehearsal")
+        address = f"127.0.{self._next >> 8}.{self._next & 0xFF}"
+        self._next += 1
+        return address
+
+
 class PortAllocator:
-    """Free loopback ports, none handed out twice in one run (each pod's own 'IP'). Taken below
+    """Free ports, none handed out twice in one run, although each pod has its own address: an
+    app or sidecar that binds 0.0.0.0 (as most do in a container) must not take another pod's.
+    Taken below
     the ephemeral range: there, the load generator's own outgoing connections cannot grab a port
     between its choice and the app's bind (which would fail the start with 'address in use')."""
 
@@ -66,7 +84,7 @@ class PortAllocator:
                 return port
         while True:  # no room below the ephemeral range: any free port
             with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
+                probe.bind(("", 0))
                 port = int(probe.getsockname()[1])
             if port not in self._given:
                 self._given.add(port)
@@ -74,9 +92,10 @@ class PortAllocator:
 
 
 def is_free(port: int) -> bool:
+    """Free on every address: a socket bound to any 127.x address (or 0.0.0.0) takes the port."""
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind(("", port))
         except OSError:
             return False
     return True
@@ -95,6 +114,7 @@ class Rollout:
         self._pods: list[Pod] = []
         # Not from --seed: two rehearsals at once must not walk the same ports in the same order.
         self._ports = PortAllocator(random.SystemRandom())
+        self._addresses = AddressAllocator()
         self._balancer_changed = asyncio.Event()
 
     def clock(self) -> float:
@@ -159,6 +179,7 @@ class Rollout:
             name,
             template,
             ports=ports,
+            address=self._addresses.take(),
             workdir=self.plan.workdir,
             clock=self.clock,
             on_event=self._on_event,

@@ -26,12 +26,14 @@ WAIT_SECONDS = 5.0
 @dataclasses.dataclass
 class StandInRecord:
     app_port: int
+    address: str = "127.0.0.1"
 
 
 @dataclasses.dataclass(eq=False)
 class StandInPod:
     name: str
     record: StandInRecord
+    is_gone: bool = False
 
 
 class Cluster:
