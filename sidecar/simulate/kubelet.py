@@ -87,6 +87,11 @@ class Pod:
         return self.record.deleted_at is not None
 
     @property
+    def is_ready(self) -> bool:
+        """The pod's Ready condition: every container running and passing its readiness probe."""
+        return self._is_ready
+
+    @property
     def is_gone(self) -> bool:
         """Every container has exited after the deletion: the pod and its IP no longer exist."""
         return self.record.terminated_at is not None

@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds
+from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds, parse_signal_name
 from sidecar.deadline import Budget
 from sidecar.simulate.podspec import PORT_PLACEHOLDER, SIDECAR_PLACEHOLDER, SIDECAR_URL_ENV, Mode, demo_app_command
 from sidecar.simulate.pool import BalancerKind, ClientKind
+from sidecar.simulate.strategy import Kind, Strategy, StrategyType, int_or_percent
 
 T = TypeVar("T")
 
@@ -85,6 +86,22 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return functools.partial(parse_int, low=low, high=high, what="a whole number")
 
 
+READINESS_UNTIL: Final = ("t0", "stop")
+
+
+def _readiness_until(text: str) -> str:
+    if text not in READINESS_UNTIL:
+        raise ValueError(f"expected one of {', '.join(READINESS_UNTIL)}, got {text!r}")
+    return text
+
+
+def _whole_seconds(text: str) -> float:
+    # terminationGracePeriodSeconds is a whole number of seconds (int64), as the kubelet counts it.
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"expected a whole number of seconds (terminationGracePeriodSeconds), got {text!r}")
+    return float(text)
+
+
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -113,7 +130,7 @@ class Options:
         "--grace-period",
         "10",
         "terminationGracePeriodSeconds",
-        parse=parse_positive_seconds,
+        parse=_whole_seconds,
         metavar="S",
         from_chart=True,
     )
@@ -161,6 +178,43 @@ class Options:
     pods: int = option(
         "--pods", "3", f"replicas, each replaced once, at most {MAX_PODS}", parse=_count(1, MAX_PODS), metavar="N"
     )
+    kind: Kind = option(  # noqa: RUF009
+        "--kind",
+        Kind.DEPLOYMENT.value,
+        "the workload whose controller replaces the pods",
+        parse=Kind,
+        choices=[k.value for k in Kind],
+    )
+    strategy_type: StrategyType = option(  # noqa: RUF009
+        "--strategy",
+        StrategyType.ROLLING_UPDATE.value,
+        "a Deployment's strategy type",
+        parse=StrategyType,
+        choices=[t.value for t in StrategyType],
+    )
+    max_surge: str | None = option(
+        "--max-surge", None, "a whole number or N%% (default: 25%% for a Deployment, 0 for a DaemonSet)",
+        parse=int_or_percent, metavar="N",
+    )  # fmt: skip
+    max_unavailable: str | None = option(
+        "--max-unavailable", None, "a whole number or N%% (default: 25%% for a Deployment, 1 for a DaemonSet)",
+        parse=int_or_percent, metavar="N",
+    )  # fmt: skip
+    min_ready_seconds: int = option(
+        "--min-ready-seconds", "0", "how long a new pod must be ready to count as available",
+        parse=_count(0, 3600), metavar="S",
+    )  # fmt: skip
+    stop_signal: str = option(
+        "--stop-signal", "SIGTERM",
+        "the app container's stop signal (lifecycle.stopSignal, or the image's STOPSIGNAL)",
+        parse=parse_signal_name, metavar="SIG", from_chart=True,
+    )  # fmt: skip
+    readiness_until: str = option(
+        "--sidecar-readiness", "t0",
+        "t0: the sidecar's readiness fails at t0 (its /readyz); stop: the pod stays Ready until the app's "
+        "stop (a probe of the app's port), to measure the EndpointSlice serving condition's fallback",
+        parse=_readiness_until, choices=READINESS_UNTIL,
+    )  # fmt: skip
     request_timeout_seconds: float = option(
         "--request-timeout", "5", "a request slower than this failed", parse=parse_positive_seconds, metavar="S"
     )
@@ -183,6 +237,10 @@ class Options:
     @property
     def budget(self) -> Budget:
         return Budget(self.grace_period_seconds, self.prestop_delay_seconds, REPORT_RESERVE_SECONDS)
+
+    @property
+    def strategy(self) -> Strategy:
+        return Strategy(self.kind, self.strategy_type, self.max_surge, self.max_unavailable, self.min_ready_seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,4 +325,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     problem = options.budget.problem()
     if problem is not None:
         raise SettingsError("--grace-period", problem)
+    problem = options.strategy.problem()
+    if problem is not None:
+        raise SettingsError("--kind", problem)
     return options

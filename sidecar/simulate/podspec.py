@@ -133,21 +133,33 @@ APP_READINESS: Final = Probe(TcpSocket(APP_PORT), period_seconds=1, failure_thre
 PRESTOP_HOOK: Final = HttpGet(ADMIN_PORT, "/prestop")
 
 
-def template_for_mode(mode: Mode, budget: Budget, app_command: Sequence[str]) -> PodTemplate:
-    """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it."""
-    app = ContainerSpec("app", tuple(app_command), serves_traffic=True)
+def template_for_mode(
+    mode: Mode,
+    budget: Budget,
+    app_command: Sequence[str],
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    readiness_until_stop: bool = False,
+) -> PodTemplate:
+    """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it. The
+    app container gets `stop_signal` (run mode: the wrapper gets it and passes it on as its
+    --stop-signal). `readiness_until_stop`: the pod's readiness is a probe of the app's port
+    instead of the sidecar's /readyz, so it stays Ready until the app stops listening."""
+    app = ContainerSpec("app", tuple(app_command), serves_traffic=True, stop_signal=stop_signal)
     grace = budget.grace_period_seconds
+    sidecar_readiness = APP_READINESS if readiness_until_stop else SIDECAR_READINESS
     if mode is Mode.NONE:
         # No hook: the app gets its SIGTERM the moment the pod is deleted.
         return PodTemplate(mode, grace, (), (dataclasses.replace(app, readiness=APP_READINESS),))
     if mode is Mode.RUN:
         wrapper = ContainerSpec(
             "app",
-            (*sidecar_command("run", budget), "--", *app_command),
+            (*sidecar_command("run", budget, f"--stop-signal={stop_signal.name}"), "--", *app_command),
             pre_stop=PRESTOP_HOOK,
-            readiness=SIDECAR_READINESS,  # in run mode /readyz also checks the app and its port
+            readiness=sidecar_readiness,  # in run mode /readyz also checks the app and its port
             serves_traffic=True,
             reports=True,
+            stop_signal=stop_signal,
         )
         return PodTemplate(mode, grace, (), (wrapper,))
     app = dataclasses.replace(app, pre_stop=PRESTOP_HOOK)
@@ -155,7 +167,7 @@ def template_for_mode(mode: Mode, budget: Budget, app_command: Sequence[str]) ->
     sidecar = ContainerSpec(
         "shutdown-sidecar",
         sidecar_command("serve", budget, *(("--native-sidecar=true",) if native else ())),
-        readiness=SIDECAR_READINESS,
+        readiness=sidecar_readiness,
         startup=SIDECAR_STARTUP,
         reports=True,
     )

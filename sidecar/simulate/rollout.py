@@ -1,6 +1,7 @@
-"""The rolling update, as a Deployment with maxSurge 1 and maxUnavailable 0 runs it: N old pods
-serve behind the balancer under load; one by one a new pod starts and, once it is ready, an old
-pod is deleted. It ends when every old pod has terminated and the balancer has caught up."""
+"""The rollout: N old pods serve behind the balancer under load, and the workload's controller
+(sidecar.simulate.controllers) replaces them as its strategy says. Owns the pods, their addresses
+and ports, and what the balancer hears of them (EndpointSlice conditions). It ends when every old
+pod has terminated and the balancer has caught up."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import asyncio
 import dataclasses
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from sidecar.simulate.endpoints import Balancer, Propagation
+from sidecar.simulate.controllers import roll
+from sidecar.simulate.endpoints import Balancer, Conditions, Propagation
 from sidecar.simulate.kubelet import Pod, PodStartError
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
 from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import PodRecord
+from sidecar.simulate.strategy import Strategy
 from sidecar.simulate.traffic import traffic_for
 
 MAX_ADDRESS_HOST: Final = 0xFFFE  # 127.0.255.254: more pods than any rehearsal runs
@@ -38,6 +41,7 @@ class Plan:
     client: ClientKind = ClientKind.POOLED
     balancer: BalancerKind = BalancerKind.L4
     connections: int = 16
+    strategy: Strategy = dataclasses.field(default_factory=Strategy)
 
 
 def ephemeral_port_floor() -> int:
@@ -116,6 +120,9 @@ class Rollout:
         self._ports = PortAllocator(random.SystemRandom())
         self._addresses = AddressAllocator()
         self._balancer_changed = asyncio.Event()
+        self._changed = asyncio.Event()  # for the controller: a readiness, an availability, an exit
+        self._tasks: list[asyncio.Task[None]] = []  # pod starts and deletions
+        self._ready_since: dict[Pod, float] = {}
 
     def clock(self) -> float:
         """Seconds since the rollout began."""
@@ -144,12 +151,8 @@ class Rollout:
             self._on_event(f"{len(old)} pods serving; load at {plan.rate_per_second:g} requests/s")
             load_task = asyncio.create_task(load.run(stop_load), name="load")
             await asyncio.sleep(WARM_UP_SECONDS)
-            deletions = []
-            for n, pod in enumerate(old, start=1):
-                await self._new_pod(f"new-{n}").start(POD_START_TIMEOUT_SECONDS)
-                balancer.publish(pod, False)  # the endpoints controller and the kubelet act at once
-                deletions.append(asyncio.create_task(pod.delete(), name=f"{pod.name}/delete"))
-            await asyncio.gather(*deletions)
+            await roll(self, plan.strategy, old)
+            await asyncio.gather(*self._tasks)  # every deletion to its end
             await self._balancer_settled()
             stop_load.set()
             await load_task  # the requests still in flight go to the new pods
@@ -159,6 +162,8 @@ class Rollout:
             # Interrupted or failed: no wait for requests in flight, the pods go first.
             if load_task is not None:
                 load_task.cancel()
+            for task in self._tasks:
+                task.cancel()
             balancer.close()
             await asyncio.gather(*(pod.kill() for pod in self._pods), return_exceptions=True)
             if load_task is not None:
@@ -188,10 +193,46 @@ class Rollout:
         self._pods.append(pod)
         return pod
 
+    # --- the Cluster the controllers act through ------------------------------------------------
+
+    def create(self, name: str) -> Pod:
+        pod = self._new_pod(name)
+        self._spawn(pod.start(POD_START_TIMEOUT_SECONDS), f"{name}/start")
+        return pod
+
+    def delete(self, pod: Pod) -> None:
+        # The endpoint becomes terminating (ready=false, serving=the pod's Ready condition) as the
+        # kubelet starts the termination: both follow the pod's deletion at once.
+        self._balancer.publish(pod, Conditions.of_pod(pod.is_ready, is_deleted=True))
+        self._spawn(pod.delete(), f"{pod.name}/delete")
+
+    def is_available(self, pod: Pod) -> bool:
+        since = self._ready_since.get(pod)
+        return since is not None and not pod.is_deleted and self.clock() - since >= self.plan.strategy.min_ready_seconds
+
+    async def changed(self) -> None:
+        for task in self._tasks:
+            failure = task.exception() if task.done() and not task.cancelled() else None
+            if failure is not None:
+                raise failure
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(lambda _: self._changed.set())
+        self._tasks.append(task)
+
     def _readiness_changed(self, pod: Pod, ready: bool) -> None:
-        # A deleted pod's endpoint is already on its way out, whatever its probes say now.
-        if not pod.is_deleted:
-            self._balancer.publish(pod, ready)
+        # After the deletion too: `serving` follows the pod's Ready condition until it is gone.
+        self._balancer.publish(pod, Conditions.of_pod(ready, pod.is_deleted))
+        if ready and not pod.is_deleted:
+            self._ready_since[pod] = self.clock()
+            # minReadySeconds later the pod counts as available: the controller looks again then.
+            asyncio.get_running_loop().call_later(self.plan.strategy.min_ready_seconds, self._changed.set)
+        else:
+            self._ready_since.pop(pod, None)
+        self._changed.set()
 
     def _endpoint_changed(self, pod: Pod, ready: bool) -> None:
         if not ready and pod.is_deleted and pod.record.endpoint_removed_at is None:
