@@ -206,3 +206,39 @@ async def test_pod_hook_is_sent_once_to_the_pod_address_and_a_500_is_not_retried
     assert b"Host: 127.0.0.4:" in hooks[0]
     app = pod.record.containers["app"]
     assert (app.hook_result, app.hook_failed) == ("500", True)
+
+
+@pytest.mark.anyio
+async def test_pod_sigkill_comes_the_grace_period_less_the_hooks_whole_seconds_after_the_stop_signal(
+    tmp_path: Path,
+) -> None:
+    async def slow_hook(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(1.9)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    kubelet = Kubelet(tmp_path, address="127.0.0.5")
+    script = "import signal, socket, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    script += "s = socket.socket(); s.bind((sys.argv[2], int(sys.argv[1]))); s.listen(); time.sleep(60)"
+    template = template_for_mode(Mode.NONE, Budget(5.0, 0.0, 0.5), (sys.executable, "-c", script, "{port}", "{host}"))
+    app = dataclasses.replace(template.containers[0], pre_stop=HttpGet(ADMIN_PORT, "/prestop"), readiness=None)
+    pod = kubelet.pod(dataclasses.replace(template, containers=(app,)))
+    server = await asyncio.start_server(slow_hook, "127.0.0.5", pod.ports[ADMIN_PORT])
+    try:
+        await pod.start(START_SECONDS)
+        async with asyncio.timeout(START_SECONDS):
+            await pod.delete()
+    finally:
+        await pod.kill()
+        server.close()
+        await server.wait_closed()
+    record = pod.record.containers["app"]
+    assert record.signalled_at is not None
+    assert record.killed_at is not None
+    assert pod.record.deleted_at is not None
+    # killContainer: 5 s less the hook's 1 whole second, from the stop signal (at about 1.9 s):
+    # the SIGKILL comes near 5.9 s after the deletion, not at the 5 s the grace period suggests.
+    assert record.killed_at - record.signalled_at >= 4.0 - 0.01
+    assert record.killed_at - pod.record.deleted_at > 5.5
