@@ -16,7 +16,14 @@ from typing import Any, Final, TypeVar
 
 from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds, parse_signal_name
 from sidecar.deadline import Budget
-from sidecar.simulate.podspec import PORT_PLACEHOLDER, SIDECAR_PLACEHOLDER, SIDECAR_URL_ENV, Mode, demo_app_command
+from sidecar.simulate.podspec import (
+    HOST_PLACEHOLDER,
+    PORT_PLACEHOLDER,
+    SIDECAR_PLACEHOLDER,
+    SIDECAR_URL_ENV,
+    Mode,
+    demo_app_command,
+)
 from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.strategy import Kind, Strategy, StrategyType, int_or_percent
 
@@ -33,18 +40,20 @@ REPORT_RESERVE_SECONDS: Final = 1.0
 DEST_PREFIX: Final = "simulate_"
 
 EPILOG: Final = f"""\
-what runs: N old pods (app + sidecar as --mode wires it), each on its own loopback ports; a
-load generator sending GETs at --rps over --connections keep-alive connections (or a new one
-each, --client fresh); a balancer that learns of each endpoint change only after
+what runs: N old pods (app + sidecar as --mode wires it), each at its own loopback address
+(127.0.0.2, .3, ...: its pod IP) and ports; a load generator sending GETs at --rps over
+--connections keep-alive connections (or a new one each, --client fresh); a balancer that
+learns of each EndpointSlice change (ready, serving, terminating) only after
 --propagation-delay and routes each new connection (l4, as kube-proxy: a connection stays on
-its pod after the endpoint is removed) or each request (l7, as an ingress proxy); and a
-kubelet that replaces the pods one by one (a new pod ready, then an old one deleted): the
-deleted pod's endpoint removal starts, its preStop hooks run, each container gets SIGTERM after
-its hook and SIGKILL at the end of the grace period; native sidecars are stopped after the app.
+its pod; with no ready endpoint, to serving terminating ones) or each request (l7); a workload
+controller that replaces the pods as --kind and its strategy say; and a kubelet that runs each
+container's preStop hook once at the pod IP, then its stop signal, then SIGKILL when the grace
+period is over; native sidecars are stopped after the app.
 
-APP CMD: the app to rehearse (default: the built-in demo app). It must listen on 127.0.0.1 at
-the port given as {PORT_PLACEHOLDER} in the command, or in $PORT. Its sidecar's URL, for GET
-/events, is {SIDECAR_PLACEHOLDER} in the command and ${SIDECAR_URL_ENV} (neither with --mode none).
+APP CMD: the app to rehearse (default: the built-in demo app). It must listen at the pod's
+address, {HOST_PLACEHOLDER} in the command or $HOST (or 0.0.0.0), on the port given as
+{PORT_PLACEHOLDER} or $PORT. Its sidecar's URL, for GET /events, is {SIDECAR_PLACEHOLDER} in the
+command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
 not; 2 for bad input or an app that cannot start; 130 when interrupted."""
