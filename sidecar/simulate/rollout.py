@@ -105,6 +105,10 @@ def is_free(port: int) -> bool:
     return True
 
 
+class RolloutHalted(Exception):
+    """A container crashed: the rollout cannot finish as a controller would wait for it."""
+
+
 class Rollout:
     """Runs a Plan once. `tally` and `clock` are live while it runs (for a progress display);
     `deleted` holds the records of the pods it replaced."""
@@ -122,6 +126,7 @@ class Rollout:
         self._balancer_changed = asyncio.Event()
         self._changed = asyncio.Event()  # for the controller: a readiness, an availability, an exit
         self._tasks: list[asyncio.Task[None]] = []  # pod starts and deletions
+        self._deletions: list[asyncio.Task[None]] = []
         self._ready_since: dict[Pod, float] = {}
 
     def clock(self) -> float:
@@ -151,12 +156,15 @@ class Rollout:
             self._on_event(f"{len(old)} pods serving; load at {plan.rate_per_second:g} requests/s")
             load_task = asyncio.create_task(load.run(stop_load), name="load")
             await asyncio.sleep(WARM_UP_SECONDS)
-            await roll(self, plan.strategy, old)
-            await asyncio.gather(*self._tasks)  # every deletion to its end
+            try:
+                await roll(self, plan.strategy, old)
+            except RolloutHalted as halted:
+                self._on_event(f"rollout halted: {halted}")
+            await asyncio.gather(*self._deletions)  # every deletion to its end
             await self._balancer_settled()
             stop_load.set()
             await load_task  # the requests still in flight go to the new pods
-            self.deleted = [pod.record for pod in old]
+            self.deleted = [pod.record for pod in old if pod.is_deleted]
             self._on_event("every old pod has terminated; the balancer knows")
         finally:
             # Interrupted or failed: no wait for requests in flight, the pods go first.
@@ -204,13 +212,17 @@ class Rollout:
         # The endpoint becomes terminating (ready=false, serving=the pod's Ready condition) as the
         # kubelet starts the termination: both follow the pod's deletion at once.
         self._balancer.publish(pod, Conditions.of_pod(pod.is_ready, is_deleted=True))
-        self._spawn(pod.delete(), f"{pod.name}/delete")
+        self._deletions.append(self._spawn(pod.delete(), f"{pod.name}/delete"))
 
     def is_available(self, pod: Pod) -> bool:
         since = self._ready_since.get(pod)
         return since is not None and not pod.is_deleted and self.clock() - since >= self.plan.strategy.min_ready_seconds
 
     async def changed(self) -> None:
+        if self.crashes:
+            # A controller would wait for availability that never comes (until its progress
+            # deadline): the rehearsal stops here, and the crash fails it.
+            raise RolloutHalted(self.crashes[0])
         for task in self._tasks:
             failure = task.exception() if task.done() and not task.cancelled() else None
             if failure is not None:
@@ -218,10 +230,11 @@ class Rollout:
         self._changed.clear()
         await self._changed.wait()
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name=name)
         task.add_done_callback(lambda _: self._changed.set())
         self._tasks.append(task)
+        return task
 
     def _readiness_changed(self, pod: Pod, ready: bool) -> None:
         # After the deletion too: `serving` follows the pod's Ready condition until it is gone.

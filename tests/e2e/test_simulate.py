@@ -152,7 +152,9 @@ def test_simulate_an_app_that_cannot_listen_on_its_port_exits_2() -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         # A fixed port instead of {port}: here it is taken, as it would be for a second pod.
-        completed = simulate("--pods", "1", "--", sys.executable, "-m", "sidecar.demo", "--port", str(port), timeout=25)
+        # On 127.0.0.1 as the port taken there (the pod's own address would not clash: pod IPs).
+        app = (sys.executable, "-m", "sidecar.demo", "--host", "127.0.0.1", "--port", str(port))
+        completed = simulate("--pods", "1", "--", *app, timeout=25)
     assert completed.returncode == 2
     error = completed.stderr.splitlines()[-1]
     assert error.startswith("shutdown-sidecar simulate: error: old-1: app exited with status 1 while starting")
