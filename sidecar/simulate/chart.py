@@ -17,6 +17,7 @@ from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
     APP_PORT,
+    HOST_PLACEHOLDER,
     PORT_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
@@ -33,16 +34,30 @@ SUBCOMMANDS: Final = ("serve", "run")
 DEFAULT_ADMIN_PORT: Final = 9180
 
 # The settings that name this pod's addresses and files. On one machine every simulated pod needs its
-# own loopback ports and termination log, so their chart values are replaced (in both the flag and
-# the SIDECAR_* variable); the sidecar's defaults would clash between pods, hence ADDED_FLAGS.
+# own ports and termination log, so their chart values are replaced (in both the flag and the
+# SIDECAR_* variable); the sidecar's defaults would clash between pods, hence ADDED_FLAGS. The host
+# becomes the pod's address, unless the chart binds loopback only: that is kept, and fails here as
+# it fails in a cluster (the kubelet's probes and hooks come to the pod IP).
 REWRITTEN_FLAGS: Final = {
-    "--host": "127.0.0.1",
+    "--host": HOST_PLACEHOLDER,
     "--port": ADMIN_PORT_PLACEHOLDER,
     "--app-port": PORT_PLACEHOLDER,
     "--termination-log": TERMINATION_LOG_PLACEHOLDER,
 }
 ADDED_FLAGS: Final = ("--host", "--port", "--termination-log")
 REWRITTEN_ENV: Final = {"SIDECAR_" + flag[2:].upper().replace("-", "_"): v for flag, v in REWRITTEN_FLAGS.items()}
+LOOPBACK_HOSTS: Final = ("localhost", "::1")
+
+
+def is_loopback_only(host: str) -> bool:
+    return host.startswith("127.") or host in LOOPBACK_HOSTS
+
+
+def rewritten(flag: str, value: str) -> str:
+    """The value a pod-specific setting gets here (a loopback-only host is kept: see REWRITTEN_FLAGS)."""
+    if flag == "--host" and is_loopback_only(value):
+        return value
+    return REWRITTEN_FLAGS[flag]
 
 
 def load_chart_template(chart_dir: Path, values_file: Path | None, app_command: Sequence[str]) -> PodTemplate:
@@ -79,7 +94,11 @@ def template_from_manifests(objects: list[dict[str, Any]], app_command: Sequence
     env = env_of(sidecar, secrets)
     admin_port = port_number(settings.get("--port", env.get("SIDECAR_PORT"))) or DEFAULT_ADMIN_PORT
     app_port = port_number(settings.get("--app-port", env.get("SIDECAR_APP_PORT")))
-    env.update((key, value) for key, value in REWRITTEN_ENV.items() if key in env)
+    env.update(
+        (key, rewritten("--" + key[len("SIDECAR_") :].lower().replace("_", "-"), env[key]))
+        for key in REWRITTEN_ENV
+        if key in env
+    )
     argv = (sys.executable, "-m", "sidecar", *head)
     name = str(sidecar.get("name"))
 
@@ -153,7 +172,7 @@ def _rewrite_flags(arguments: Sequence[str]) -> tuple[list[str], list[str], dict
                 index += 1
                 value = rest[index]
             replaced[flag] = value
-            flags.append(f"{flag}={REWRITTEN_FLAGS[flag]}")
+            flags.append(f"{flag}={rewritten(flag, value)}")
         else:
             flags.append(rest[index])
         index += 1

@@ -10,7 +10,7 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 
-HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # the default; a simulated pod is reached at its own address (its pod IP)
 MAX_HEAD_BYTES = 16 * 1024
 
 
@@ -41,15 +41,22 @@ def classify_status(status: int) -> Result:
     return Result(status, Failure.SERVER_ERROR if status >= 500 else None)
 
 
-async def http_get(port: int, path: str, *, timeout_seconds: float, headers: Sequence[tuple[str, str]] = ()) -> Result:
-    """GET http://127.0.0.1:{port}{path} with `Connection: close`; the whole exchange, connect
+async def http_get(
+    port: int,
+    path: str,
+    *,
+    timeout_seconds: float,
+    headers: Sequence[tuple[str, str]] = (),
+    host: str = HOST,
+) -> Result:
+    """GET http://{host}:{port}{path} with `Connection: close`; the whole exchange, connect
     included, within `timeout_seconds`. The body is not read: the status line is the answer."""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout_seconds):
-            reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_HEAD_BYTES)
+            reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD_BYTES)
             extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}Connection: close\r\n\r\n".encode())
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Connection: close\r\n\r\n".encode())
             await writer.drain()
             status_line = await reader.readuntil(b"\r\n")
             return classify_status(parse_status(status_line))
@@ -78,11 +85,11 @@ def parse_status(status_line: bytes) -> int:
     return int(code)
 
 
-async def tcp_connect(port: int, *, timeout_seconds: float) -> bool:
-    """A tcpSocket probe: does anything accept a connection on the port?"""
+async def tcp_connect(port: int, *, timeout_seconds: float, host: str = HOST) -> bool:
+    """A tcpSocket probe: does anything accept a connection on the port at `host`?"""
     try:
         async with asyncio.timeout(timeout_seconds):
-            _, writer = await asyncio.open_connection(HOST, port)
+            _, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError):
         return False
     writer.close()

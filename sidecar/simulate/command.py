@@ -35,7 +35,13 @@ class SetupError(Exception):
 
 def pod_template(options: Options) -> PodTemplate:
     if options.chart is None:
-        return template_for_mode(options.mode, options.budget, options.app_command)
+        return template_for_mode(
+            options.mode,
+            options.budget,
+            options.app_command,
+            stop_signal=signal.Signals[options.stop_signal],
+            readiness_until_stop=options.readiness_until == "stop",
+        )
     from sidecar.simulate.chart import load_chart_template  # Helm loads only for --chart
     from sidecar.simulate.helm import ChartError
 
@@ -64,6 +70,10 @@ def settings_document(options: Options, template: PodTemplate) -> Document:
         "propagation_spread_seconds": options.propagation_spread_seconds,
         "rps": options.rate_per_second,
         "pods": options.pods,
+        "strategy": options.strategy.describe(options.pods),
+        "min_ready_seconds": options.min_ready_seconds,
+        "stop_signal": options.stop_signal,
+        "sidecar_readiness": options.readiness_until,
         "request_timeout_seconds": options.request_timeout_seconds,
         "seed": options.seed,
         "app_command": list(options.app_command),
@@ -115,6 +125,7 @@ async def rehearse(options: Options) -> int:
             client=options.client,
             balancer=options.balancer,
             connections=options.connections,
+            strategy=options.strategy,
         )
         rollout = Rollout(plan, progress)
         progress.rollout = rollout

@@ -167,7 +167,8 @@ def sidecar_url(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sidecar.demo", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+    # $HOST: simulate gives each pod its own address (its pod IP) there; plain runs stay on loopback.
+    parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="default $HOST, else 127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0: any free port (logged)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each request takes")
     parser.add_argument(

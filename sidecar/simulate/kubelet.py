@@ -1,27 +1,25 @@
 """One simulated pod, run the way the kubelet runs it: containers started in order (native
-sidecars first, each waited for until its startup probe passes), readiness probed on its period
-and thresholds, and on deletion the termination sequence: preStop hook, SIGTERM once the hook
-returns, SIGKILL at the end of the grace period, native sidecars only after the app containers.
-Records what happened and when; judges nothing."""
+sidecars first, each waited for until its startup probe passes), readiness probed at the pod's
+address on its period and thresholds, and on deletion the termination sequence (each container's
+preStop hook, then its stop signal, then SIGKILL: sidecar.simulate.termination), native sidecars
+stopped only after the app containers. Records what happened and when; judges nothing."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import signal
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from sidecar.deadline import seconds_left
-from sidecar.simulate.client import http_get
 from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
+from sidecar.simulate.listeners import unreachable_listeners, unreachable_message
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
     APP_PORT,
+    HOST_PLACEHOLDER,
     POD_NAME_PLACEHOLDER,
     PORT_PLACEHOLDER,
     SIDECAR_PLACEHOLDER,
@@ -32,11 +30,11 @@ from sidecar.simulate.podspec import (
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 from sidecar.simulate.records import Clock, PodRecord
+from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS, run_pre_stop_hook, stop_container
 
-# The kubelet's floor on the time a container gets after its SIGTERM, when its preStop hook used
-# the whole grace period: the SIGKILL comes at the grace-period deadline or this long after the
-# SIGTERM, whichever is later.
-SIGTERM_MINIMUM_GRACE_SECONDS: Final = 2.0
+SIGTERM_MINIMUM_GRACE_SECONDS: Final = float(MINIMUM_GRACE_SECONDS)  # its former name
+# How often a starting pod's ports are checked for a listener its kubelet cannot reach.
+LISTENER_CHECK_SECONDS: Final = 0.5
 
 
 class PodStartError(Exception):
@@ -52,6 +50,7 @@ class Pod:
         template: PodTemplate,
         *,
         ports: Mapping[str, int],
+        address: str = "127.0.0.1",
         workdir: Path,
         clock: Clock,
         on_event: Callable[[str], None],
@@ -60,6 +59,7 @@ class Pod:
         self.name = name
         self.template = template
         self.ports = dict(ports)
+        self.address = address  # the pod's IP
         self.workdir = workdir / name
         self._clock = clock
         self._on_event = on_event
@@ -74,17 +74,27 @@ class Pod:
         # Reapers run until their process exits (a kill ends them); probers are cancelled.
         self._reapers: set[asyncio.Task[None]] = set()
         self._probers: set[asyncio.Task[None]] = set()
-        self.record = PodRecord.of_template(name, template, ports[APP_PORT], clock())
+        self.record = PodRecord.of_template(name, template, ports[APP_PORT], clock(), address)
 
     @property
     def sidecar_url(self) -> str:
         """The pod's own sidecar, as its app reaches it; empty in a pod without one."""
         admin = self.ports.get(ADMIN_PORT)
-        return "" if admin is None else f"http://127.0.0.1:{admin}"
+        return "" if admin is None else f"http://{self.address}:{admin}"
 
     @property
     def is_deleted(self) -> bool:
         return self.record.deleted_at is not None
+
+    @property
+    def is_ready(self) -> bool:
+        """The pod's Ready condition: every container running and passing its readiness probe."""
+        return self._is_ready
+
+    @property
+    def is_gone(self) -> bool:
+        """Every container has exited after the deletion: the pod and its IP no longer exist."""
+        return self.record.terminated_at is not None
 
     def _event(self, text: str) -> None:
         self._on_event(f"{self.name} {text}")
@@ -100,6 +110,7 @@ class Pod:
         """Start every container in the kubelet's order; returns once the pod is ready.
         Raises PodStartError (with what the failing container last logged)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        checker = asyncio.create_task(self._check_listeners(), name=f"{self.name}/listeners")
         try:
             async with asyncio.timeout(timeout_seconds):
                 for spec in self.template.sidecars:
@@ -111,20 +122,40 @@ class Pod:
                 await self._wait_for(lambda: self._is_ready)
         except TimeoutError:
             raise PodStartError(f"{self.name}: not ready after {timeout_seconds:g}s{self._hint()}") from None
+        finally:
+            checker.cancel()
         self._event("ready")
 
     def _hint(self) -> str:
         app = next(c for c in self.template.containers if c.serves_traffic)
         port = self.ports[APP_PORT]
         if not any(PORT_PLACEHOLDER in arg for arg in app.argv):
-            return f" (the app's command has no {PORT_PLACEHOLDER}: it must listen on 127.0.0.1:{port}, given as $PORT)"
-        return f" (is the app listening on 127.0.0.1:{port}? see {log_path(self.workdir, app.name)})"
+            return (
+                f" (the app's command has no {PORT_PLACEHOLDER}: it must listen on {self.address}:{port}, the pod's "
+                "address and port, given as $HOST and $PORT)"
+            )
+        return f" (is the app listening on {self.address}:{port}? see {log_path(self.workdir, app.name)})"
+
+    async def _check_listeners(self) -> None:
+        # A container listening on 127.0.0.1 only is never reached by the kubelet's probes and
+        # hooks or the balancer, which all go to the pod IP: in a cluster the pod would never be
+        # ready (or its hook would fail). Said at once, with what cannot reach it.
+        while True:
+            unreachable = unreachable_listeners(self.ports, self.address)
+            if unreachable:
+                symbol, where = next(iter(unreachable.items()))
+                reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
+                self._start_failure = f"{self.name}: {reason}"
+                self._changed.set()
+                return
+            await asyncio.sleep(LISTENER_CHECK_SECONDS)
 
     async def _start_container(self, spec: ContainerSpec) -> None:
         argv, env = filled_command(
             spec,
             {
                 PORT_PLACEHOLDER: str(self.ports[APP_PORT]),
+                HOST_PLACEHOLDER: self.address,
                 ADMIN_PORT_PLACEHOLDER: str(self.ports.get(ADMIN_PORT, 0)),
                 TERMINATION_LOG_PLACEHOLDER: str(termination_log_path(self.workdir, spec.name)),
                 POD_NAME_PLACEHOLDER: self.name,
@@ -147,7 +178,7 @@ class Pod:
         # As the kubelet does: no readiness probe until the startup probe has passed; a container
         # without a readiness probe is ready once started.
         exited = self._containers[spec.name].exited
-        if spec.startup is not None and not await run_startup_probe(spec.startup, self.ports, exited):
+        if spec.startup is not None and not await run_startup_probe(spec.startup, self.ports, exited, self.address):
             if not exited.is_set():
                 self._start_failure = (
                     f"{self.name}: {spec.name}: startup probe failed {spec.startup.failure_threshold} times"
@@ -160,7 +191,7 @@ class Pod:
             return
         self._changed.set()
         await run_readiness_probe(
-            spec.readiness, self.ports, exited, lambda ready: self._set_container_ready(spec.name, ready)
+            spec.readiness, self.ports, exited, lambda ready: self._set_container_ready(spec.name, ready), self.address
         )
 
     async def _wait_for(self, condition: Callable[[], bool]) -> None:
@@ -214,48 +245,52 @@ class Pod:
     async def delete(self) -> None:
         """Kubernetes' termination sequence, to the end: returns when every container has exited."""
         self.record.deleted_at = self._clock()
+        grace = self.template.grace_period_seconds
         # The kubelet's own deadline (monotonic, as the loop's clock): the pod's, not the sidecar's budget.
-        grace_deadline = time.monotonic() + self.template.grace_period_seconds
-        self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
-        # Without a sequence among them: the app containers are stopped concurrently.
-        await asyncio.gather(*(self._stop_container(spec, grace_deadline) for spec in self.template.containers))
+        grace_deadline = time.monotonic() + grace
+        self._event(f"deleted: grace period {grace:g}s")
+        # Native sidecars' own preStop hooks run as the termination starts, beside the app
+        # containers'; their stop signals wait for the app containers (KEP-753, Kubernetes 1.29+:
+        # https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/).
+        sidecar_hooks = [
+            asyncio.create_task(self._run_hook(spec, grace_deadline), name=f"{self.name}/{spec.name}/preStop")
+            for spec in self.template.sidecars
+        ]
+        try:
+            # Without a sequence among them: the app containers are stopped concurrently.
+            await asyncio.gather(*(self._stop(spec, grace_deadline, hook=True) for spec in self.template.containers))
+            await asyncio.gather(*sidecar_hooks)
+        finally:
+            for task in sidecar_hooks:
+                task.cancel()
         # Native sidecars only once every app container has exited, last started first.
         for spec in reversed(self.template.sidecars):
-            await self._stop_container(spec, grace_deadline)
+            await self._stop(spec, grace_deadline, hook=False)
         self.record.terminated_at = self._clock()
 
-    async def _stop_container(self, spec: ContainerSpec, grace_deadline: float) -> None:
-        container = self._containers[spec.name]
-        record, exited = container.record, container.exited
-        if spec.pre_stop is not None and not exited.is_set():
-            record.hook_started_at = self._clock()
-            hook = spec.pre_stop
-            result = await http_get(
-                self.ports[hook.port],
-                hook.path,
-                timeout_seconds=seconds_left(grace_deadline),
-                headers=hook.headers,
-            )
-            record.hook_ended_at = self._clock()
-            record.hook_result = result.describe()
-            waited = record.hook_ended_at - record.hook_started_at
-            # A failed hook is only an event to the kubelet: the container is stopped all the same.
-            self._event(f"{spec.name} preStop hook: {record.hook_result} after {waited:.2f}s")
-        if not exited.is_set():
-            container.send(signal.SIGTERM)
-            record.signalled_at = self._clock()
-            self._event(f"{spec.name} SIGTERM")
-        sigkill_deadline = grace_deadline
-        if record.signalled_at is not None:
-            sigkill_deadline = max(grace_deadline, time.monotonic() + SIGTERM_MINIMUM_GRACE_SECONDS)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(sigkill_deadline):
-                await exited.wait()
-        if not exited.is_set():
-            container.kill()
-            record.killed_at = self._clock()
-            self._event(f"{spec.name} SIGKILL: still running at the end of the grace period")
-            await exited.wait()
+    async def _run_hook(self, spec: ContainerSpec, grace_deadline: float) -> None:
+        await run_pre_stop_hook(
+            spec,
+            self._containers[spec.name],
+            address=self.address,
+            ports=self.ports,
+            grace_deadline=grace_deadline,
+            clock=self._clock,
+            on_event=self._event,
+        )
+
+    async def _stop(self, spec: ContainerSpec, grace_deadline: float, *, hook: bool) -> None:
+        if hook:
+            await self._run_hook(spec, grace_deadline)
+        await stop_container(
+            spec,
+            self._containers[spec.name],
+            after_hook=hook,
+            grace_period_seconds=int(self.template.grace_period_seconds),
+            grace_deadline=grace_deadline,
+            clock=self._clock,
+            on_event=self._event,
+        )
 
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""

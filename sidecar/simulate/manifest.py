@@ -13,6 +13,7 @@ from typing import Any, Final
 from sidecar.simulate.helm import NAMESPACE, ChartError
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
+    HOST_PLACEHOLDER,
     POD_NAME_PLACEHOLDER,
     PROBE_DEFAULT_FAILURE_THRESHOLD,
     PROBE_DEFAULT_PERIOD_SECONDS,
@@ -26,6 +27,7 @@ from sidecar.simulate.podspec import (
 # The downward API fields a local pod can answer; other fieldRefs are left out of the environment.
 FIELD_VALUES: Final = {
     "metadata.name": POD_NAME_PLACEHOLDER,
+    "status.podIP": HOST_PLACEHOLDER,
     "metadata.namespace": NAMESPACE,
     "spec.nodeName": "localhost",
 }
@@ -53,7 +55,7 @@ def container_spec(
             raise ChartError(
                 f"--chart: container {name}: a preStop {', '.join(hook)} hook; only httpGet hooks are simulated"
             )
-        pre_stop = _http_get(hook["httpGet"], ports, f"container {name} preStop")
+        pre_stop = _http_get(hook["httpGet"], ports, f"container {name} preStop", container, is_hook=True)
     # livenessProbe is left out: a rehearsal of termination, and a liveness restart is not part of
     # what a rollout or a pod deletion does.
     return ContainerSpec(
@@ -75,9 +77,9 @@ def _probe(container: Mapping[str, Any], field: str, ports: Mapping[int | str, s
     where = f"container {container.get('name')} {field}"
     action: HttpGet | TcpSocket
     if "httpGet" in spec:
-        action = _http_get(spec["httpGet"], ports, where)
+        action = _http_get(spec["httpGet"], ports, where, container)
     elif "tcpSocket" in spec:
-        action = TcpSocket(_resolve_port(spec["tcpSocket"].get("port"), ports, where))
+        action = TcpSocket(_resolve_port(spec["tcpSocket"].get("port"), ports, where, container))
     else:
         raise ChartError(f"--chart: {where}: only httpGet and tcpSocket probes are simulated")
     return Probe(
@@ -90,14 +92,46 @@ def _probe(container: Mapping[str, Any], field: str, ports: Mapping[int | str, s
     )
 
 
-def _http_get(action: Mapping[str, Any], ports: Mapping[int | str, str], where: str) -> HttpGet:
+def _http_get(
+    action: Mapping[str, Any],
+    ports: Mapping[int | str, str],
+    where: str,
+    container: Mapping[str, Any],
+    *,
+    is_hook: bool = False,
+) -> HttpGet:
     if str(action.get("scheme", "HTTP")).upper() != "HTTP":
         raise ChartError(f"--chart: {where}: scheme {action['scheme']}; only HTTP is simulated")
     headers = tuple((str(h.get("name")), str(h.get("value", ""))) for h in action.get("httpHeaders") or [])
-    return HttpGet(_resolve_port(action.get("port"), ports, where), str(action.get("path") or "/"), headers)
+    path = str(action.get("path") or "/")
+    try:
+        port = _resolve_port(action.get("port"), ports, where, container)
+    except UnknownPortName as unknown:
+        if not is_hook:
+            raise ChartError(f"--chart: {where}: {unknown}") from None
+        # The kubelet resolves the name when the hook runs, and fails it then (FailedPreStopHook):
+        # the pod starts, and its hook fails at every deletion.
+        return HttpGet(next(iter(ports.values()), ""), path, headers, error=str(unknown))
+    return HttpGet(port, path, headers)
 
 
-def _resolve_port(port: Any, ports: Mapping[int | str, str], where: str) -> str:
+class UnknownPortName(Exception):
+    """A named port that is not one of the hooked or probed container's own."""
+
+
+def _resolve_port(port: Any, ports: Mapping[int | str, str], where: str, container: Mapping[str, Any]) -> str:
+    """A number: any port of the pod (its containers share one network namespace). A name: only
+    among the container's own ports, as the kubelet resolves it (its probes and hooks look the
+    name up in that container's spec.ports alone; a name of another container's port fails)."""
+    if port_number(port) is None and port is not None:
+        own = {str(p.get("name")): port_number(p.get("containerPort")) for p in container.get("ports") or []}
+        if str(port) not in own:
+            declared = ", ".join(sorted(own)) or "none"
+            raise UnknownPortName(
+                f"port name {port!r} is not one of container {container.get('name')}'s own ports ({declared}); "
+                "the kubelet resolves a named port only among the container's own"
+            )
+        port = own[str(port)]
     symbol = ports.get(_port_key(port))
     if symbol is None:
         known = ", ".join(sorted(str(key) for key in ports)) or "none"

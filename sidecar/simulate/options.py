@@ -15,10 +15,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds
+from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds, parse_signal_name
 from sidecar.deadline import Budget
-from sidecar.simulate.podspec import PORT_PLACEHOLDER, SIDECAR_PLACEHOLDER, SIDECAR_URL_ENV, Mode, demo_app_command
+from sidecar.simulate.podspec import (
+    HOST_PLACEHOLDER,
+    PORT_PLACEHOLDER,
+    SIDECAR_PLACEHOLDER,
+    SIDECAR_URL_ENV,
+    Mode,
+    demo_app_command,
+)
 from sidecar.simulate.pool import BalancerKind, ClientKind
+from sidecar.simulate.strategy import Kind, Strategy, StrategyType, int_or_percent
 
 T = TypeVar("T")
 
@@ -34,18 +42,20 @@ DEST_PREFIX: Final = "simulate_"
 BUILT_IN_APPS: Final = ("demo", "asgi")
 
 EPILOG: Final = f"""\
-what runs: N old pods (app + sidecar as --mode wires it), each on its own loopback ports; a
-load generator sending GETs at --rps over --connections keep-alive connections (or a new one
-each, --client fresh); a balancer that learns of each endpoint change only after
+what runs: N old pods (app + sidecar as --mode wires it), each at its own loopback address
+(127.0.0.2, .3, ...: its pod IP) and ports; a load generator sending GETs at --rps over
+--connections keep-alive connections (or a new one each, --client fresh); a balancer that
+learns of each EndpointSlice change (ready, serving, terminating) only after
 --propagation-delay and routes each new connection (l4, as kube-proxy: a connection stays on
-its pod after the endpoint is removed) or each request (l7, as an ingress proxy); and a
-kubelet that replaces the pods one by one (a new pod ready, then an old one deleted): the
-deleted pod's endpoint removal starts, its preStop hooks run, each container gets SIGTERM after
-its hook and SIGKILL at the end of the grace period; native sidecars are stopped after the app.
+its pod; with no ready endpoint, to serving terminating ones) or each request (l7); a workload
+controller that replaces the pods as --kind and its strategy say; and a kubelet that runs each
+container's preStop hook once at the pod IP, then its stop signal, then SIGKILL when the grace
+period is over; native sidecars are stopped after the app.
 
-APP CMD: the app to rehearse (default: the built-in demo app). It must listen on 127.0.0.1 at
-the port given as {PORT_PLACEHOLDER} in the command, or in $PORT. Its sidecar's URL, for GET
-/events, is {SIDECAR_PLACEHOLDER} in the command and ${SIDECAR_URL_ENV} (neither with --mode none).
+APP CMD: the app to rehearse (default: the built-in demo app). It must listen at the pod's
+address, {HOST_PLACEHOLDER} in the command or $HOST (or 0.0.0.0), on the port given as
+{PORT_PLACEHOLDER} or $PORT. Its sidecar's URL, for GET /events, is {SIDECAR_PLACEHOLDER} in the
+command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
 not; 2 for bad input or an app that cannot start; 130 when interrupted."""
@@ -87,6 +97,22 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return functools.partial(parse_int, low=low, high=high, what="a whole number")
 
 
+READINESS_UNTIL: Final = ("t0", "stop")
+
+
+def _readiness_until(text: str) -> str:
+    if text not in READINESS_UNTIL:
+        raise ValueError(f"expected one of {', '.join(READINESS_UNTIL)}, got {text!r}")
+    return text
+
+
+def _whole_seconds(text: str) -> float:
+    # terminationGracePeriodSeconds is a whole number of seconds (int64), as the kubelet counts it.
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"expected a whole number of seconds (terminationGracePeriodSeconds), got {text!r}")
+    return float(text)
+
+
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -115,7 +141,7 @@ class Options:
         "--grace-period",
         "10",
         "terminationGracePeriodSeconds",
-        parse=parse_positive_seconds,
+        parse=_whole_seconds,
         metavar="S",
         from_chart=True,
     )
@@ -163,6 +189,43 @@ class Options:
     pods: int = option(
         "--pods", "3", f"replicas, each replaced once, at most {MAX_PODS}", parse=_count(1, MAX_PODS), metavar="N"
     )
+    kind: Kind = option(  # noqa: RUF009
+        "--kind",
+        Kind.DEPLOYMENT.value,
+        "the workload whose controller replaces the pods",
+        parse=Kind,
+        choices=[k.value for k in Kind],
+    )
+    strategy_type: StrategyType = option(  # noqa: RUF009
+        "--strategy",
+        StrategyType.ROLLING_UPDATE.value,
+        "a Deployment's strategy type",
+        parse=StrategyType,
+        choices=[t.value for t in StrategyType],
+    )
+    max_surge: str | None = option(
+        "--max-surge", None, "a whole number or N%% (default: 25%% for a Deployment, 0 for a DaemonSet)",
+        parse=int_or_percent, metavar="N",
+    )  # fmt: skip
+    max_unavailable: str | None = option(
+        "--max-unavailable", None, "a whole number or N%% (default: 25%% for a Deployment, 1 for a DaemonSet)",
+        parse=int_or_percent, metavar="N",
+    )  # fmt: skip
+    min_ready_seconds: int = option(
+        "--min-ready-seconds", "0", "how long a new pod must be ready to count as available",
+        parse=_count(0, 3600), metavar="S",
+    )  # fmt: skip
+    stop_signal: str = option(
+        "--stop-signal", "SIGTERM",
+        "the app container's stop signal (lifecycle.stopSignal, or the image's STOPSIGNAL)",
+        parse=parse_signal_name, metavar="SIG", from_chart=True,
+    )  # fmt: skip
+    readiness_until: str = option(
+        "--sidecar-readiness", "t0",
+        "t0: the sidecar's readiness fails at t0 (its /readyz); stop: the pod stays Ready until the app's "
+        "stop (a probe of the app's port), to measure the EndpointSlice serving condition's fallback",
+        parse=_readiness_until, choices=READINESS_UNTIL,
+    )  # fmt: skip
     request_timeout_seconds: float = option(
         "--request-timeout", "5", "a request slower than this failed", parse=parse_positive_seconds, metavar="S"
     )
@@ -193,6 +256,10 @@ class Options:
     @property
     def budget(self) -> Budget:
         return Budget(self.grace_period_seconds, self.prestop_delay_seconds, REPORT_RESERVE_SECONDS)
+
+    @property
+    def strategy(self) -> Strategy:
+        return Strategy(self.kind, self.strategy_type, self.max_surge, self.max_unavailable, self.min_ready_seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,4 +349,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     problem = options.budget.problem()
     if problem is not None:
         raise SettingsError("--grace-period", problem)
+    problem = options.strategy.problem()
+    if problem is not None:
+        raise SettingsError("--kind", problem)
     return options

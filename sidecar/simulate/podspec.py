@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Final
 
 from sidecar.deadline import Budget
 
-# Each simulated pod gets its own loopback ports, as each real pod gets its own IP. Templates
-# name them symbolically; commands carry them as these placeholders, replaced per pod.
+# Each simulated pod gets its own loopback address (127.0.0.2, .3, ...: all of 127/8 is local on
+# Linux), as each real pod gets its own IP, and its own ports (unique in the run, so that an app
+# binding 0.0.0.0 cannot take another pod's). Templates name the ports symbolically; commands carry
+# them, and the pod's address, as these placeholders, replaced per pod.
 APP_PORT: Final = "app"
 ADMIN_PORT: Final = "admin"
 PORT_PLACEHOLDER: Final = "{port}"  # the app's port, in the user's APP CMD
+HOST_PLACEHOLDER: Final = "{host}"  # the pod's address (its pod IP), in commands; $HOST for the app
+HOST_ENV: Final = "HOST"
 ADMIN_PORT_PLACEHOLDER: Final = "{admin_port}"
 TERMINATION_LOG_PLACEHOLDER: Final = "{termination_log}"
 POD_NAME_PLACEHOLDER: Final = "{pod_name}"  # in env values: the downward API's metadata.name
-# The pod's own sidecar (http://127.0.0.1:<its admin port>; empty without one), in the app's
+# The pod's own sidecar (http://<the pod's address>:<its admin port>; empty without one), in the app's
 # arguments; the app container also gets it as SIDECAR_URL_ENV, where apps look for GET /events.
 SIDECAR_PLACEHOLDER: Final = "{sidecar}"
 SIDECAR_URL_ENV: Final = "SHUTDOWN_SIDECAR_URL"
@@ -45,6 +50,9 @@ class HttpGet:
     port: str  # APP_PORT or ADMIN_PORT
     path: str
     headers: tuple[tuple[str, str], ...] = ()
+    # Why the kubelet cannot even send it (a port name that is not one of the container's own):
+    # a hook that fails at every run, as in a cluster; probes are never built with one.
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +80,9 @@ class ContainerSpec:
     startup: Probe | None = None
     serves_traffic: bool = False  # owns the app port: its exit is the drain's end as the kubelet sees it
     reports: bool = False  # a sidecar: its termination log is the pod's final report
+    # What the kubelet's runtime sends after the preStop hook: the container's lifecycle.stopSignal
+    # (KEP-4960, alpha in 1.33), else the image's STOPSIGNAL, else SIGTERM.
+    stop_signal: signal.Signals = signal.SIGTERM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +111,9 @@ def sidecar_command(subcommand: str, budget: Budget, *extra: str) -> tuple[str, 
         "-m",
         "sidecar",
         subcommand,
-        "--host=127.0.0.1",
+        # The pod's address: the kubelet's hooks and probes come to the pod IP (0.0.0.0, the
+        # sidecar's default, would do too but also listen on every other address of this machine).
+        f"--host={HOST_PLACEHOLDER}",
         f"--port={ADMIN_PORT_PLACEHOLDER}",
         f"--grace-period={budget.grace_period_seconds:g}",
         f"--prestop-delay={budget.prestop_delay_seconds:g}",
@@ -120,21 +133,33 @@ APP_READINESS: Final = Probe(TcpSocket(APP_PORT), period_seconds=1, failure_thre
 PRESTOP_HOOK: Final = HttpGet(ADMIN_PORT, "/prestop")
 
 
-def template_for_mode(mode: Mode, budget: Budget, app_command: Sequence[str]) -> PodTemplate:
-    """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it."""
-    app = ContainerSpec("app", tuple(app_command), serves_traffic=True)
+def template_for_mode(
+    mode: Mode,
+    budget: Budget,
+    app_command: Sequence[str],
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+    readiness_until_stop: bool = False,
+) -> PodTemplate:
+    """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it. The
+    app container gets `stop_signal` (run mode: the wrapper gets it and passes it on as its
+    --stop-signal). `readiness_until_stop`: the pod's readiness is a probe of the app's port
+    instead of the sidecar's /readyz, so it stays Ready until the app stops listening."""
+    app = ContainerSpec("app", tuple(app_command), serves_traffic=True, stop_signal=stop_signal)
     grace = budget.grace_period_seconds
+    sidecar_readiness = APP_READINESS if readiness_until_stop else SIDECAR_READINESS
     if mode is Mode.NONE:
         # No hook: the app gets its SIGTERM the moment the pod is deleted.
         return PodTemplate(mode, grace, (), (dataclasses.replace(app, readiness=APP_READINESS),))
     if mode is Mode.RUN:
         wrapper = ContainerSpec(
             "app",
-            (*sidecar_command("run", budget), "--", *app_command),
+            (*sidecar_command("run", budget, f"--stop-signal={stop_signal.name}"), "--", *app_command),
             pre_stop=PRESTOP_HOOK,
-            readiness=SIDECAR_READINESS,  # in run mode /readyz also checks the app and its port
+            readiness=sidecar_readiness,  # in run mode /readyz also checks the app and its port
             serves_traffic=True,
             reports=True,
+            stop_signal=stop_signal,
         )
         return PodTemplate(mode, grace, (), (wrapper,))
     app = dataclasses.replace(app, pre_stop=PRESTOP_HOOK)
@@ -142,7 +167,7 @@ def template_for_mode(mode: Mode, budget: Budget, app_command: Sequence[str]) ->
     sidecar = ContainerSpec(
         "shutdown-sidecar",
         sidecar_command("serve", budget, *(("--native-sidecar=true",) if native else ())),
-        readiness=SIDECAR_READINESS,
+        readiness=sidecar_readiness,
         startup=SIDECAR_STARTUP,
         reports=True,
     )
@@ -165,11 +190,14 @@ def substitute(argv: Sequence[str], values: Mapping[str, str]) -> list[str]:
 
 def filled_command(spec: ContainerSpec, values: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """The container's argv and environment with the placeholders filled in; the container that
-    serves traffic also gets the app's port as $PORT and, in a pod with a sidecar, the sidecar's
-    URL as $SHUTDOWN_SIDECAR_URL (a run-mode wrapper passes it on to the app it starts)."""
+    serves traffic also gets the app's port as $PORT, the pod's address as $HOST and, in a pod
+    with a sidecar, the sidecar's URL as $SHUTDOWN_SIDECAR_URL (a run-mode wrapper passes them on
+    to the app it starts)."""
     env = {name: substitute([value], values)[0] for name, value in spec.env.items()}
     if spec.serves_traffic:
         env["PORT"] = values[PORT_PLACEHOLDER]
+        if HOST_PLACEHOLDER in values:
+            env[HOST_ENV] = values[HOST_PLACEHOLDER]
         # Over whatever the chart says (it would name 127.0.0.1:9180): here each pod's sidecar
         # has its own port.
         if values.get(SIDECAR_PLACEHOLDER):

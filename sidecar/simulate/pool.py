@@ -92,19 +92,22 @@ class Pool(Generic[P]):
         self._idle.clear()
 
 
-async def open_to(pod: P, port: int, pool: Pool[P]) -> Connection[P]:
-    """Raises OSError (refused and the like); the caller bounds it with its timeout."""
-    reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_HEAD_BYTES)
+async def open_to(pod: P, port: int, pool: Pool[P], host: str = HOST) -> Connection[P]:
+    """A connection to `host` (the pod's address). Raises OSError (refused and the like); the
+    caller bounds it with its timeout."""
+    reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD_BYTES)
     pool.opened += 1
     return Connection(pod, reader, writer)
 
 
-async def exchange(connection: Connection[P], port: int, path: str, *, timeout_seconds: float) -> tuple[Result, bool]:
+async def exchange(
+    connection: Connection[P], port: int, path: str, *, timeout_seconds: float, host: str = HOST
+) -> tuple[Result, bool]:
     """One keep-alive GET on `connection`, the body read to its end; returns the result and
     whether the connection may carry another request. A failure closes the connection."""
     try:
         async with asyncio.timeout(timeout_seconds):
-            connection.writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode())
+            connection.writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
             await connection.writer.drain()
             head = await connection.reader.readuntil(b"\r\n\r\n")
             status_line, _, header_block = head.partition(b"\r\n")

@@ -8,18 +8,20 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
 
-from sidecar.simulate.client import http_get, tcp_connect
+from sidecar.simulate.client import HOST, http_get, tcp_connect
 from sidecar.simulate.podspec import HttpGet, Probe
 
 
-async def probe_once(probe: Probe, ports: Mapping[str, int]) -> bool:
+async def probe_once(probe: Probe, ports: Mapping[str, int], host: str = HOST) -> bool:
+    """One attempt at the pod's address: the kubelet probes the pod IP, not the container's
+    loopback (https://kubernetes.io/docs/concepts/configuration/liveness-readiness-startup-probes/)."""
     port = ports[probe.action.port]
     if isinstance(probe.action, HttpGet):
         result = await http_get(
-            port, probe.action.path, timeout_seconds=probe.timeout_seconds, headers=probe.action.headers
+            port, probe.action.path, timeout_seconds=probe.timeout_seconds, headers=probe.action.headers, host=host
         )
         return result.status is not None and 200 <= result.status < 400
-    return await tcp_connect(port, timeout_seconds=probe.timeout_seconds)
+    return await tcp_connect(port, timeout_seconds=probe.timeout_seconds, host=host)
 
 
 async def _wait_period(seconds: float, exited: asyncio.Event) -> None:
@@ -28,13 +30,13 @@ async def _wait_period(seconds: float, exited: asyncio.Event) -> None:
             await exited.wait()
 
 
-async def run_startup_probe(probe: Probe, ports: Mapping[str, int], exited: asyncio.Event) -> bool:
+async def run_startup_probe(probe: Probe, ports: Mapping[str, int], exited: asyncio.Event, host: str = HOST) -> bool:
     """True once it passes; False after `failure_threshold` failures in a row, or if the
     container exits first (the kubelet would restart it; a rehearsal reports it instead)."""
     await _wait_period(probe.initial_delay_seconds, exited)
     failures = 0
     while not exited.is_set():
-        if await probe_once(probe, ports):
+        if await probe_once(probe, ports, host):
             return True
         failures += 1
         if failures >= probe.failure_threshold:
@@ -44,14 +46,18 @@ async def run_startup_probe(probe: Probe, ports: Mapping[str, int], exited: asyn
 
 
 async def run_readiness_probe(
-    probe: Probe, ports: Mapping[str, int], exited: asyncio.Event, on_change: Callable[[bool], None]
+    probe: Probe,
+    ports: Mapping[str, int],
+    exited: asyncio.Event,
+    on_change: Callable[[bool], None],
+    host: str = HOST,
 ) -> None:
     """Until the container exits: ready after `success_threshold` passes in a row, not ready
     after `failure_threshold` failures in a row; `on_change` hears each verdict."""
     await _wait_period(probe.initial_delay_seconds, exited)
     successes = failures = 0
     while not exited.is_set():
-        if await probe_once(probe, ports):
+        if await probe_once(probe, ports, host):
             successes, failures = successes + 1, 0
             if successes >= probe.success_threshold:
                 on_change(True)

@@ -17,8 +17,8 @@ class RequestPhase(enum.Enum):
     """Where the pod a request went to stood in its termination, as the kubelet saw it."""
 
     RUNNING = "running"  # not deleted
-    PRESTOP = "prestop"  # deleted; the app's preStop hook is running and the app has no SIGTERM yet
-    DRAIN = "drain"  # the app has its SIGTERM and has not exited
+    PRESTOP = "prestop"  # deleted; the app's preStop hook is running and the app has no stop signal yet
+    DRAIN = "drain"  # the app has its stop signal and has not exited
     EXITED = "exited"  # the app has exited; the balancer still routes to it
 
 
@@ -29,7 +29,9 @@ class ContainerRecord:
     hook_started_at: float | None = None
     hook_ended_at: float | None = None
     hook_result: str | None = None  # the status code, or the failure kind
-    signalled_at: float | None = None
+    hook_failed: bool = False  # FailedPreStopHook: not retried, the stop signal follows at once
+    signalled_at: float | None = None  # the stop signal's, whichever it was
+    stop_signal: str | None = None
     killed_at: float | None = None
     exited_at: float | None = None
     exit_status: int | None = None
@@ -45,9 +47,10 @@ class PodRecord:
     traffic_container: str
     report_container: str | None
     created_at: float
+    address: str = "127.0.0.1"  # the pod's IP: where the balancer, the probes and the hooks reach it
     deleted_at: float | None = None
     endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
-    terminated_at: float | None = None  # every container has exited
+    terminated_at: float | None = None  # every container has exited: the pod and its IP are gone
     crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
     # Requests sent to the pod once the balancer had stopped routing to it (on connections that
     # stayed), and how many of them failed.
@@ -55,7 +58,9 @@ class PodRecord:
     failed_after_endpoint_removal: int = 0
 
     @classmethod
-    def of_template(cls, name: str, template: PodTemplate, app_port: int, created_at: float) -> PodRecord:
+    def of_template(
+        cls, name: str, template: PodTemplate, app_port: int, created_at: float, address: str = "127.0.0.1"
+    ) -> PodRecord:
         """A new pod's record: a ContainerRecord for each container, none started."""
         return cls(
             name,
@@ -65,6 +70,7 @@ class PodRecord:
             traffic_container=next(c.name for c in template.containers if c.serves_traffic),
             report_container=next((c.name for c in template.all_containers if c.reports), None),
             created_at=created_at,
+            address=address,
         )
 
     def request_phase(self) -> RequestPhase:

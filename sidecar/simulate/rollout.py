@@ -1,6 +1,7 @@
-"""The rolling update, as a Deployment with maxSurge 1 and maxUnavailable 0 runs it: N old pods
-serve behind the balancer under load; one by one a new pod starts and, once it is ready, an old
-pod is deleted. It ends when every old pod has terminated and the balancer has caught up."""
+"""The rollout: N old pods serve behind the balancer under load, and the workload's controller
+(sidecar.simulate.controllers) replaces them as its strategy says. Owns the pods, their addresses
+and ports, and what the balancer hears of them (EndpointSlice conditions). It ends when every old
+pod has terminated and the balancer has caught up."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ import asyncio
 import dataclasses
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from sidecar.simulate.endpoints import Balancer, Propagation
+from sidecar.simulate.controllers import roll
+from sidecar.simulate.endpoints import Balancer, Conditions, Propagation
 from sidecar.simulate.kubelet import Pod, PodStartError
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
 from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import PodRecord
+from sidecar.simulate.strategy import Strategy
 from sidecar.simulate.traffic import traffic_for
 
+MAX_ADDRESS_HOST: Final = 0xFFFE  # 127.0.255.254: more pods than any rehearsal runs
 # Steady traffic before the first deletion: the "running" phase is then measured too.
 WARM_UP_SECONDS: Final = 1.0
 POD_START_TIMEOUT_SECONDS: Final = 30.0
@@ -37,6 +41,7 @@ class Plan:
     client: ClientKind = ClientKind.POOLED
     balancer: BalancerKind = BalancerKind.L4
     connections: int = 16
+    strategy: Strategy = dataclasses.field(default_factory=Strategy)
 
 
 def ephemeral_port_floor() -> int:
@@ -47,8 +52,25 @@ def ephemeral_port_floor() -> int:
         return 32768
 
 
+class AddressAllocator:
+    """Each pod's own loopback address, as each real pod gets its own IP: 127.0.0.2, .3, ... (all
+    of 127/8 is local on Linux; 127.0.0.1 is left to what is not a pod)."""
+
+    def __init__(self) -> None:
+        self._next = 2
+
+    def take(self) -> str:
+        if self._next > MAX_ADDRESS_HOST:
+            raise PodStartError(f"more than {MAX_ADDRESS_HOST - 1} pods in one rehearsal")
+        address = f"127.0.{self._next >> 8}.{self._next & 0xFF}"
+        self._next += 1
+        return address
+
+
 class PortAllocator:
-    """Free loopback ports, none handed out twice in one run (each pod's own 'IP'). Taken below
+    """Free ports, none handed out twice in one run, although each pod has its own address: an
+    app or sidecar that binds 0.0.0.0 (as most do in a container) must not take another pod's.
+    Taken below
     the ephemeral range: there, the load generator's own outgoing connections cannot grab a port
     between its choice and the app's bind (which would fail the start with 'address in use')."""
 
@@ -66,7 +88,7 @@ class PortAllocator:
                 return port
         while True:  # no room below the ephemeral range: any free port
             with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
+                probe.bind(("", 0))
                 port = int(probe.getsockname()[1])
             if port not in self._given:
                 self._given.add(port)
@@ -74,12 +96,17 @@ class PortAllocator:
 
 
 def is_free(port: int) -> bool:
+    """Free on every address: a socket bound to any 127.x address (or 0.0.0.0) takes the port."""
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind(("", port))
         except OSError:
             return False
     return True
+
+
+class RolloutHalted(Exception):
+    """A container crashed: the rollout cannot finish as a controller would wait for it."""
 
 
 class Rollout:
@@ -95,7 +122,12 @@ class Rollout:
         self._pods: list[Pod] = []
         # Not from --seed: two rehearsals at once must not walk the same ports in the same order.
         self._ports = PortAllocator(random.SystemRandom())
+        self._addresses = AddressAllocator()
         self._balancer_changed = asyncio.Event()
+        self._changed = asyncio.Event()  # for the controller: a readiness, an availability, an exit
+        self._tasks: list[asyncio.Task[None]] = []  # pod starts and deletions
+        self._deletions: list[asyncio.Task[None]] = []
+        self._ready_since: dict[Pod, float] = {}
 
     def clock(self) -> float:
         """Seconds since the rollout began."""
@@ -124,21 +156,22 @@ class Rollout:
             self._on_event(f"{len(old)} pods serving; load at {plan.rate_per_second:g} requests/s")
             load_task = asyncio.create_task(load.run(stop_load), name="load")
             await asyncio.sleep(WARM_UP_SECONDS)
-            deletions = []
-            for n, pod in enumerate(old, start=1):
-                await self._new_pod(f"new-{n}").start(POD_START_TIMEOUT_SECONDS)
-                balancer.publish(pod, False)  # the endpoints controller and the kubelet act at once
-                deletions.append(asyncio.create_task(pod.delete(), name=f"{pod.name}/delete"))
-            await asyncio.gather(*deletions)
+            try:
+                await roll(self, plan.strategy, old)
+            except RolloutHalted as halted:
+                self._on_event(f"rollout halted: {halted}")
+            await asyncio.gather(*self._deletions)  # every deletion to its end
             await self._balancer_settled()
             stop_load.set()
             await load_task  # the requests still in flight go to the new pods
-            self.deleted = [pod.record for pod in old]
+            self.deleted = [pod.record for pod in old if pod.is_deleted]
             self._on_event("every old pod has terminated; the balancer knows")
         finally:
             # Interrupted or failed: no wait for requests in flight, the pods go first.
             if load_task is not None:
                 load_task.cancel()
+            for task in self._tasks:
+                task.cancel()
             balancer.close()
             await asyncio.gather(*(pod.kill() for pod in self._pods), return_exceptions=True)
             if load_task is not None:
@@ -159,6 +192,7 @@ class Rollout:
             name,
             template,
             ports=ports,
+            address=self._addresses.take(),
             workdir=self.plan.workdir,
             clock=self.clock,
             on_event=self._on_event,
@@ -167,10 +201,51 @@ class Rollout:
         self._pods.append(pod)
         return pod
 
+    # --- the Cluster the controllers act through ------------------------------------------------
+
+    def create(self, name: str) -> Pod:
+        pod = self._new_pod(name)
+        self._spawn(pod.start(POD_START_TIMEOUT_SECONDS), f"{name}/start")
+        return pod
+
+    def delete(self, pod: Pod) -> None:
+        # The endpoint becomes terminating (ready=false, serving=the pod's Ready condition) as the
+        # kubelet starts the termination: both follow the pod's deletion at once.
+        self._balancer.publish(pod, Conditions.of_pod(pod.is_ready, is_deleted=True))
+        self._deletions.append(self._spawn(pod.delete(), f"{pod.name}/delete"))
+
+    def is_available(self, pod: Pod) -> bool:
+        since = self._ready_since.get(pod)
+        return since is not None and not pod.is_deleted and self.clock() - since >= self.plan.strategy.min_ready_seconds
+
+    async def changed(self) -> None:
+        if self.crashes:
+            # A controller would wait for availability that never comes (until its progress
+            # deadline): the rehearsal stops here, and the crash fails it.
+            raise RolloutHalted(self.crashes[0])
+        for task in self._tasks:
+            failure = task.exception() if task.done() and not task.cancelled() else None
+            if failure is not None:
+                raise failure
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(lambda _: self._changed.set())
+        self._tasks.append(task)
+        return task
+
     def _readiness_changed(self, pod: Pod, ready: bool) -> None:
-        # A deleted pod's endpoint is already on its way out, whatever its probes say now.
-        if not pod.is_deleted:
-            self._balancer.publish(pod, ready)
+        # After the deletion too: `serving` follows the pod's Ready condition until it is gone.
+        self._balancer.publish(pod, Conditions.of_pod(ready, pod.is_deleted))
+        if ready and not pod.is_deleted:
+            self._ready_since[pod] = self.clock()
+            # minReadySeconds later the pod counts as available: the controller looks again then.
+            asyncio.get_running_loop().call_later(self.plan.strategy.min_ready_seconds, self._changed.set)
+        else:
+            self._ready_since.pop(pod, None)
+        self._changed.set()
 
     def _endpoint_changed(self, pod: Pod, ready: bool) -> None:
         if not ready and pod.is_deleted and pod.record.endpoint_removed_at is None:

@@ -16,6 +16,13 @@ from sidecar.simulate.pool import BalancerKind, ClientKind, Connection, Pool, ex
 PATH = "/"
 
 
+async def dropped(timeout_seconds: float) -> Result:
+    """A new connection to a pod that is gone: its IP no longer exists, the packets are dropped
+    and the client's connect times out (a live pod's closed port would refuse at once)."""
+    await asyncio.sleep(timeout_seconds)
+    return Result(None, Failure.TIMEOUT)
+
+
 @dataclasses.dataclass(frozen=True)
 class Route:
     pod: Pod
@@ -55,7 +62,10 @@ class FreshTraffic:
 
     async def send(self, route: Route, *, timeout_seconds: float) -> Result:
         self.connections_opened += 1
-        return await http_get(route.pod.record.app_port, PATH, timeout_seconds=timeout_seconds)
+        if route.pod.is_gone:
+            return await dropped(timeout_seconds)
+        record = route.pod.record
+        return await http_get(record.app_port, PATH, timeout_seconds=timeout_seconds, host=record.address)
 
     def close(self) -> None:
         pass
@@ -99,21 +109,24 @@ class PooledTraffic:
             raise ValueError(f"a route to {route.pod.name} without its pool")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_seconds
-        port = route.pod.record.app_port
+        port, host = route.pod.record.app_port, route.pod.record.address
         connection = route.connection
         keep = False
         try:
             if connection is None:
+                if route.pod.is_gone:
+                    return await dropped(timeout_seconds)
                 try:
                     async with asyncio.timeout_at(deadline):
-                        connection = await open_to(route.pod, port, pool)
+                        connection = await open_to(route.pod, port, pool, host)
                 except TimeoutError:
                     return Result(None, Failure.TIMEOUT)
                 except ConnectionRefusedError:
                     return Result(None, Failure.REFUSED)
                 except OSError:
                     return Result(None, Failure.RESET)
-            result, keep = await exchange(connection, port, PATH, timeout_seconds=max(0.0, deadline - loop.time()))
+            left = max(0.0, deadline - loop.time())
+            result, keep = await exchange(connection, port, PATH, timeout_seconds=left, host=host)
             return result
         finally:
             # Kept: back to its pool for the next request. Not kept, failed or cancelled: closed,

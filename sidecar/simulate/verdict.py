@@ -23,10 +23,17 @@ def container_document(record: ContainerRecord, deleted_at: float) -> Document:
     """A container's termination, in seconds after its pod's deletion."""
     hook = None
     if record.hook_started_at is not None:
-        hook = {"result": record.hook_result, "returned_after_seconds": _after(record.hook_ended_at, deleted_at)}
+        hook = {
+            "result": record.hook_result,
+            "failed": record.hook_failed,
+            "returned_after_seconds": _after(record.hook_ended_at, deleted_at),
+        }
+    signalled = _after(record.signalled_at, deleted_at)
     return {
         "pre_stop_hook": hook,
-        "sigterm_after_seconds": _after(record.signalled_at, deleted_at),
+        "stop_signal": record.stop_signal,
+        "stop_signal_after_seconds": signalled,
+        "sigterm_after_seconds": signalled,  # the stop signal's time, whichever it was (its former name)
         "exited_after_seconds": _after(record.exited_at, deleted_at),
         "exit_status": record.exit_status,
         "sigkill_after_seconds": _after(record.killed_at, deleted_at),
@@ -81,6 +88,13 @@ def reasons_to_fail(requests: Document, pods: Sequence[Document]) -> list[str]:
         reasons.append(f"{requests['failed']} of {requests['sent']} requests failed ({kinds}{on_reused})")
     for pod in pods:
         grace = pod["grace_period_seconds"]
+        for name, container in pod["containers"].items():
+            hook = container["pre_stop_hook"]
+            if hook is not None and hook["failed"]:
+                reasons.append(
+                    f"{pod['name']}: {name} preStop hook failed ({hook['result']}): the kubelet logs "
+                    "FailedPreStopHook, never retries it, and sends the stop signal at once"
+                )
         for name in pod["sigkilled"]:
             at = pod["containers"][name]["sigkill_after_seconds"]
             reasons.append(

@@ -152,7 +152,9 @@ def test_simulate_an_app_that_cannot_listen_on_its_port_exits_2() -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         # A fixed port instead of {port}: here it is taken, as it would be for a second pod.
-        completed = simulate("--pods", "1", "--", sys.executable, "-m", "sidecar.demo", "--port", str(port), timeout=25)
+        # On 127.0.0.1 as the port taken there (the pod's own address would not clash: pod IPs).
+        app = (sys.executable, "-m", "sidecar.demo", "--host", "127.0.0.1", "--port", str(port))
+        completed = simulate("--pods", "1", "--", *app, timeout=25)
     assert completed.returncode == 2
     error = completed.stderr.splitlines()[-1]
     assert error.startswith("shutdown-sidecar simulate: error: old-1: app exited with status 1 while starting")
@@ -286,3 +288,44 @@ def test_simulate_pooled_l4_passes_an_app_that_exits_at_sigterm_when_it_follows_
     assert result["requests"]["failed"] == 0
     # Told at t0, the app answered `Connection: close`: the pooled clients left during the delay.
     assert result["requests"]["by_phase"]["drain"]["sent"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_simulate_one_replica_without_surge_is_served_by_the_terminating_pod_only_while_it_stays_serving() -> None:
+    # maxSurge 0, one replica: the old pod is deleted first and, until its replacement is ready and
+    # known, it is the Service's only endpoint: not ready, terminating, and kube-proxy falls back
+    # to it only while it is serving (its Ready condition). The old model removed it: all refused.
+    rollout = ("--json", "--pods", "1", "--max-surge", "0", "--prestop-delay", "5", "--grace-period", "10")
+    failing_at_t0 = result_of(simulate(*rollout))
+    assert failing_at_t0["verdict"] == "fail"
+    assert failing_at_t0["requests"]["by_phase"]["no_endpoints"]["failed"] > 0
+    assert failing_at_t0["settings"]["strategy"] == "Deployment RollingUpdate: maxSurge 0, maxUnavailable 1"
+
+    serving_until_stop = simulate(*rollout, "--sidecar-readiness", "stop")
+    assert serving_until_stop.returncode == 0, serving_until_stop.stdout
+    assert result_of(serving_until_stop)["requests"]["failed"] == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("stop_signal", "passes"), [("SIGTERM", False), ("SIGINT", True)])
+def test_simulate_an_app_that_stops_on_sigint_only_passes_when_its_stop_signal_is_honoured(
+    stop_signal: str, passes: bool
+) -> None:
+    app = (*DEMO, "--on-sigterm", "ignore")  # the demo stops on SIGINT whatever --on-sigterm says
+    completed = simulate("--json", "--pods", "1", "--grace-period", "4", "--prestop-delay", "1",
+                         "--propagation-delay", "0.5", "--stop-signal", stop_signal, "--", *app)  # fmt: skip
+    result = result_of(completed)
+    (pod,) = result["pods"]
+    assert pod["containers"]["app"]["stop_signal"] == stop_signal
+    assert (completed.returncode == 0) is passes, completed.stdout
+    assert (pod["sigkilled"] == []) is passes
+
+
+@pytest.mark.timeout(60)
+def test_simulate_an_app_listening_on_127_0_0_1_only_exits_2_saying_the_kubelet_cannot_reach_it() -> None:
+    completed = simulate("--pods", "1", "--", *DEMO, "--host", "127.0.0.1", timeout=40)
+    assert completed.returncode == 2, completed.stderr
+    error = completed.stderr.splitlines()[-1]
+    assert "app listens on 127.0.0.1:" in error
+    assert "not on the pod's address 127.0.0.2" in error
+    assert "the balancer's traffic" in error

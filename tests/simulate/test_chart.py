@@ -17,6 +17,7 @@ from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
     APP_PORT,
+    HOST_PLACEHOLDER,
     POD_NAME_PLACEHOLDER,
     PORT_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
@@ -86,7 +87,7 @@ def test_chart_default_values_keep_the_sidecar_probes(tmp_path: Path) -> None:
     [
         pytest.param(f"--port={ADMIN_PORT_PLACEHOLDER}", id="admin-port"),
         pytest.param(f"--app-port={PORT_PLACEHOLDER}", id="app-port"),
-        pytest.param("--host=127.0.0.1", id="host-added"),
+        pytest.param(f"--host={HOST_PLACEHOLDER}", id="host-added"),
         pytest.param(f"--termination-log={TERMINATION_LOG_PLACEHOLDER}", id="termination-log-added"),
         pytest.param("--native-sidecar=true", id="native-flag-kept"),
         pytest.param("--grace-period=30", id="grace-kept"),
@@ -179,7 +180,7 @@ def test_template_two_token_flags_are_rewritten() -> None:
         f"--termination-log={TERMINATION_LOG_PLACEHOLDER}",
         f"--port={ADMIN_PORT_PLACEHOLDER}",
         f"--app-port={PORT_PLACEHOLDER}",
-        "--host=127.0.0.1",
+        "--host={host}",
         "--grace-period",
         "20",
     )
@@ -227,7 +228,7 @@ def test_template_run_wrapper_replaces_the_apps_command() -> None:
     assert container.argv == (
         *SIDECAR_PREFIX,
         "run",
-        "--host=127.0.0.1",
+        "--host={host}",
         f"--port={ADMIN_PORT_PLACEHOLDER}",
         f"--termination-log={TERMINATION_LOG_PLACEHOLDER}",
         f"--app-port={PORT_PLACEHOLDER}",

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Iterable
 
 import pytest
 
-from sidecar.simulate.endpoints import Balancer, Propagation
+from sidecar.simulate.endpoints import Balancer, Conditions, Propagation
 
 WAIT_SECONDS = 2.0
 
@@ -225,3 +225,27 @@ async def test_balancer_publish_returns_the_drawn_delay(propagation: Propagation
         balancer.close()
     low, high = bounds
     assert low <= delay <= high
+
+
+@pytest.mark.anyio
+async def test_balancer_falls_back_to_serving_terminating_endpoints_only_when_none_is_ready() -> None:
+    applied = asyncio.Event()
+    balancer: Balancer[str] = Balancer(
+        asyncio.get_running_loop(), Propagation(0.0), random.Random(1), lambda *_: applied.set()
+    )
+
+    async def publish(endpoint: str, *, is_ready: bool, is_deleted: bool) -> None:
+        applied.clear()
+        balancer.publish(endpoint, Conditions.of_pod(is_ready, is_deleted))
+        await asyncio.wait_for(applied.wait(), WAIT_SECONDS)
+
+    assert Conditions.of_pod(is_ready=True, is_deleted=True) == Conditions(ready=False, serving=True, terminating=True)
+    await publish("old", is_ready=True, is_deleted=True)
+    await publish("gone", is_ready=False, is_deleted=True)
+    assert {balancer.pick() for _ in range(4)} == {"old"}  # the serving one, never "gone"
+    assert balancer.fallback_picks == 4
+    await publish("new", is_ready=True, is_deleted=False)
+    assert {balancer.pick() for _ in range(4)} == {"new"}  # a ready endpoint ends the fallback
+    await publish("new", is_ready=False, is_deleted=False)
+    await publish("old", is_ready=False, is_deleted=True)
+    assert balancer.pick() is None  # nothing ready, nothing serving: kube-proxy rejects

@@ -120,6 +120,7 @@ class StandInRecord:
 
     app_port: int
     phases: Iterator[RequestPhase]
+    address: str = "127.0.0.1"
     asked: int = 0  # request_phase() calls: one per request that found a pod
     endpoint_removed_at: float | None = None
     requests_after_endpoint_removal: int = 0
@@ -134,6 +135,7 @@ class StandInRecord:
 class StandInPod:
     record: StandInRecord
     name: str = "pod"
+    is_gone: bool = False
 
 
 def phases(*counts: tuple[RequestPhase, int]) -> Iterator[RequestPhase]:

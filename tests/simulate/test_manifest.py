@@ -13,6 +13,7 @@ from sidecar.simulate.manifest import container_spec, env_of, port_number, ports
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     APP_PORT,
+    HOST_PLACEHOLDER,
     POD_NAME_PLACEHOLDER,
     PROBE_DEFAULT_FAILURE_THRESHOLD,
     PROBE_DEFAULT_PERIOD_SECONDS,
@@ -85,7 +86,8 @@ def test_container_spec_https_hook_raises() -> None:
     ],
 )
 def test_container_spec_unresolvable_probe_port_raises(probe: dict[str, Any]) -> None:
-    with pytest.raises(ChartError, match=r"container web readinessProbe: port .* is not a port of the pod"):
+    unknown = r"(is not a port of the pod|is not one of container web's own)"
+    with pytest.raises(ChartError, match=rf"container web readinessProbe: port .* {unknown}"):
         container_spec(app_container(readinessProbe=probe), APP_COMMAND, {}, POD_PORTS)
 
 
@@ -122,7 +124,8 @@ def test_port_number_reads_numbers_only(value: Any, number: int | None) -> None:
     ("source", "expected"),
     [
         pytest.param({"fieldRef": {"fieldPath": "metadata.name"}}, POD_NAME_PLACEHOLDER, id="pod-name"),
-        pytest.param({"fieldRef": {"fieldPath": "status.podIP"}}, None, id="other-field-dropped"),
+        pytest.param({"fieldRef": {"fieldPath": "status.podIP"}}, HOST_PLACEHOLDER, id="pod-ip"),
+        pytest.param({"fieldRef": {"fieldPath": "metadata.uid"}}, None, id="other-field-dropped"),
         pytest.param({"configMapKeyRef": {"name": "c", "key": "k"}}, None, id="config-map-dropped"),
         pytest.param({"secretKeyRef": {"name": "s", "key": "plain"}}, "from-string-data", id="string-data"),
         pytest.param({"secretKeyRef": {"name": "s", "key": "coded"}}, "from-data", id="data-decoded"),

@@ -92,7 +92,36 @@ def test_options_mode_takes_each_mode(mode: Mode) -> None:
 
 
 def test_options_grace_period_just_longer_than_prestop_delay_and_reserve_is_accepted() -> None:
-    assert options("--grace-period=4.5", "--prestop-delay=3").budget.grace_period_seconds == 4.5
+    assert options("--grace-period=5", "--prestop-delay=3.9").budget.grace_period_seconds == 5
+
+
+def test_options_grace_period_in_whole_seconds_as_terminationGracePeriodSeconds() -> None:
+    with pytest.raises(SettingsError, match="--grace-period: expected a whole number of seconds"):
+        options("--grace-period=4.5", "--prestop-delay=3")
+
+
+@pytest.mark.parametrize(
+    ("flags", "surge_unavailable"),
+    [
+        pytest.param((), (1, 0), id="deployment-defaults-25-percent-of-3"),
+        pytest.param(("--pods=1",), (1, 0), id="deployment-one-replica-surge-rounded-up"),
+        pytest.param(("--pods=4", "--max-surge=0"), (0, 1), id="deployment-no-surge"),
+        pytest.param(("--pods=3", "--max-surge=0", "--max-unavailable=0"), (0, 1), id="both-zero-means-one"),
+        pytest.param(("--pods=10", "--max-surge=15%", "--max-unavailable=15%"), (2, 1), id="percent-rounding"),
+        pytest.param(("--kind=DaemonSet", "--pods=10"), (0, 1), id="daemonset-defaults"),
+        pytest.param(("--kind=DaemonSet", "--pods=10", "--max-unavailable=15%"), (0, 2), id="daemonset-rounds-up"),
+    ],
+)
+def test_options_strategy_fenceposts_round_as_the_controllers_do(
+    flags: tuple[str, ...], surge_unavailable: tuple[int, int]
+) -> None:
+    got = options(*flags)
+    assert got.strategy.fenceposts(got.pods) == surge_unavailable
+
+
+def test_options_recreate_is_a_deployments_only() -> None:
+    with pytest.raises(SettingsError, match="--kind: strategy Recreate is a Deployment's"):
+        options("--kind=StatefulSet", "--strategy=Recreate")
 
 
 def test_options_chart_with_values() -> None:

@@ -119,7 +119,7 @@ def test_template_sidecar_argv_carries_the_timing_and_ports(mode: Mode) -> None:
         "--grace-period=12.5",
         "--prestop-delay=2.5",
         "--report-reserve=1.5",
-        "--host=127.0.0.1",
+        "--host={host}",
         f"--port={ADMIN_PORT_PLACEHOLDER}",
         f"--app-port={PORT_PLACEHOLDER}",
         f"--termination-log={TERMINATION_LOG_PLACEHOLDER}",

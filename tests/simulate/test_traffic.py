@@ -26,12 +26,14 @@ WAIT_SECONDS = 5.0
 @dataclasses.dataclass
 class StandInRecord:
     app_port: int
+    address: str = "127.0.0.1"
 
 
 @dataclasses.dataclass(eq=False)
 class StandInPod:
     name: str
     record: StandInRecord
+    is_gone: bool = False
 
 
 class Cluster:
@@ -173,3 +175,22 @@ async def test_traffic_for_builds_the_kind_asked_for() -> None:
     balancer: Balancer[StandInPod] = Balancer(asyncio.get_running_loop(), Propagation(0.0), random.Random(1))
     assert isinstance(traffic_for(ClientKind.FRESH, BalancerKind.L7, balancer, 3), FreshTraffic)  # type: ignore[arg-type]
     assert isinstance(traffic_for(ClientKind.POOLED, BalancerKind.L4, balancer, 3), PooledTraffic)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["fresh", "pooled"])
+async def test_new_connection_to_a_pod_that_is_gone_times_out_rather_than_being_refused(kind: str) -> None:
+    # Its IP no longer exists: packets to it are dropped, nothing answers with a reset.
+    async with cluster() as c:
+        await c.publish("a", True)
+        c.pods["a"].is_gone = True
+        traffic: Traffic = (
+            FreshTraffic(c.balancer)  # type: ignore[arg-type]
+            if kind == "fresh"
+            else PooledTraffic(c.balancer, BalancerKind.L4, connections=1)  # type: ignore[arg-type]
+        )
+        route = traffic.route()
+        assert route is not None
+        result = await traffic.send(route, timeout_seconds=0.05)
+        assert result.failure is Failure.TIMEOUT
+    assert c.servers["a"].requests_by_connection == []

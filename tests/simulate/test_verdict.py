@@ -34,7 +34,9 @@ def test_pod_document_gives_times_in_seconds_after_the_deletion() -> None:
     assert document["terminated_after_seconds"] == 5.0
     assert (document["app_container"], document["sidecar_container"]) == (APP, SIDECAR)
     assert document["containers"][APP] == {
-        "pre_stop_hook": {"result": "200", "returned_after_seconds": 3.0},
+        "pre_stop_hook": {"result": "200", "failed": False, "returned_after_seconds": 3.0},
+        "stop_signal": None,
+        "stop_signal_after_seconds": 3.0,
         "sigterm_after_seconds": 3.0,
         "exited_after_seconds": 4.5,
         "exit_status": 0,
@@ -42,6 +44,8 @@ def test_pod_document_gives_times_in_seconds_after_the_deletion() -> None:
     }
     assert document["containers"][SIDECAR] == {
         "pre_stop_hook": None,
+        "stop_signal": None,
+        "stop_signal_after_seconds": 4.5,
         "sigterm_after_seconds": 4.5,
         "exited_after_seconds": 5.0,
         "exit_status": 0,
