@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,8 @@ def build_app(latency_seconds: float, *, middleware: bool) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar.simulate.asgi_app", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+    # The pod's address, as simulate gives it (a pod is reached at its IP, never at 127.0.0.1).
+    parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="default $HOST, else 127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each request takes")
     parser.add_argument("--no-middleware", action="store_true", help="plain uvicorn: no SidecarMiddleware")
