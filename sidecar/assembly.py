@@ -28,8 +28,9 @@ from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
 from sidecar.signals import install_signal_handlers, signal_name
 from sidecar.supervisor import SpawnError, kill_started_groups
+from sidecar.telemetry.delivery import deliver_report
 from sidecar.telemetry.metrics import ShutdownMetrics
-from sidecar.telemetry.report import Observations, Report, build_report, deliver_report
+from sidecar.telemetry.report import Observations, Report, build_report
 from sidecar.telemetry.sinks import ReportSinks
 
 logger = logging.getLogger(LOGGER_NAME)

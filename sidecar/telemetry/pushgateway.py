@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import push_to_gateway
 
 from sidecar.deadline import call_timeout
-from sidecar.telemetry.report import ReportSink
+from sidecar.telemetry.delivery import ReportSink
 
 JOB: Final = "shutdown-sidecar"
 

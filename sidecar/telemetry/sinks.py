@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import SINK_RESERVE_SECONDS
+from sidecar.telemetry.delivery import ReportSink
 from sidecar.telemetry.pushgateway import grouping_key, pushgateway_sink
-from sidecar.telemetry.report import ReportSink, ShutdownEvent
+from sidecar.telemetry.report import ShutdownEvent
 
 
 class ReportSinks:

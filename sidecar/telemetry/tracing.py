@@ -20,7 +20,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from sidecar import __version__
 from sidecar.deadline import call_timeout
-from sidecar.telemetry.report import ReportSink, ShutdownEvent
+from sidecar.telemetry.delivery import ReportSink
+from sidecar.telemetry.report import ShutdownEvent
 
 SERVICE_NAME: Final = "shutdown-sidecar"
 
