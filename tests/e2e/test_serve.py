@@ -139,12 +139,13 @@ async def test_serve_prestop_retry_never_extends_the_delay_and_a_late_call_retur
         first = await first_call
     assert first.json()["t0"] == retry.json()["t0"]
     assert first.json()["released"] == pytest.approx(retry.json()["released"], abs=0.25)
-    assert 1 <= first.json()["waited_seconds"] < 1.5
+    # Never released early; late only by the loop's lag (generous: a loaded 2-core machine).
+    assert 1 <= first.json()["waited_seconds"] < 3
     assert retry.json()["waited_seconds"] < first.json()["waited_seconds"]
 
     late = sidecar.get("/prestop")
     assert late.status_code == 200
-    assert late.json()["waited_seconds"] < 0.05
+    assert late.json()["waited_seconds"] < 0.5  # at once: nothing to wait for
     assert late.json()["t0"] == first.json()["t0"]
 
 
