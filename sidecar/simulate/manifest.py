@@ -85,9 +85,9 @@ def _exec_hook(action: Mapping[str, Any], where: str) -> ExecHook:
     # An image's tools are not on this machine; a hook that cannot run here is not rehearsed at all.
     command = tuple(str(word) for word in action.get("command") or [])
     if not command:
-        raise ChartError(f"{where}: empty")
+        raise ChartError(f"--chart: {where}: empty")
     if shutil.which(command[0]) is None:
-        raise ChartError(f"{where}: {command[0]} not found on this machine")
+        raise ChartError(f"--chart: {where}: {command[0]} not found on this machine")
     return ExecHook(command)
 
 
@@ -99,7 +99,7 @@ def _stop_signal(value: Any, where: str) -> signal.Signals:
     try:
         return signal.Signals[parse_signal_name(str(value))]
     except (KeyError, ValueError):
-        raise ChartError(f"{where}: {value!r} is not a signal") from None
+        raise ChartError(f"--chart: {where}: {value!r} is not a signal") from None
 
 
 def _probe(container: Mapping[str, Any], field: str, ports: Mapping[int | str, str]) -> Probe | None:

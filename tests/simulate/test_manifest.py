@@ -77,7 +77,8 @@ def test_container_spec_exec_pre_stop_that_can_run_here_is_kept() -> None:
 def test_container_spec_exec_pre_stop_not_found_here_names_the_field() -> None:
     app = app_container(lifecycle={"preStop": {"exec": {"command": ["/bin/nginx-quit"]}}})
     field = "spec.template.spec.containers[0]"
-    expected = f"^{re.escape(field)}.lifecycle.preStop.exec.command: /bin/nginx-quit not found on this machine$"
+    command = re.escape(f"{field}.lifecycle.preStop.exec.command")
+    expected = f"^--chart: {command}: /bin/nginx-quit not found on this machine$"
     with pytest.raises(ChartError, match=expected):
         container_spec(app, APP_COMMAND, {}, POD_PORTS, field=field)
 
@@ -104,7 +105,7 @@ def test_container_spec_stop_signal_is_lifecycle_stop_signal(
 
 def test_container_spec_bad_stop_signal_names_the_field() -> None:
     app = app_container(lifecycle={"stopSignal": "SIGNOPE"})
-    with pytest.raises(ChartError, match=r"^container web.lifecycle.stopSignal: 'SIGNOPE' is not a signal$"):
+    with pytest.raises(ChartError, match=r"^--chart: container web.lifecycle.stopSignal: 'SIGNOPE' is not a signal$"):
         container_spec(app, APP_COMMAND, {}, POD_PORTS)
 
 
