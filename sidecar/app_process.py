@@ -81,6 +81,7 @@ class AppProcess(Part):
     def _tell_to_stop(self) -> None:
         if self.child.is_running:
             self.child.send(self.stop_signal)
+            self.observations.stop_signal = self.stop_signal.name
             self.observations.add_event("stop signal sent", signal=self.stop_signal.name)
             logger.info("stop signal sent", extra={"fields": {"signal": self.stop_signal.name, "pid": self.child.pid}})
 

@@ -54,10 +54,15 @@ class ShutdownSequence:
     def on_signal(self, sig: signal.Signals) -> None:
         """SIGTERM/SIGINT start the shutdown. Afterwards a SIGTERM is ignored (an impatient
         orchestrator, or the kubelet repeating itself), while a SIGINT (Ctrl-C again) means
-        "stop now": the report is finished and the process exits."""
+        "stop now": the report is finished and the process exits. Not after /prestop, though: a
+        SIGINT then is the kubelet's stop signal (`lifecycle.stopSignal: SIGINT`), sent once the
+        preStop hook returns, and the drain goes on."""
         if self.begin(Trigger.SIGNAL):
             return
-        if sig is signal.SIGINT:
+        # The kubelet sends a container's stop signal after its preStop hook, never a second one
+        # (https://kubernetes.io/docs/concepts/containers/container-lifecycle-hooks/, KEP-4960 for
+        # stopSignal): a SIGINT after /prestop began the shutdown is that signal, not a person.
+        if sig is signal.SIGINT and self.timeline.trigger is not Trigger.PRESTOP:
             logger.warning("second interrupt, finishing the report now", extra={"fields": {"signal": sig.name}})
             self._interrupted.set()
         else:

@@ -176,8 +176,10 @@ async def test_app_process_stop_signal_is_sent_when_the_drain_begins() -> None:
             assert "stop signal sent" not in under_test.event_names(), "the app serves on through the prestop delay"
             assert under_test.check() is None
 
+            assert under_test.observations.stop_signal is None
             timeline.advance(Phase.DRAIN, time.monotonic())
             assert await link.said() == b"SIGUSR1"
+            assert under_test.observations.stop_signal == "SIGUSR1", "the report names the signal sent"
             await under_test.wait_exited()
     assert under_test.app.exit_status() == 42
     assert under_test.event_names() == ["stop signal sent", "app exit"]

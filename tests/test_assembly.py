@@ -124,6 +124,7 @@ async def test_assembly_status_is_a_report_with_the_spec_keys(
     assert set(before) >= SPEC_REPORT_KEYS
     assert (before["phase"], before["t0"], before["grace_period_seconds"]) == ("running", None, 12)
     assert ("app_exit_status" in before) is has_app_exit_status
+    assert ("stop_signal" in before) is has_app_exit_status
 
     assembled.on_signal(signal.SIGTERM)
     after = assembled.status()

@@ -87,6 +87,21 @@ async def test_shutdown_second_sigint_interrupts_but_second_sigterm_does_not() -
 
 
 @pytest.mark.anyio
+async def test_shutdown_sigint_after_prestop_is_the_kubelets_stop_signal_and_interrupts_nothing() -> None:
+    sequence, _ = make_sequence(prestop=0.1, grace=10)
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    sequence.on_signal(signal.SIGINT)
+    await sequence.wait_prestop_delay_over()
+    sequence.on_signal(signal.SIGINT)
+    assert sequence.report_drain_end(DrainEndSource.APP_REPORT)
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.APP_REPORT, Outcome.CLEAN)
+    assert timeline.records[Phase.DRAIN].start >= timeline.prestop_delay_deadline, "the delay was cut short"
+
+
+@pytest.mark.anyio
 async def test_shutdown_less_precise_source_is_observed_but_does_not_end_the_drain() -> None:
     timeline = Timeline(Budget(10, 0.05, 1))
 

@@ -88,7 +88,7 @@ def template_from_manifests(objects: list[dict[str, Any]], app_command: Sequence
     if sidecar is None:
         app = _only_app(others, containers)
         ports = ports_of(app, APP_PORT)
-        return PodTemplate(Mode.NONE, grace_seconds, (), (_app_spec(app, app_command, ports, secrets),))
+        return PodTemplate(Mode.NONE, grace_seconds, (), (_app_spec(app, app_command, ports, secrets, spec),))
 
     head, tail, settings = _rewrite_flags(_sidecar_arguments(sidecar))
     env = env_of(sidecar, secrets)
@@ -111,7 +111,10 @@ def template_from_manifests(objects: list[dict[str, Any]], app_command: Sequence
                 f"--chart: {name} runs `run`, which wraps the app in its own container; the pod has {names}"
             )
         ports = {**ports_of(sidecar, APP_PORT, admin_port), admin_port: ADMIN_PORT}
-        wrapper = container_spec(sidecar, (*argv, "--", *app_command), env, ports, serves_traffic=True, reports=True)
+        wrapper = container_spec(
+            sidecar, (*argv, "--", *app_command), env, ports, serves_traffic=True, reports=True,
+            field=field_of(spec, sidecar),
+        )  # fmt: skip
         return PodTemplate(Mode.RUN, grace_seconds, (), (wrapper,))
 
     app = _only_app(others, containers)
@@ -120,8 +123,8 @@ def template_from_manifests(objects: list[dict[str, Any]], app_command: Sequence
     ports = {**ports_of(app, APP_PORT), **ports_of(sidecar, ADMIN_PORT), admin_port: ADMIN_PORT}
     if app_port is not None:
         ports.setdefault(app_port, APP_PORT)
-    app_spec = _app_spec(app, app_command, ports, secrets)
-    sidecar_spec = container_spec(sidecar, (*argv, *tail), env, ports, reports=True)
+    app_spec = _app_spec(app, app_command, ports, secrets, spec)
+    sidecar_spec = container_spec(sidecar, (*argv, *tail), env, ports, reports=True, field=field_of(spec, sidecar))
     if any(c is sidecar for c in native):
         return PodTemplate(Mode.NATIVE, grace_seconds, (sidecar_spec,), (app_spec,))
     return PodTemplate(Mode.CLASSIC, grace_seconds, (), (app_spec, sidecar_spec))
@@ -188,7 +191,21 @@ def _only_app(others: list[dict[str, Any]], containers: list[dict[str, Any]]) ->
 
 
 def _app_spec(
-    app: Mapping[str, Any], app_command: Sequence[str], ports: Mapping[int | str, str], secrets: Secrets
+    app: Mapping[str, Any],
+    app_command: Sequence[str],
+    ports: Mapping[int | str, str],
+    secrets: Secrets,
+    pod_spec: Mapping[str, Any],
 ) -> ContainerSpec:
     # The user's environment gets what the chart gives the app, as the app in the pod would.
-    return container_spec(app, tuple(app_command), env_of(app, secrets), ports, serves_traffic=True)
+    env = env_of(app, secrets)
+    return container_spec(app, tuple(app_command), env, ports, serves_traffic=True, field=field_of(pod_spec, app))
+
+
+def field_of(pod_spec: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """The container's place in the workload, as kubectl names a field: spec.template.spec.containers[0]."""
+    for key in ("initContainers", "containers"):
+        for index, candidate in enumerate(pod_spec.get(key) or []):
+            if candidate is container:
+                return f"spec.template.spec.{key}[{index}]"
+    return f"container {container.get('name')}"

@@ -1,11 +1,12 @@
 """`shutdown-sidecar simulate`: from checked Options to an exit status. Builds the pod template
-(from --mode or --chart), runs the rollout with a progress line per event on stderr, and prints
+(from --mode, --chart or --manifest), runs the rollout with a progress line per event on stderr, and prints
 the result (text or --json) on stdout. Ctrl-C stops the rehearsal and kills every pod it started."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -21,6 +22,7 @@ from sidecar.simulate.options import Options
 from sidecar.simulate.podspec import PodTemplate, template_for_mode
 from sidecar.simulate.render import render
 from sidecar.simulate.rollout import Plan, Rollout
+from sidecar.simulate.strategy import Strategy
 from sidecar.simulate.verdict import Document, result_document
 
 EXIT_PASS: Final = 0
@@ -31,6 +33,31 @@ EXIT_USAGE: Final = 2
 class SetupError(Exception):
     """The rehearsal cannot run as asked (a chart that does not render, an app that cannot
     start): exit 2 with this one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rehearsed:
+    """What is rolled out: from the flags, or from --chart or --manifest."""
+
+    template: PodTemplate
+    pods: int
+    strategy: Strategy
+
+
+def rehearsed(options: Options) -> Rehearsed:
+    if options.manifest is None:
+        return Rehearsed(pod_template(options), options.pods, options.strategy)
+    from sidecar.simulate.helm import ChartError
+    from sidecar.simulate.workload import read_manifest, workload_from_manifests
+
+    try:
+        workload = workload_from_manifests(read_manifest(options.manifest), options.app_command)
+    except ChartError as exc:
+        raise SetupError(str(exc)) from None
+    if workload.not_modelled:
+        print(f"shutdown-sidecar simulate: not modelled: {', '.join(workload.not_modelled)}", file=sys.stderr)
+    pods = options.pods if workload.replicas is None else workload.replicas
+    return Rehearsed(workload.template, pods, workload.strategy)
 
 
 def pod_template(options: Options) -> PodTemplate:
@@ -61,24 +88,27 @@ def flag_value(argv: Sequence[str], flag: str) -> float | None:
     return None
 
 
-def settings_document(options: Options, template: PodTemplate) -> Document:
+def settings_document(options: Options, rollout: Rehearsed) -> Document:
+    template, strategy = rollout.template, rollout.strategy
     reporter = next((c for c in template.all_containers if c.reports), None)
+    app = next((c for c in template.all_containers if c.serves_traffic), None)
     return {
         "grace_period_seconds": template.grace_period_seconds,
         "prestop_delay_seconds": None if reporter is None else flag_value(reporter.argv, "--prestop-delay"),
         "propagation_delay_seconds": options.propagation_delay_seconds,
         "propagation_spread_seconds": options.propagation_spread_seconds,
         "rps": options.rate_per_second,
-        "pods": options.pods,
-        "strategy": options.strategy.describe(options.pods),
-        "min_ready_seconds": options.min_ready_seconds,
-        "stop_signal": options.stop_signal,
+        "pods": rollout.pods,
+        "strategy": strategy.describe(rollout.pods),
+        "min_ready_seconds": strategy.min_ready_seconds,
+        "stop_signal": options.stop_signal if app is None else app.stop_signal.name,
         "sidecar_readiness": options.readiness_until,
         "request_timeout_seconds": options.request_timeout_seconds,
         "seed": options.seed,
         "app_command": list(options.app_command),
         "chart": None if options.chart is None else str(options.chart),
         "values": None if options.values is None else str(options.values),
+        "manifest": options.manifest,
     }
 
 
@@ -110,13 +140,14 @@ class Progress:
 
 
 async def rehearse(options: Options) -> int:
-    template = pod_template(options)
+    what = rehearsed(options)
+    template = what.template
     progress = Progress(sys.stderr)
     loop = asyncio.get_running_loop()
     with log_directory(options.logs) as workdir:
         plan = Plan(
             template=template,
-            pods=options.pods,
+            pods=what.pods,
             rate_per_second=options.rate_per_second,
             propagation=Propagation(options.propagation_delay_seconds, options.propagation_spread_seconds),
             request_timeout_seconds=options.request_timeout_seconds,
@@ -125,7 +156,7 @@ async def rehearse(options: Options) -> int:
             client=options.client,
             balancer=options.balancer,
             connections=options.connections,
-            strategy=options.strategy,
+            strategy=what.strategy,
         )
         rollout = Rollout(plan, progress)
         progress.rollout = rollout
@@ -152,7 +183,7 @@ async def rehearse(options: Options) -> int:
                 loop.remove_signal_handler(sig)
         result = result_document(
             template.mode,
-            settings_document(options, template),
+            settings_document(options, what),
             rollout.tally,
             rollout.deleted,
             rollout.clock(),

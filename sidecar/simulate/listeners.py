@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from sidecar.simulate.podspec import APP_PORT, HOST_PLACEHOLDER, PodTemplate
+from sidecar.simulate.podspec import APP_PORT, HOST_PLACEHOLDER, HttpGet, PodTemplate
 
 TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
 STATE_LISTEN: Final = "0A"
@@ -61,7 +61,7 @@ def unreachable_message(template: PodTemplate, symbol: str, listener: str, pod_a
     containers = template.all_containers
     owner = next((c.name for c in containers if (c.serves_traffic if symbol == APP_PORT else c.reports)), symbol)
     users = [f"{c.name} preStop hook GET {c.pre_stop.path}" for c in containers
-             if c.pre_stop is not None and c.pre_stop.port == symbol]  # fmt: skip
+             if isinstance(c.pre_stop, HttpGet) and c.pre_stop.port == symbol]  # fmt: skip
     for c in containers:
         users += [f"{c.name} {kind} probe" for kind, probe in (("startup", c.startup), ("readiness", c.readiness))
                   if probe is not None and probe.action.port == symbol]  # fmt: skip

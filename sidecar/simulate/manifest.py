@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import shutil
+import signal
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sidecar.config import parse_signal_name
 from sidecar.simulate.helm import NAMESPACE, ChartError
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
@@ -19,6 +22,7 @@ from sidecar.simulate.podspec import (
     PROBE_DEFAULT_PERIOD_SECONDS,
     PROBE_DEFAULT_TIMEOUT_SECONDS,
     ContainerSpec,
+    ExecHook,
     HttpGet,
     Probe,
     TcpSocket,
@@ -43,17 +47,23 @@ def container_spec(
     *,
     serves_traffic: bool = False,
     reports: bool = False,
+    field: str | None = None,
 ) -> ContainerSpec:
     """The container as the simulator runs it: `argv` and `env` in place of its image's, its preStop
     hook and probes with their ports resolved to `ports` (a port's name or number -> APP_PORT or
-    ADMIN_PORT). Raises ChartError for a hook or probe the simulator cannot run."""
+    ADMIN_PORT), its stop signal. `field`: where the container is in the manifest, for messages.
+    Raises ChartError for a hook or probe the simulator cannot run."""
     name = str(container.get("name"))
-    hook = (container.get("lifecycle") or {}).get("preStop")
-    pre_stop = None
-    if hook:
+    where = field or f"container {name}"
+    lifecycle = container.get("lifecycle") or {}
+    hook = lifecycle.get("preStop")
+    pre_stop: HttpGet | ExecHook | None = None
+    if hook and "exec" in hook:
+        pre_stop = _exec_hook(hook["exec"], f"{where}.lifecycle.preStop.exec.command")
+    elif hook:
         if "httpGet" not in hook:
             raise ChartError(
-                f"--chart: container {name}: a preStop {', '.join(hook)} hook; only httpGet hooks are simulated"
+                f"--chart: container {name}: a preStop {', '.join(hook)} hook; only httpGet and exec are simulated"
             )
         pre_stop = _http_get(hook["httpGet"], ports, f"container {name} preStop", container, is_hook=True)
     # livenessProbe is left out: a rehearsal of termination, and a liveness restart is not part of
@@ -67,7 +77,29 @@ def container_spec(
         startup=_probe(container, "startupProbe", ports),
         serves_traffic=serves_traffic,
         reports=reports,
+        stop_signal=_stop_signal(lifecycle.get("stopSignal"), f"{where}.lifecycle.stopSignal"),
     )
+
+
+def _exec_hook(action: Mapping[str, Any], where: str) -> ExecHook:
+    # An image's tools are not on this machine; a hook that cannot run here is not rehearsed at all.
+    command = tuple(str(word) for word in action.get("command") or [])
+    if not command:
+        raise ChartError(f"--chart: {where}: empty")
+    if shutil.which(command[0]) is None:
+        raise ChartError(f"--chart: {where}: {command[0]} not found on this machine")
+    return ExecHook(command)
+
+
+def _stop_signal(value: Any, where: str) -> signal.Signals:
+    # lifecycle.stopSignal (KEP-4960, alpha in 1.33); without it, the image's STOPSIGNAL, which
+    # cannot be read here: SIGTERM, the runtime's default.
+    if value is None:
+        return signal.SIGTERM
+    try:
+        return signal.Signals[parse_signal_name(str(value))]
+    except (KeyError, ValueError):
+        raise ChartError(f"--chart: {where}: {value!r} is not a signal") from None
 
 
 def _probe(container: Mapping[str, Any], field: str, ports: Mapping[int | str, str]) -> Probe | None:

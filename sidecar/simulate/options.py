@@ -40,6 +40,8 @@ REPORT_RESERVE_SECONDS: Final = 1.0
 # The CLI's namespace already has `mode` (its subcommand): simulate's values are kept apart.
 DEST_PREFIX: Final = "simulate_"
 BUILT_IN_APPS: Final = ("demo", "asgi")
+# Besides the --chart ones: what a workload manifest says (a DaemonSet's nodes stay --pods' default).
+FROM_MANIFEST: Final = frozenset({"pods", "kind", "strategy_type", "max_surge", "max_unavailable", "min_ready_seconds"})
 
 EPILOG: Final = f"""\
 what runs: N old pods (app + sidecar as --mode wires it), each at its own loopback address
@@ -238,6 +240,13 @@ class Options:
         metavar="DIR",
     )
     values: Path | None = option("--values", None, "values file for --chart", parse=Path, metavar="FILE")  # noqa: RUF009
+    manifest: str | None = option(
+        "--manifest",
+        None,
+        "take the pod, replicas and update strategy from this Deployment, StatefulSet or DaemonSet (- for stdin)",
+        parse=str,
+        metavar="FILE",
+    )
     logs: Path | None = option(  # noqa: RUF009
         "--logs", None, "keep every container's log and termination log here", parse=Path, metavar="DIR"
     )
@@ -331,6 +340,12 @@ def options_from_args(args: argparse.Namespace) -> Options:
     """Raises SettingsError for the first bad flag; nothing has started."""
     specs = list(option_specs())
     given: dict[str, str | None] = {spec.name: getattr(args, spec.dest) for spec in specs}
+    if given["manifest"] is not None:
+        if given["chart"] is not None:
+            raise SettingsError("--manifest", "conflicts with --chart: give one of them")
+        for spec in specs:
+            if (spec.from_chart or spec.name in FROM_MANIFEST) and given[spec.name] is not None:
+                raise SettingsError(spec.flag, "comes from the manifest with --manifest; set it there")
     if given["chart"] is not None:
         for spec in specs:
             if spec.from_chart and given[spec.name] is not None:

@@ -56,6 +56,12 @@ class HttpGet:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExecHook:
+    # Run on this machine (not in an image): built only when command[0] is found here.
+    command: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class TcpSocket:
     port: str
 
@@ -75,7 +81,7 @@ class ContainerSpec:
     name: str
     argv: tuple[str, ...]  # may hold the placeholders above
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)  # values may hold them too
-    pre_stop: HttpGet | None = None
+    pre_stop: HttpGet | ExecHook | None = None
     readiness: Probe | None = None
     startup: Probe | None = None
     serves_traffic: bool = False  # owns the app port: its exit is the drain's end as the kubelet sees it

@@ -13,8 +13,8 @@ from typing import Final
 
 from sidecar.deadline import seconds_left
 from sidecar.simulate.client import Result, http_get
-from sidecar.simulate.container import ContainerProcess
-from sidecar.simulate.podspec import ContainerSpec
+from sidecar.simulate.container import ContainerProcess, environment
+from sidecar.simulate.podspec import ContainerSpec, ExecHook
 from sidecar.simulate.records import Clock
 
 # killContainer's minimumGracePeriodInSeconds: a container whose preStop hook used up the grace
@@ -44,7 +44,10 @@ async def run_pre_stop_hook(
     if hook is None or container.exited.is_set():
         return
     record.hook_started_at = clock()
-    if hook.error is not None:
+    what = f"exec {hook.command[0]}" if isinstance(hook, ExecHook) else f"GET {hook.path}"
+    if isinstance(hook, ExecHook):
+        description, passed = await run_exec_hook(hook, grace_deadline)
+    elif hook.error is not None:
         description, passed = hook.error, False
     else:
         result = await http_get(
@@ -59,7 +62,23 @@ async def run_pre_stop_hook(
     record.hook_result, record.hook_failed = description, not passed
     waited = record.hook_ended_at - record.hook_started_at
     verdict = "" if passed else " (FailedPreStopHook, not retried)"
-    on_event(f"{spec.name} preStop hook GET {hook.path}: {description} after {waited:.2f}s{verdict}")
+    on_event(f"{spec.name} preStop hook {what}: {description} after {waited:.2f}s{verdict}")
+
+
+async def run_exec_hook(hook: ExecHook, grace_deadline: float) -> tuple[str, bool]:
+    """(what happened, passed): the kubelet's exec handler fails a hook on a non-zero exit; it is
+    killed when the grace period ends, as the container's runtime would."""
+    process = await asyncio.create_subprocess_exec(
+        *hook.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=environment({})
+    )
+    try:
+        async with asyncio.timeout_at(grace_deadline):
+            status = await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return "still running at the end of the grace period", False
+    return f"exit status {status}", status == 0
 
 
 async def stop_container(

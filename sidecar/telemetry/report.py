@@ -71,6 +71,7 @@ class Report(TypedDict):
     errors: list[str]
     drain_end_observed: NotRequired[dict[str, float]]  # every source's first event, seconds after t0
     app_exit_status: NotRequired[int | None]  # run mode only
+    stop_signal: NotRequired[str | None]  # run mode only: the signal the app was sent, None until sent
 
 
 @dataclasses.dataclass
@@ -125,8 +126,9 @@ class Observations:
     events: list[ShutdownEvent] = dataclasses.field(default_factory=list)
     connections: ConnectionCounts | None = None  # set when the app port is watched
     app: AppActivity = dataclasses.field(default_factory=AppActivity)  # POST /drain
-    has_app_process: bool = False  # run mode: the report then has app_exit_status
+    has_app_process: bool = False  # run mode: the report then has app_exit_status and stop_signal
     app_exit_status: int | None = None
+    stop_signal: str | None = None
 
     def add_event(self, name: str, unix_seconds: float | None = None, **attributes: str) -> None:
         self.events.append((name, time.time() if unix_seconds is None else unix_seconds, attributes))
@@ -223,4 +225,5 @@ def build_report(
         report["drain_end_observed"] = {source.value: round(at - t0, 6) for source, at in drain_end_observed.items()}
     if seen.has_app_process:
         report["app_exit_status"] = seen.app_exit_status
+        report["stop_signal"] = seen.stop_signal
     return report

@@ -65,6 +65,32 @@ def test_run_child_serves_through_the_delay_then_gets_sigterm_and_its_status_is_
     assert report["app_exit_status"] == 0
 
 
+def test_run_sigint_after_prestop_is_the_kubelets_stop_signal_and_the_drain_ends_at_the_apps_exit(
+    processes: list[SidecarProcess],
+) -> None:
+    # lifecycle.stopSignal: SIGINT on the wrapper's container: the kubelet calls the preStop hook
+    # (/prestop), then sends SIGINT. That is no second Ctrl-C: the app must get its whole drain.
+    child = (
+        "import signal, sys, time\n"
+        "def stop(*_): time.sleep(0.5); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "while True: time.sleep(1)\n"
+    )
+    sidecar = start_run("--grace-period", "5", "--prestop-delay", "0.3", command=[sys.executable, "-c", child])
+    processes.append(sidecar)
+    wait_until(lambda: sidecar.get("/readyz").status_code == 200, 5, what="the app to start")
+
+    assert sidecar.get("/prestop").status_code == 200  # the kubelet's httpGet hook
+    sidecar.send_signal(signal.SIGINT)
+    received = sidecar.wait_for_log(lambda line: line.get("msg") == "signal received", 2)
+    assert received["phase"] == "drain", "SIGINT must arrive while the app drains, or this proves nothing"
+    assert sidecar.wait(timeout=5) == 0
+
+    report = sidecar.report()
+    assert (report["trigger"], report["outcome"], report["drain_end_source"]) == ("prestop", "clean", "process_exit")
+    assert (report["stop_signal"], report["app_exit_status"]) == ("SIGTERM", 0)
+
+
 def test_run_child_that_overruns_is_killed_at_deadline_minus_reserve(processes: list[SidecarProcess]) -> None:
     sidecar = start_run(
         "--grace-period", "2", "--prestop-delay", "0.2", "--report-reserve", "0.5",

@@ -329,3 +329,41 @@ def test_simulate_an_app_listening_on_127_0_0_1_only_exits_2_saying_the_kubelet_
     assert "app listens on 127.0.0.1:" in error
     assert "not on the pod's address 127.0.0.2" in error
     assert "the balancer's traffic" in error
+
+
+MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}
+  template:
+    spec:
+      terminationGracePeriodSeconds: 5
+      initContainers:
+        - name: shutdown-sidecar
+          restartPolicy: Always
+          args: [serve, --native-sidecar=true, --prestop-delay=1, --app-port=8080]
+          ports: [{containerPort: 9180}]
+          readinessProbe: {httpGet: {path: /readyz, port: 9180}, periodSeconds: 1, failureThreshold: 1}
+      containers:
+        - name: web
+          image: web:1
+          ports: [{name: http, containerPort: 8080}]
+          lifecycle: {preStop: {httpGet: {path: /prestop, port: 9180}}}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_simulate_manifest_from_stdin_native_sidecar_max_surge_0_two_replicas_passes() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "sidecar", "simulate", "--json", "--manifest", "-", "--propagation-delay", "0.5",
+         "--", *DEMO],
+        input=MANIFEST, capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+    result = result_of(completed)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert result["settings"]["strategy"] == "Deployment RollingUpdate: maxSurge 0, maxUnavailable 1"
+    assert (result["settings"]["pods"], result["settings"]["grace_period_seconds"]) == (2, 5)
+    assert len(result["pods"]) == 2

@@ -17,6 +17,7 @@ from sidecar.simulate.command import (
     log_directory,
     pod_template,
     print_result,
+    rehearsed,
     settings_document,
     simulate,
 )
@@ -55,14 +56,14 @@ def test_pod_template_from_a_chart_that_cannot_render_is_a_setup_error(tmp_path:
 
 def test_settings_document_reads_the_prestop_delay_from_the_sidecars_command() -> None:
     chosen = options("--prestop-delay=4", "--grace-period=12", "--rps=20", "--seed=9")
-    document = settings_document(chosen, pod_template(chosen))
+    document = settings_document(chosen, rehearsed(chosen))
     assert (document["grace_period_seconds"], document["prestop_delay_seconds"]) == (12, 4)
     assert (document["rps"], document["seed"], document["chart"]) == (20, 9, None)
 
 
 def test_settings_document_without_a_sidecar_has_no_prestop_delay() -> None:
     chosen = options("--mode=none")
-    assert settings_document(chosen, pod_template(chosen))["prestop_delay_seconds"] is None
+    assert settings_document(chosen, rehearsed(chosen))["prestop_delay_seconds"] is None
 
 
 def test_log_directory_keeps_the_given_one_and_removes_a_temporary_one(tmp_path: Path) -> None:

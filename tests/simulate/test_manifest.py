@@ -4,6 +4,8 @@ and rendered Secrets; what cannot be rehearsed is a ChartError naming the contai
 
 from __future__ import annotations
 
+import re
+import signal
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from sidecar.simulate.podspec import (
     PROBE_DEFAULT_FAILURE_THRESHOLD,
     PROBE_DEFAULT_PERIOD_SECONDS,
     PROBE_DEFAULT_TIMEOUT_SECONDS,
+    ExecHook,
     HttpGet,
     Probe,
     TcpSocket,
@@ -66,9 +69,43 @@ def test_container_spec_probe_without_timings_gets_kubernetes_defaults() -> None
     )
 
 
-def test_container_spec_exec_pre_stop_raises() -> None:
+def test_container_spec_exec_pre_stop_that_can_run_here_is_kept() -> None:
     app = app_container(lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})
-    with pytest.raises(ChartError, match=r"container web: a preStop exec hook; only httpGet"):
+    assert container_spec(app, APP_COMMAND, {}, POD_PORTS).pre_stop == ExecHook(("sleep", "5"))
+
+
+def test_container_spec_exec_pre_stop_not_found_here_names_the_field() -> None:
+    app = app_container(lifecycle={"preStop": {"exec": {"command": ["/bin/nginx-quit"]}}})
+    field = "spec.template.spec.containers[0]"
+    command = re.escape(f"{field}.lifecycle.preStop.exec.command")
+    expected = f"^--chart: {command}: /bin/nginx-quit not found on this machine$"
+    with pytest.raises(ChartError, match=expected):
+        container_spec(app, APP_COMMAND, {}, POD_PORTS, field=field)
+
+
+def test_container_spec_tcp_socket_pre_stop_raises() -> None:
+    app = app_container(lifecycle={"preStop": {"tcpSocket": {"port": 8080}}})
+    with pytest.raises(ChartError, match=r"container web: a preStop tcpSocket hook; only httpGet and exec"):
+        container_spec(app, APP_COMMAND, {}, POD_PORTS)
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "expected"),
+    [
+        pytest.param({}, signal.SIGTERM, id="default"),
+        pytest.param({"stopSignal": "SIGINT"}, signal.SIGINT, id="sigint"),
+        pytest.param({"stopSignal": "SIGQUIT"}, signal.SIGQUIT, id="sigquit"),
+    ],
+)
+def test_container_spec_stop_signal_is_lifecycle_stop_signal(
+    lifecycle: dict[str, Any], expected: signal.Signals
+) -> None:
+    assert container_spec(app_container(lifecycle=lifecycle), APP_COMMAND, {}, POD_PORTS).stop_signal is expected
+
+
+def test_container_spec_bad_stop_signal_names_the_field() -> None:
+    app = app_container(lifecycle={"stopSignal": "SIGNOPE"})
+    with pytest.raises(ChartError, match=r"^--chart: container web.lifecycle.stopSignal: 'SIGNOPE' is not a signal$"):
         container_spec(app, APP_COMMAND, {}, POD_PORTS)
 
 

@@ -130,6 +130,20 @@ def test_options_chart_with_values() -> None:
 
 
 @pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        pytest.param("--chart=charts/shutdown-sidecar", "--manifest: conflicts with --chart", id="chart"),
+        pytest.param("--max-surge=0", "--max-surge: comes from the manifest", id="max-surge"),
+        pytest.param("--pods=2", "--pods: comes from the manifest", id="pods"),
+        pytest.param("--stop-signal=SIGINT", "--stop-signal: comes from the manifest", id="stop-signal"),
+    ],
+)
+def test_options_manifest_conflicts_with_chart_and_what_it_supplies(flag: str, expected: str) -> None:
+    with pytest.raises(SettingsError, match=expected):
+        options("--manifest=web.yaml", flag)
+
+
+@pytest.mark.parametrize(
     ("flags", "flag"),
     [
         pytest.param(["--grace-period=4", "--prestop-delay=3"], "--grace-period", id="grace-equals-delay-plus-reserve"),

@@ -11,7 +11,7 @@ import pytest
 
 from sidecar.cli import build_parser
 from sidecar.simulate.client import Failure, Result
-from sidecar.simulate.command import settings_document
+from sidecar.simulate.command import Rehearsed, settings_document
 from sidecar.simulate.load import KINDS, NO_ENDPOINTS, PHASES, Tally, load_document
 from sidecar.simulate.options import options_from_args
 from sidecar.simulate.podspec import Mode, template_for_mode
@@ -38,7 +38,8 @@ def result(
     options = options_from_args(build_parser().parse_args(["simulate", *flags]))
     template = template_for_mode(mode or options.mode, options.budget, options.app_command)
     load = load_document(options.client, options.balancer, options.connections, counted)
-    return result_document(template.mode, settings_document(options, template), counted, records, duration, load=load)
+    settings = settings_document(options, Rehearsed(template, options.pods, options.strategy))
+    return result_document(template.mode, settings, counted, records, duration, load=load)
 
 
 @pytest.mark.parametrize(

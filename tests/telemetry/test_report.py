@@ -41,6 +41,13 @@ def test_report_connections_are_null_unless_the_app_port_is_watched() -> None:
     assert document["connections"] == {"at_t0": 4, "at_stop": 3, "at_drain_end": 0, "at_stop_opened_before_t0": 2}
 
 
+def test_report_stop_signal_and_app_exit_status_only_in_run_mode() -> None:
+    assert "stop_signal" not in build_report(finished_timeline(), 21)
+    run_mode = Observations(has_app_process=True, stop_signal="SIGINT", app_exit_status=0)
+    document = build_report(finished_timeline(), 21, run_mode)
+    assert (document["stop_signal"], document["app_exit_status"]) == ("SIGINT", 0)
+
+
 def test_report_app_is_null_until_the_app_reports_then_sums_its_named_workers() -> None:
     assert build_report(finished_timeline(), 21)["app"] is None
     workers = {"7": WorkerActivity(inflight=0, complete=True, complete_at=1_700_000_009.5), "8": WorkerActivity(2)}
