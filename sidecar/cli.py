@@ -40,8 +40,10 @@ RUN_EPILOG: Final = """\
 run mode: CMD runs in its own process group. At t0 (SIGTERM, SIGINT or /prestop) readiness fails,
 CMD keeps serving through the prestop delay, then gets --stop-signal; the drain ends when it
 exits. At deadline - report reserve its process group is SIGKILLed. SIGHUP, SIGUSR1, SIGUSR2 and
-SIGWINCH are forwarded at once. Exits with CMD's status (128+N when killed by signal N); 127 when
-CMD is not found, 126 when it cannot be executed."""
+SIGWINCH are forwarded at once. A second SIGINT finishes the report at once, except after /prestop:
+then it is the kubelet's stop signal (lifecycle.stopSignal: SIGINT) and the drain goes on.
+Exits with CMD's status (128+N when killed by signal N); 127 when CMD is not found, 126 when it
+cannot be executed."""
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
