@@ -105,7 +105,8 @@ class DrainReporter:
     def _run(self) -> None:
         warned = False
         while True:
-            self._wake.wait()
+            if not self._stop.is_set():  # close() may have come before the last clear(): no wait then
+                self._wake.wait()
             self._wake.clear()
             if self._stop.is_set() and self._tried >= self._version:
                 return

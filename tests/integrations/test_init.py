@@ -18,6 +18,7 @@ def test_integrations_import_no_server_dependency() -> None:
     code = (
         "import json, sys\n"
         "import sidecar.integrations, sidecar.integrations.asgi, sidecar.integrations.lifespan\n"
+        "import sidecar.integrations.wsgi, sidecar.integrations.gunicorn, sidecar.integrations.celery\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)

@@ -60,3 +60,14 @@ def test_reporter_a_sidecar_that_is_down_is_counted_and_logged_once(caplog: pyte
 def test_reporter_refuses_what_is_not_an_http_url() -> None:
     with pytest.raises(ValueError, match="not an http:// URL"):
         DrainReporter("https://127.0.0.1:9180")
+
+
+def test_reporter_close_right_after_a_report_sends_it_and_ends_the_thread() -> None:
+    with DrainRecorder() as sidecar:
+        reporter = DrainReporter(sidecar.url, worker=4242)
+        reporter.report_event("exit")
+        reporter.close()  # before the thread has even woken: it must neither lose the report nor hang
+        assert reporter._thread is not None
+        reporter._thread.join(10)
+        assert not reporter._thread.is_alive()
+    assert sidecar.reports == [{"path": "/drain", "worker": 4242, "event": "exit"}]
