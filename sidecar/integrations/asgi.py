@@ -65,11 +65,13 @@ class SidecarMiddleware:
         if self._follower is None:
             self._follow()  # a server run without lifespan
         scope[SCOPE_KEY] = self.shutdown
-        if self.shutdown.phase != RUNNING and scope.get("http_version") == "1.1":
+        if scope.get("http_version") == "1.1":
             # From t0 each answer closes its connection (uvicorn and hypercorn honour the header),
-            # so pooled clients reconnect to other pods while this one still serves. Idle
-            # connections are left alone: closing one could race a request being written on it.
-            send = closing(send)
+            # so pooled clients reconnect to other pods while this one still serves. Decided when
+            # the answer starts, so a request that came in before t0 and is answered after it
+            # closes its connection too. Idle connections are left alone: closing one could race
+            # a request being written on it.
+            send = closing_from_t0(send, self.shutdown)
         self._entered()
         try:
             await self.app(scope, receive, send)
@@ -136,9 +138,9 @@ class SidecarMiddleware:
         await asyncio.to_thread(self.reporter.flush, FLUSH_SECONDS)
 
 
-def closing(send: Send) -> Send:
+def closing_from_t0(send: Send, shutdown: ShutdownState) -> Send:
     async def send_closing(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] == "http.response.start" and shutdown.phase != RUNNING:
             headers = list(message.get("headers", ()))
             if not any(name.lower() == b"connection" for name, _ in headers):
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}

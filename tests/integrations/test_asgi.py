@@ -48,6 +48,28 @@ async def test_asgi_connection_close_only_from_t0_and_only_on_http_1_1() -> None
 
 
 @pytest.mark.anyio
+async def test_asgi_a_request_that_came_before_t0_and_is_answered_after_it_closes_its_connection() -> None:
+    answer = asyncio.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await answer.wait()
+        await hello(scope, receive, send)
+
+    with DrainRecorder() as sidecar:
+        state = ShutdownState()
+        app = SidecarMiddleware(slow, sidecar_url=sidecar.url, state=state)
+        pending = asyncio.create_task(request(app))
+        for _ in range(100):  # loop turns, not time: the request enters the app without waiting
+            if app.inflight == 1:
+                break
+            await asyncio.sleep(0)
+        assert app.inflight == 1
+        state.update("prestop_delay", {"t0": 1.0, "deadline": 31.0})  # t0 while it is in flight
+        answer.set()
+        assert (b"connection", b"close") in (await asyncio.wait_for(pending, 5))[0]["headers"]
+
+
+@pytest.mark.anyio
 async def test_asgi_lifespan_shutdown_reports_complete_after_the_apps_own_shutdown() -> None:
     order: list[str] = []
 
