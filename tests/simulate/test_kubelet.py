@@ -9,6 +9,7 @@ import dataclasses
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,24 @@ def app_alone(*app_command: str) -> PodTemplate:
     return template_for_mode(Mode.NONE, BUDGET, app_command or demo_app_command())
 
 
+HookHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def run_to_termination(pod: Pod, *, hook: tuple[HookHandler, str] | None = None) -> None:
+    """Start `pod`, delete it and wait for its termination; it is killed whatever happens.
+    `hook`: a handler served at (that address, the pod's admin port) for the app's preStop hook."""
+    server = None if hook is None else await asyncio.start_server(hook[0], hook[1], pod.ports[ADMIN_PORT])
+    try:
+        await pod.start(START_SECONDS)
+        async with asyncio.timeout(START_SECONDS):
+            await pod.delete()
+    finally:
+        await pod.kill()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+
 @pytest.mark.anyio
 async def test_pod_starts_ready_and_on_deletion_signals_the_app_which_drains_and_exits(tmp_path: Path) -> None:
     kubelet = Kubelet(tmp_path)
@@ -86,12 +105,7 @@ async def test_pod_sigkills_an_app_that_ignores_sigterm_after_the_minimum_grace(
     script = "import signal, socket, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
     script += "s = socket.socket(); s.bind((sys.argv[2], int(sys.argv[1]))); s.listen(); time.sleep(60)"
     pod = kubelet.pod(app_alone(sys.executable, "-c", script, "{port}", "{host}"))
-    try:
-        await pod.start(START_SECONDS)
-        async with asyncio.timeout(START_SECONDS):
-            await pod.delete()
-    finally:
-        await pod.kill()
+    await run_to_termination(pod)
     app = pod.record.containers["app"]
     assert app.signalled_at is not None
     assert app.killed_at is not None
@@ -162,12 +176,7 @@ async def test_pod_hook_on_a_port_name_of_another_container_fails_once_and_the_s
     )
     kubelet = Kubelet(tmp_path)
     pod = kubelet.pod(template)
-    try:
-        await pod.start(START_SECONDS)
-        async with asyncio.timeout(START_SECONDS):
-            await pod.delete()
-    finally:
-        await pod.kill()
+    await run_to_termination(pod)
     app = pod.record.containers["app"]
     assert app.hook_failed
     assert app.hook_result == unresolved.error
@@ -192,15 +201,7 @@ async def test_pod_hook_is_sent_once_to_the_pod_address_and_a_500_is_not_retried
     hook = HttpGet(ADMIN_PORT, "/prestop")
     template = dataclasses.replace(template, containers=(dataclasses.replace(template.containers[0], pre_stop=hook),))
     pod = kubelet.pod(template)
-    server = await asyncio.start_server(on_pod_address, "127.0.0.4", pod.ports[ADMIN_PORT])
-    try:
-        await pod.start(START_SECONDS)
-        async with asyncio.timeout(START_SECONDS):
-            await pod.delete()
-    finally:
-        await pod.kill()
-        server.close()
-        await server.wait_closed()
+    await run_to_termination(pod, hook=(on_pod_address, "127.0.0.4"))
     hooks = [head for head in heads if head.startswith(b"GET /prestop ")]  # the demo also asks for /events
     assert len(hooks) == 1
     assert b"Host: 127.0.0.4:" in hooks[0]
@@ -225,15 +226,7 @@ async def test_pod_sigkill_comes_the_grace_period_less_the_hooks_whole_seconds_a
     template = template_for_mode(Mode.NONE, Budget(5.0, 0.0, 0.5), (sys.executable, "-c", script, "{port}", "{host}"))
     app = dataclasses.replace(template.containers[0], pre_stop=HttpGet(ADMIN_PORT, "/prestop"), readiness=None)
     pod = kubelet.pod(dataclasses.replace(template, containers=(app,)))
-    server = await asyncio.start_server(slow_hook, "127.0.0.5", pod.ports[ADMIN_PORT])
-    try:
-        await pod.start(START_SECONDS)
-        async with asyncio.timeout(START_SECONDS):
-            await pod.delete()
-    finally:
-        await pod.kill()
-        server.close()
-        await server.wait_closed()
+    await run_to_termination(pod, hook=(slow_hook, "127.0.0.5"))
     record = pod.record.containers["app"]
     assert record.signalled_at is not None
     assert record.killed_at is not None
