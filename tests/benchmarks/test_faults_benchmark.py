@@ -62,6 +62,13 @@ def probe_figures(port: int) -> tuple[str, str]:
     return figure, " ".join(f"{code}x{count}" for code, count in sorted(codes.items()))
 
 
+def burst_probe(port: int) -> str:
+    """The one probe sent the instant after the hostile connections were opened: it waits in the
+    kernel's accept queue behind all of them (FIFO), whatever the server does once it accepts."""
+    status, seconds = fresh_request(port, "GET", "/readyz")
+    return f"{seconds * 1000:.1f} ms ({status})"
+
+
 def print_row(name: str, figure: str, codes: str) -> None:
     print(f"  {name:<40} {figure:>22} ms   {codes}")
 
@@ -71,7 +78,9 @@ def test_benchmark_probe_latency_under_held_connections(sidecar: SidecarProcess)
     print_row("idle server", *probe_figures(sidecar.port))
     for name, opener in HOSTILE_OPENERS.items():
         with hold_connections(sidecar.port, opener, HELD_CONNECTIONS) as held:
-            print_row(f"{held} held: {name}", *probe_figures(sidecar.port))
+            burst = burst_probe(sidecar.port)
+            figure, codes = probe_figures(sidecar.port)
+            print_row(f"{held} held: {name}", figure, f"{codes}; the probe in the burst: {burst}")
     with hold_connections(sidecar.port, HOSTILE_OPENERS["slow headers"], HELD_CONNECTIONS):
         status, seconds = fresh_request(sidecar.port, "POST", "/prestop")
         print_row(f"{HELD_CONNECTIONS} held: /prestop", f"{seconds * 1000:.1f}", f"{status}x1")
