@@ -142,7 +142,12 @@ def test_chart_app_values_reach_the_app(tmp_path: Path) -> None:
     template = chart_template(tmp_path, {"terminationGracePeriodSeconds": 45, "app": app_values})
     app = the_app(template)
     assert template.grace_period_seconds == 45
-    assert app.env == {"GREETING": "hello"}
+    # Besides the user's own, the chart tells the app where its sidecar is and the token /drain needs.
+    assert app.env == {
+        "GREETING": "hello",
+        "SHUTDOWN_SIDECAR_URL": "http://127.0.0.1:9180",
+        "SHUTDOWN_SIDECAR_TOKEN": the_sidecar(template).env["SIDECAR_ADMIN_TOKEN"],
+    }
     assert app.readiness == Probe(HttpGet(APP_PORT, "/ready"), period_seconds=2)
     assert "--grace-period=45" in the_sidecar(template).argv
 
