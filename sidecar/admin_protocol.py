@@ -30,8 +30,11 @@ LINGER_SECONDS: Final = 1.0
 LINGER_MAX_BYTES: Final = 1024 * 1024
 # Past this many open connections the oldest idle or stalled one is closed for each new one, so a
 # fresh probe is always served; the cap bounds memory (about 10 KB a connection) and file
-# descriptors.
+# descriptors. When none can be closed (a burst of requests all being answered at once), a newcomer
+# is still admitted, up to OVERFLOW_FACTOR times the cap: it may be the kubelet's probe, and those
+# answers are moments away, after which newcomers evict again.
 MAX_CONNECTIONS: Final = 1024
+OVERFLOW_FACTOR: Final = 2
 # File descriptors kept for everything else: the listener, the termination log, sinks, /proc reads.
 RESERVED_FDS: Final = 64
 
@@ -64,8 +67,9 @@ def raise_fd_limit() -> int:
 
 
 def connection_cap(fd_limit: int) -> int:
-    """MAX_CONNECTIONS, or fewer when the descriptor limit cannot hold them and the reserve."""
-    return max(1, min(MAX_CONNECTIONS, fd_limit - RESERVED_FDS))
+    """MAX_CONNECTIONS, or fewer when the descriptor limit cannot hold the overflow above it and
+    the reserve."""
+    return max(1, min(MAX_CONNECTIONS, (fd_limit - RESERVED_FDS) // OVERFLOW_FACTOR))
 
 
 class AdminConnections:
@@ -80,14 +84,16 @@ class AdminConnections:
         return len(self._open)
 
     def admit(self, protocol: BoundedHttpToolsProtocol) -> bool:
-        """Make room for `protocol`; False when every open connection is owed a response (the caps
-        on waiting handlers keep those few), and the newcomer must be refused."""
+        """Make room for `protocol`: at the cap the oldest connection not owed a response is
+        closed; when every one is owed (answers under way), the newcomer is admitted over the cap,
+        up to OVERFLOW_FACTOR times it. False (refuse the newcomer) only beyond that."""
         if len(self._open) >= self.max_connections:
             victim = next((candidate for candidate in self._open if candidate.is_evictable), None)
-            if victim is None:
+            if victim is not None:
+                victim.abort("evicted")
+            elif len(self._open) >= self.max_connections * OVERFLOW_FACTOR:
                 self.closed["refused"] += 1
                 return False
-            victim.abort("evicted")
         self._open[protocol] = None
         return True
 

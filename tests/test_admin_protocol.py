@@ -150,8 +150,45 @@ async def test_protocol_at_its_connection_cap_evicts_the_oldest_idle_connection_
     await asyncio.wait_for(task, 2)
 
 
+@pytest.mark.anyio
+async def test_protocol_at_its_cap_with_every_connection_owed_an_answer_admits_a_newcomer_up_to_the_overflow() -> None:
+    answer = asyncio.Event()
+
+    async def held_answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/held":
+            await answer.wait()  # every held connection is owed its answer: none can be evicted
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    connections = AdminConnections(max_connections=2)
+    sock = bind_admin_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = AdminServer(build_config(held_answer, connections))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(server.listening.wait(), 5)
+    held = []
+    for count in range(1, 5):  # the cap, then the overflow: each one owed its answer before the next
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.append((reader, writer))
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(server.server_state.tasks) < count:
+            assert asyncio.get_running_loop().time() < deadline, f"request {count} never reached the app"
+            await asyncio.sleep(0.01)
+    assert len(connections) == 4
+    assert connections.closed["evicted"] == 0
+    # Beyond twice the cap, with every connection still owed, a newcomer is refused.
+    assert await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == b""
+    assert connections.closed["refused"] == 1
+    answer.set()
+    for reader, writer in held:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        writer.close()
+    server.stop()
+    await asyncio.wait_for(task, 2)
+
+
 def test_protocol_connection_cap_fits_under_the_descriptor_limit() -> None:
     assert connection_cap(1_000_000) == protocol_module.MAX_CONNECTIONS
-    assert connection_cap(256) == 256 - protocol_module.RESERVED_FDS
+    assert connection_cap(256) == (256 - protocol_module.RESERVED_FDS) // protocol_module.OVERFLOW_FACTOR
     assert connection_cap(10) == 1
     assert raise_fd_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
