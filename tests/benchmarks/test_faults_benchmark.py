@@ -8,12 +8,12 @@ Loopback only, bounded in connections (2,000 held, 256 scrapers) and in time (a 
 
 from __future__ import annotations
 
-import resource
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from sidecar.admin_protocol import raise_fd_limit
 from tests.benchmarks.test_serve_benchmark import percentile
 from tests.e2e.sidecar_process import SidecarProcess
 from tests.faults.hostile import (
@@ -30,12 +30,6 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(600)]
 HELD_CONNECTIONS = 2000
 PROBES_PER_PATH = 40
 SCRAPERS = 256
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @pytest.fixture
