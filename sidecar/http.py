@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from prometheus_client import Counter
-from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -25,6 +24,7 @@ from sidecar.lifecycle import DrainEndSource, Phase, Trigger
 from sidecar.parts import ReadinessCheck
 from sidecar.probes import ProbeFastPath
 from sidecar.shutdown import ShutdownSequence
+from sidecar.telemetry.exposition import MetricsEndpoint
 from sidecar.telemetry.metrics import ShutdownMetrics
 
 StatusDocument = Callable[[], Mapping[str, Any]]
@@ -66,7 +66,6 @@ class AdminRoutes:
         limits: Limits,
         on_scrape: Callable[[], None],
     ) -> None:
-        self.on_scrape = on_scrape
         self.sequence = sequence
         self.metrics = metrics
         self.app_report = app_report
@@ -83,16 +82,14 @@ class AdminRoutes:
         )
         for path in GUARDED_PATHS:
             self.unauthorized.labels(path=path)
-        # /metrics encodings by content type, with the count of scrapes begun when each was made.
-        self._scrapes_begun = 0
-        self._encodings: dict[str, tuple[int, bytes]] = {}
+        self.metrics_endpoint = MetricsEndpoint(metrics.registry, on_scrape)
 
     def routes(self) -> list[Route]:
         return [
             Route("/prestop", self.prestop, methods=["GET", "POST"]),
             Route("/drain", self.drain, methods=["POST"]),
             Route("/status", self.status_route, methods=["GET"]),
-            Route("/metrics", self.metrics_route, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             Route("/readyz", self.readyz_verbose, methods=["GET"]),
         ]
 
@@ -197,22 +194,6 @@ class AdminRoutes:
 
     async def status_route(self, request: Request) -> Response:
         return JSONResponse(self.status())
-
-    async def metrics_route(self, request: Request) -> Response:
-        """Scrapes that arrive together share one encoding made after all of them began, so each
-        still sees every change made before it was sent, and a flood of scrapes costs one
-        encoding per loop turn instead of one each: probes are not queued behind them."""
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        self._scrapes_begun += 1
-        begun = self._scrapes_begun
-        await asyncio.sleep(0)  # let the scrapes read in this loop turn begin too
-        made = self._encodings.get(content_type)
-        if made is None or made[0] < begun:
-            made = (self._scrapes_begun, encoder(self.metrics.registry))
-            self._encodings[content_type] = made
-        response = Response(made[1], media_type=content_type)
-        self.on_scrape()
-        return response
 
     async def readyz_verbose(self, request: Request) -> Response:
         lines, ready = [], True

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event as EventType
 from types import TracebackType
 
 # Each hostile state: the bytes that put a connection there, and what trickles after them (a
@@ -93,42 +96,64 @@ def hold_connections(port: int, opener: tuple[bytes, bytes | None], count: int) 
 
 
 class ScrapeFlood:
-    """`connections` keep-alive clients scraping /metrics back to back, on a loop in a thread."""
+    """`connections` keep-alive clients scraping /metrics back to back, from a process of their own:
+    in a thread here they would hold the GIL against the probes being measured."""
 
     def __init__(self, port: int, connections: int) -> None:
         self.port = port
         self.connections = connections
-        self.scrapes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._flood()), daemon=True)
+        self.seconds = 0.0  # how long the flood ran, from the moment every scraper was going
+        self.started = 0.0
+        context = multiprocessing.get_context("spawn")
+        self._scrapes = context.Value("q", 0)
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=flood, args=(port, connections, self._scrapes, self._stop), name="scrape-flood", daemon=True
+        )
+
+    @property
+    def scrapes(self) -> int:
+        return int(self._scrapes.value)
 
     def __enter__(self) -> ScrapeFlood:
-        self._thread.start()
-        deadline = time.monotonic() + 10
+        self._process.start()
+        deadline = time.monotonic() + 20
         while self.scrapes < self.connections and time.monotonic() < deadline:  # every scraper is going
             time.sleep(0.01)
+        self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.seconds = time.monotonic() - self.started
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=10)
 
-    async def _flood(self) -> None:
-        await asyncio.gather(*(self._scrape() for _ in range(self.connections)), return_exceptions=True)
 
-    async def _scrape(self) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+def flood(port: int, connections: int, scrapes: Synchronized[int], stop: EventType) -> None:
+    """The scrape flood's process: `connections` scrapers until `stop` is set."""
+
+    async def scrape() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            while not self._stop.is_set():
+            while not stop.is_set():
                 writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
                 if length is None:
                     return
                 await reader.readexactly(int(length.group(1)))
-                self.scrapes += 1
+                with scrapes.get_lock():
+                    scrapes.value += 1
         finally:
             writer.close()
+
+    async def run() -> None:
+        await asyncio.gather(*(scrape() for _ in range(connections)), return_exceptions=True)
+
+    asyncio.run(run())
 
 
 def send_huge_header(port: int, size: int, timeout: float = 30.0) -> str:
