@@ -86,6 +86,10 @@ def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> u
         limit_concurrency=None,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ws="none",
+        # Nothing proxies the admin port (probes and hooks come from the kubelet, to the pod IP):
+        # X-Forwarded-* from a loopback neighbour must not rewrite the client, and the middleware
+        # costs every request, probes included, a few microseconds.
+        proxy_headers=False,
     )
 
 

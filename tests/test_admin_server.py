@@ -57,3 +57,12 @@ def test_server_bind_refuses_a_port_in_use() -> None:
         taken.listen()
         with pytest.raises(OSError, match="in use"):
             bind_admin_socket("127.0.0.1", taken.getsockname()[1])
+
+
+def test_server_runs_the_app_without_proxy_header_rewriting() -> None:
+    """Nothing proxies the admin port: an X-Forwarded-For from a neighbour must not become the
+    client, and no middleware may sit between a probe and its answer."""
+    app = PlainTextResponse("ok")
+    config = build_config(app)
+    config.load()
+    assert config.loaded_app is app

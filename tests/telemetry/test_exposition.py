@@ -72,7 +72,8 @@ def test_exposition_each_content_type_has_its_own_encoding() -> None:
     openmetrics, openmetrics_type = encodings.encoding(OPENMETRICS, ticket)
     assert text_type.startswith("text/plain")
     assert openmetrics_type.startswith("application/openmetrics-text")
-    assert openmetrics.endswith(b"# EOF\n") and not text.endswith(b"# EOF\n")
+    assert openmetrics.endswith(b"# EOF\n")
+    assert not text.endswith(b"# EOF\n")
     assert encodings.made == 2
 
 
