@@ -120,6 +120,7 @@ class Sidecar:
     def on_other_signal(self, signum: int) -> None:
         """A signal that would have ended the process by default and means nothing here."""
         name = signal_name(signum)
+        self.metrics.count_signal(name)
         logger.warning("signal ignored", extra={"fields": {"signal": name, "phase": self.timeline.phase.value}})
 
     def status(self) -> Report:

@@ -95,6 +95,14 @@ async def test_assembly_sigterm_begins_the_shutdown_and_is_counted() -> None:
 
 
 @pytest.mark.anyio
+async def test_assembly_an_ignored_signal_is_counted_and_starts_nothing() -> None:
+    assembled = sidecar()
+    assembled.on_other_signal(signal.SIGHUP)
+    assert assembled.timeline.phase is Phase.RUNNING
+    assert assembled.metrics.registry.get_sample_value("sidecar_signals_total", {"signal": "SIGHUP"}) == 1
+
+
+@pytest.mark.anyio
 async def test_assembly_native_sidecar_sigterm_ends_the_drain_with_source_sidecar_sigterm() -> None:
     assembled = sidecar(native_sidecar="true")
     assembled.on_signal(signal.SIGTERM)

@@ -10,13 +10,17 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sidecar.lifecycle import SHUTDOWN_PHASES, Outcome, Phase, Timeline
+from sidecar.signals import HANDLED_SIGNALS, SHUTDOWN_SIGNALS, signal_name
 
 # Shutdowns take from a fraction of a second (an idle app) to minutes (long-polling, batch work);
 # the buckets are dense around common grace periods (30 s, 60 s) so "p95 vs grace" is readable.
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 45, 60, 90, 120, 180, 300, 600)
 
-# Bounded label values, created at start-up so each series starts at zero.
-SIGNAL_LABELS: Final = ("SIGTERM", "SIGINT")
+# Bounded label values, created at start-up so each series starts at zero: the signals that start
+# a shutdown. The other handled signals (logged and ignored) are counted from their first arrival;
+# their names are a fixed set too, but forty zero series per pod would say nothing.
+SIGNAL_LABELS: Final = tuple(signal_name(sig) for sig in SHUTDOWN_SIGNALS)
+COUNTED_SIGNALS: Final = frozenset(signal_name(sig) for sig in HANDLED_SIGNALS)
 PRESTOP_CODES: Final = ("200", "401", "405", "408", "413", "429")
 
 
@@ -100,7 +104,7 @@ class ShutdownMetrics:
             self.prestop_requests.labels(code=code)
 
     def count_signal(self, name: str) -> None:
-        if name in SIGNAL_LABELS:
+        if name in COUNTED_SIGNALS:
             self.signals.labels(signal=name).inc()
 
     def count_prestop(self, code: int) -> None:

@@ -82,9 +82,19 @@ def test_metrics_unmeasured_drain_leaves_margin_nan_and_duration_unobserved() ->
     assert metrics.registry.get_sample_value("sidecar_shutdowns_total", {"outcome": "unknown"}) == 1
 
 
+def test_metrics_every_handled_signal_is_counted_the_shutdown_ones_from_zero() -> None:
+    metrics, _ = make()
+    assert SIGNAL_LABELS == ("SIGTERM", "SIGINT", "SIGQUIT")
+    value = metrics.registry.get_sample_value
+    assert value("sidecar_signals_total", {"signal": "SIGUSR1"}) is None
+    for name in ("SIGQUIT", "SIGUSR1", "SIGRTMIN+3"):
+        metrics.count_signal(name)
+        assert value("sidecar_signals_total", {"signal": name}) == 1
+
+
 def test_metrics_unknown_labels_are_not_created() -> None:
     metrics, _ = make()
-    metrics.count_signal("SIGUSR1")
+    metrics.count_signal("SIGSEGV")  # not a signal the sidecar handles
     metrics.count_prestop(418)
-    assert metrics.registry.get_sample_value("sidecar_signals_total", {"signal": "SIGUSR1"}) is None
+    assert metrics.registry.get_sample_value("sidecar_signals_total", {"signal": "SIGSEGV"}) is None
     assert metrics.registry.get_sample_value("sidecar_prestop_requests_total", {"code": "418"}) is None
