@@ -243,6 +243,8 @@ def test_chart_dashboard_uid_differs_between_releases_and_fits_grafana() -> None
     [
         pytest.param({"sidecar": {"mode": "sideways"}}, "at '/sidecar/mode': value must be one of", id="mode-enum"),
         pytest.param({"prestopDelaySeconds": -1}, "at '/prestopDelaySeconds': minimum", id="negative-delay"),
+        # The sidecar exits 2 below 0.1 s: refused at install, not in a crash-looping pod.
+        pytest.param({"reportReserveSeconds": 0.05}, "at '/reportReserveSeconds': minimum", id="reserve-floor"),
         pytest.param({"terminationGracePeriodSeconds": 2.5}, "at '/terminationGracePeriodSeconds'", id="grace-float"),
         pytest.param({"sidecar": {"port": 70000}}, "at '/sidecar/port': maximum", id="port-range"),
         pytest.param({"sidecar": {"readinessProbe": {"exec": {}}}}, "'exec' not allowed", id="probe-handler"),
