@@ -1,4 +1,4 @@
-"""A real server process (uvicorn, gunicorn, a Celery worker) for the integration tests: its
+"""A real server process (uvicorn, hypercorn, gunicorn, a Celery worker) for the integration tests: its
 output collected by a reader thread, waited on by condition with a deadline, never by sleep."""
 
 from __future__ import annotations
@@ -76,3 +76,7 @@ class AppServer:
 
 def uvicorn_port(server: AppServer) -> int:
     return int(server.wait_for_output(r"Uvicorn running on http://127\.0\.0\.1:(\d+)").group(1))
+
+
+def hypercorn_port(server: AppServer) -> int:
+    return int(server.wait_for_output(r"Running on http://127\.0\.0\.1:(\d+)").group(1))

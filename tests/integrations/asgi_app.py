@@ -1,6 +1,6 @@
-"""A Starlette app wrapped in SidecarMiddleware, served by a real uvicorn in the tests: a quick
-route, one that holds until the stop (as a long poll would), a WebSocket echo, and a lifespan
-whose background tasks are drained with the sidecar's budget."""
+"""A Starlette app wrapped in SidecarMiddleware, served by a real uvicorn or hypercorn in the
+tests: a quick route, one that holds until the stop (as a long poll would), a WebSocket echo, and
+a lifespan whose background tasks are drained with the sidecar's budget."""
 
 from __future__ import annotations
 

@@ -1,11 +1,16 @@
-"""SidecarMiddleware on a real uvicorn process next to a real sidecar process: the pod's shutdown
-as the kubelet runs it (/prestop, then the app's SIGTERM), seen from both sides."""
+"""SidecarMiddleware on a real ASGI server process (uvicorn, hypercorn) next to a real sidecar
+process: the pod's shutdown as the kubelet runs it (/prestop, then the app's SIGTERM), seen from
+both sides."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
-from tests.integrations.app_server import AppServer, uvicorn_port
+from tests.integrations.app_server import AppServer, hypercorn_port, uvicorn_port
 
 WAIT_SECONDS = 15.0
 
@@ -33,23 +38,100 @@ def start_app() -> Iterator[Callable[..., AppServer]]:
         server.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class ASGIServer:
+    args: tuple[str, ...]  # after `python -m`
+    port: Callable[[AppServer], int]  # read from its output: it listens on port 0
+    exit_code_at_sigterm: int
+    serves_in_a_child: bool  # the app runs in a worker process the server started
+
+
+APP = "tests.integrations.asgi_app:app"
+# Idle keep-alive connections are kept far longer than the test waits (the defaults are 5 s): a
+# connection the server closes is then closed for the `Connection: close`, not for being idle.
+KEEP_ALIVE = str(int(WAIT_SECONDS * 4))
+SERVERS = [
+    # uvicorn >= 0.29 re-raises the signal it stopped for.
+    pytest.param(
+        ASGIServer(
+            ("uvicorn", APP, "--host", "127.0.0.1", "--port", "0", "--timeout-keep-alive", KEEP_ALIVE),
+            uvicorn_port,
+            exit_code_at_sigterm=-signal.SIGTERM,
+            serves_in_a_child=False,
+        ),
+        id="uvicorn",
+    ),
+    # hypercorn runs its one worker (the default) in a spawned child; the parent turns SIGTERM into
+    # the worker's graceful shutdown and exits with the worker's status.
+    pytest.param(
+        ASGIServer(
+            ("hypercorn", APP, "--bind", "127.0.0.1:0", "--keep-alive", KEEP_ALIVE),
+            hypercorn_port,
+            exit_code_at_sigterm=0,
+            serves_in_a_child=True,
+        ),
+        id="hypercorn",
+    ),
+]
+
+
+class KeptAliveConnection:
+    """One HTTP/1.1 connection on a raw socket, so that the test sees what the server does with it
+    (an HTTP client would close it itself on `Connection: close`)."""
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS)
+        self.reader = self.socket.makefile("rb")
+
+    def get(self, path: str) -> dict[str, str]:
+        """The answer's headers (names in lower case), its body read to its end."""
+        self.socket.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        status = self.reader.readline()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        headers: dict[str, str] = {}
+        while (line := self.reader.readline().rstrip(b"\r\n")) != b"":
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.reader.read(int(headers["content-length"]))
+        return headers
+
+    def is_closed_by_server(self) -> bool:
+        """True when the server closes it (end of stream) within WAIT_SECONDS; TimeoutError if not."""
+        return self.reader.read(1) == b""
+
+    def close(self) -> None:
+        self.reader.close()
+        self.socket.close()
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 def app_section(sidecar: SidecarProcess) -> dict[str, Any]:
     section: dict[str, Any] = sidecar.get("/status").json()["app"] or {}
     return section
 
 
 @pytest.mark.timeout(60)
-def test_asgi_middleware_drains_a_real_uvicorn_app_on_the_sidecars_clock(
-    start_sidecar: Callable[..., SidecarProcess], start_app: Callable[..., AppServer]
+@pytest.mark.parametrize("server", SERVERS)
+def test_asgi_middleware_drains_a_real_server_on_the_sidecars_clock(
+    server: ASGIServer, start_sidecar: Callable[..., SidecarProcess], start_app: Callable[..., AppServer]
 ) -> None:
     sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "1")
     # Most of the budget kept in reserve: the app's never-ending background task is cancelled soon.
     env = {"SHUTDOWN_SIDECAR_URL": sidecar.url(""), "TEST_APP_RESERVE_SECONDS": "7.5"}
-    app = start_app("uvicorn", "tests.integrations.asgi_app:app", "--host", "127.0.0.1", "--port", "0", env=env)
-    base = f"http://127.0.0.1:{uvicorn_port(app)}"
+    app = start_app(*server.args, env=env)
+    port = server.port(app)
+    base = f"http://127.0.0.1:{port}"
     answers: dict[str, Any] = {}
-    with httpx.Client(base_url=base, timeout=WAIT_SECONDS) as client, connect(f"ws{base[4:]}/ws") as websocket:
+    with (
+        httpx.Client(base_url=base, timeout=WAIT_SECONDS) as client,
+        connect(f"ws{base[4:]}/ws") as websocket,
+        contextlib.closing(KeptAliveConnection(port)) as pooled,
+    ):
         assert "connection" not in client.get("/").headers
+        assert "connection" not in pooled.get("/")  # kept alive, then idle through t0
         websocket.send("hi")
         assert websocket.recv(timeout=WAIT_SECONDS) == "hi"
 
@@ -65,11 +147,17 @@ def test_asgi_middleware_drains_a_real_uvicorn_app_on_the_sidecars_clock(
         waiters = [threading.Thread(target=long_poll), threading.Thread(target=closed_websocket)]
         for waiter in waiters:
             waiter.start()
+        workers = wait_until(lambda: app_section(sidecar).get("workers"), WAIT_SECONDS, what="the worker's report")
         wait_until(lambda: app_section(sidecar).get("inflight") == 2, WAIT_SECONDS, what="2 in flight reported")
         hook = threading.Thread(target=lambda: answers.setdefault("prestop", sidecar.post("/prestop")))
         hook.start()
-        # From t0 on, each answer closes its connection: pooled clients move to other pods.
-        wait_until(lambda: client.get("/").headers.get("connection") == "close", WAIT_SECONDS, what="close")
+        # From t0 on, each answer closes its connection: pooled clients move to other pods. (Polled
+        # gently: hypercorn itself closes a connection after 1,000 requests.)
+        wait_until(lambda: client.get("/").headers.get("connection") == "close", WAIT_SECONDS, 0.05, what="close")
+        # The app knows t0 now: the connection kept from before it gets `close` on its next answer,
+        # and the server closes it then, for that header (no stop signal yet, keep-alive far off).
+        assert pooled.get("/").get("connection") == "close"
+        assert pooled.is_closed_by_server()
         hook.join(WAIT_SECONDS)
         for waiter in waiters:
             waiter.join(WAIT_SECONDS)
@@ -77,9 +165,11 @@ def test_asgi_middleware_drains_a_real_uvicorn_app_on_the_sidecars_clock(
     assert answers["close_code"] == 1001  # closed politely at the stop, not cut by the server
     assert answers["poll"].json()["phase"] == "drain"  # the long poll ended at the stop
     assert answers["poll"].json()["deadline"] == pytest.approx(answers["prestop"].json()["deadline"], abs=0.01)
+    [worker] = workers
+    assert (parent_pid(int(worker)) if server.serves_in_a_child else int(worker)) == app.proc.pid
 
     app.signal(signal.SIGTERM)  # the kubelet's stop signal, after the hook returned
-    assert app.wait(WAIT_SECONDS) == -signal.SIGTERM  # uvicorn >= 0.29 re-raises the signal it stopped for
+    assert app.wait(WAIT_SECONDS) == server.exit_code_at_sigterm
     assert sidecar.wait(WAIT_SECONDS) == 0
     report = sidecar.report()
     assert (report["outcome"], report["drain_end_source"]) == ("clean", "app_report")
@@ -89,6 +179,6 @@ def test_asgi_middleware_drains_a_real_uvicorn_app_on_the_sidecars_clock(
     assert section["inflight_at_stop"] is not None
     assert section["complete_at"] is not None
     assert section["workers"] == {
-        str(app.proc.pid): {"inflight": 0, "complete": True, "exited": False, "complete_at": section["complete_at"]}
+        worker: {"inflight": 0, "complete": True, "exited": False, "complete_at": section["complete_at"]}
     }
     assert "cancelling background tasks still running at the budget tasks=forever" in app.output
