@@ -1,13 +1,18 @@
-"""The probe fast path through httpx's ASGI transport: pure route logic."""
+"""The probe fast path: its answers through httpx's ASGI transport (pure route logic), and the
+turns other requests take, counted in event-loop turns."""
 
 from __future__ import annotations
+
+import asyncio
+import collections
 
 import httpx
 import pytest
 from starlette.responses import PlainTextResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from sidecar.parts import ReadinessCheck
-from sidecar.probes import PROBE_PATHS, ProbeFastPath, first_failure
+from sidecar.probes import PROBE_PATHS, REQUESTS_PER_TURN, ProbeFastPath, first_failure
 
 
 def client_for(readiness: dict[str, ReadinessCheck], liveness: dict[str, ReadinessCheck]) -> httpx.AsyncClient:
@@ -59,3 +64,82 @@ async def test_probes_anything_else_goes_to_the_routes(path: str) -> None:
     async with client_for({"shutdown": failing}, {}) as client:
         response = await client.get(path)
     assert (response.status_code, response.text) == (200, "routed")
+
+
+class LoopTurns:
+    """Counts event-loop turns: a callback that reschedules itself runs once per turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self.turn += 1
+        self._handle = self._loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+def http_scope(path: str) -> Scope:
+    return {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
+
+
+async def no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def ignore(message: Message) -> None:
+    pass
+
+
+@pytest.mark.anyio
+async def test_probes_other_requests_start_a_few_per_loop_turn_and_probes_at_once() -> None:
+    """The bound that keeps a flood of /status, 404s or scrapes from making a turn long."""
+    turns = LoopTurns()
+    started_in_turn: collections.Counter[int] = collections.Counter()
+    probe_turns: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        started_in_turn[turns.turn] += 1
+
+    async def probe_send(message: Message) -> None:
+        probe_turns.append(turns.turn)
+
+    fast_path = ProbeFastPath(app, {}, {})
+    try:
+        flood = [asyncio.create_task(fast_path(http_scope("/status"), no_body, ignore)) for _ in range(40)]
+        await asyncio.sleep(0)  # the flood is queued
+        first_turn = turns.turn
+        await fast_path(http_scope("/readyz"), no_body, probe_send)
+        await asyncio.gather(*flood)
+    finally:
+        turns.stop()
+    assert sum(started_in_turn.values()) == 40
+    assert max(started_in_turn.values()) <= REQUESTS_PER_TURN
+    assert probe_turns == [first_turn, first_turn], "the probe waited for the flood"
+
+
+@pytest.mark.anyio
+async def test_probes_a_request_that_never_ends_holds_no_turn() -> None:
+    """A /prestop held, an event stream, a client that does not read: none holds a permit."""
+    never = asyncio.get_running_loop().create_future()
+    answered = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/events":
+            await never
+        answered.set()
+
+    fast_path = ProbeFastPath(app, {}, {})
+    held = [
+        asyncio.create_task(fast_path(http_scope("/events"), no_body, ignore)) for _ in range(REQUESTS_PER_TURN * 2)
+    ]
+    try:
+        await asyncio.wait_for(fast_path(http_scope("/status"), no_body, ignore), timeout=5)
+        assert answered.is_set()
+    finally:
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)

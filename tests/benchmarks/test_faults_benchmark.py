@@ -4,7 +4,7 @@ in tests/faults; this prints the figures for the README and the issue.
 
     pytest tests/benchmarks/test_faults_benchmark.py -m benchmark -s -p no:cacheprovider
 
-Loopback only, bounded in connections (2,000 held, 256 scrapers) and in time (a few seconds per load)."""
+Loopback only, bounded in connections (2,000 held, 256 flooding clients) and in time (a few seconds per load)."""
 
 from __future__ import annotations
 
@@ -98,15 +98,16 @@ def test_benchmark_probe_latency_under_held_connections(sidecar: SidecarProcess)
         print_row(f"{HELD_CONNECTIONS} held: /prestop", f"{seconds * 1000:.1f}", f"{status}x1")
 
 
-def test_benchmark_probe_latency_under_a_metrics_flood(sidecar: SidecarProcess) -> None:
-    with ScrapeFlood(sidecar.port, SCRAPERS) as flood:
+@pytest.mark.parametrize("path", ["/metrics", "/status", "/no-such-path"])
+def test_benchmark_probe_latency_under_a_flood_of_requests(sidecar: SidecarProcess, path: str) -> None:
+    with ScrapeFlood(sidecar.port, SCRAPERS, path) as flood:
         figure, codes = probe_figures(sidecar.port)
         # Long enough for a scrape rate worth printing: the probes may take a fraction of a second.
         time.sleep(max(0.0, FLOOD_SECONDS - (time.monotonic() - flood.started)))
         figure_late, codes_late = probe_figures(sidecar.port)
     rate = flood.scrapes / flood.seconds
-    scrapes = f"{flood.scrapes} scrapes in {flood.seconds:.1f} s ({rate:.0f}/s)"
-    print(f"\n== /metrics flood: {SCRAPERS} keep-alive scrapers, {scrapes}")
+    requests = f"{flood.scrapes} requests in {flood.seconds:.1f} s ({rate:.0f}/s)"
+    print(f"\n== {path} flood: {SCRAPERS} keep-alive clients, back to back, {requests}")
     print_row("/livez + /readyz, at once", figure, codes)
     print_row(f"/livez + /readyz, after {FLOOD_SECONDS} s", figure_late, codes_late)
 

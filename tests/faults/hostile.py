@@ -96,10 +96,10 @@ def hold_connections(port: int, opener: tuple[bytes, bytes | None], count: int) 
 
 
 class ScrapeFlood:
-    """`connections` keep-alive clients scraping /metrics back to back, from a process of their own:
-    in a thread here they would hold the GIL against the probes being measured."""
+    """`connections` keep-alive clients GETting `path` (/metrics by default) back to back, from a
+    process of their own: in a thread here they would hold the GIL against the probes measured."""
 
-    def __init__(self, port: int, connections: int) -> None:
+    def __init__(self, port: int, connections: int, path: str = "/metrics") -> None:
         self.port = port
         self.connections = connections
         self.seconds = 0.0  # how long the flood ran, from the moment every scraper was going
@@ -108,7 +108,7 @@ class ScrapeFlood:
         self._scrapes = context.Value("q", 0)
         self._stop = context.Event()
         self._process = context.Process(
-            target=flood, args=(port, connections, self._scrapes, self._stop), name="scrape-flood", daemon=True
+            target=flood, args=(port, path, connections, self._scrapes, self._stop), name="scrape-flood", daemon=True
         )
 
     @property
@@ -132,14 +132,15 @@ class ScrapeFlood:
             self._process.join(timeout=10)
 
 
-def flood(port: int, connections: int, scrapes: Synchronized[int], stop: EventType) -> None:
-    """The scrape flood's process: `connections` scrapers until `stop` is set."""
+def flood(port: int, path: str, connections: int, scrapes: Synchronized[int], stop: EventType) -> None:
+    """The scrape flood's process: `connections` scrapers of `path` until `stop` is set."""
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
     async def scrape() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not stop.is_set():
-                writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
                 if length is None:

@@ -49,9 +49,10 @@ def test_admin_port_probes_and_prestop_answer_with_2000_hostile_connections_held
 
 
 @pytest.mark.timeout(120)
-def test_admin_port_probes_answer_during_a_metrics_flood(start_sidecar: StartSidecar) -> None:
+@pytest.mark.parametrize("path", ["/metrics", "/status"])
+def test_admin_port_probes_answer_during_a_flood_of_requests(start_sidecar: StartSidecar, path: str) -> None:
     sidecar = start_sidecar()
-    with ScrapeFlood(sidecar.port, 256) as flood:
+    with ScrapeFlood(sidecar.port, 256, path) as flood:
         for _ in range(10):
             assert_answers(sidecar.port, "GET", "/livez", 200)
             assert_answers(sidecar.port, "GET", "/readyz", 200)
