@@ -1,6 +1,7 @@
 """The processes a command has started, read from /proc while it runs (a child is known by its
 parent's pid only until that parent dies), each known by pid and start time, so that a pid the
-kernel hands out again is never taken for the process that had it."""
+kernel hands out again is never taken for the process that had it; and the end of a test's process
+started in a session of its own, with everything in that session."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import contextlib
 import dataclasses
 import os
 import signal
+import subprocess
 from pathlib import Path
+from typing import Any
+
+from sidecar.simulate.container import kill_session
+
+END_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,3 +77,11 @@ def kill_all(processes: list[Started]) -> None:
     for process in survivors(processes):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(process.pid, signal.SIGKILL)
+
+
+def end_session(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL a process started with start_new_session=True and everything still in its session
+    (a `run` wrapper's app in its own group, a shell's children), then reap it. Its own session
+    also keeps a terminal's Ctrl-C to pytest, whose finalisers then come here."""
+    kill_session(process.pid, leader_reaped=process.returncode is not None)
+    process.wait(timeout=END_SECONDS)

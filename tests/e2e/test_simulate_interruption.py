@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.process_tree import Started, descendants, kill_all, survivors
+from tests.e2e.process_tree import Started, descendants, end_session, kill_all, survivors
 from tests.e2e.sidecar_process import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -85,6 +85,5 @@ def test_simulate_stopped_by_a_signal_leaves_no_process_it_started_running(tmp_p
             assert out.read_text() == ""
             assert err.read_text().splitlines()[-1] == f"shutdown-sidecar simulate: interrupted by {sig.name}"
     finally:
-        process.kill()
-        process.wait()
+        end_session(process)
         kill_all(started)
