@@ -5,12 +5,22 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from sidecar.simulate.lifeline import Lifeline
 from sidecar.telemetry.metrics import configure_prometheus_client
 from tests.e2e.sidecar_process import SidecarProcess
 
 # The sidecar makes this process-global switch once at start-up (cli.main); tests build metrics
 # without the CLI, so it is made here, once, for the whole session.
 configure_prometheus_client()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lifeline() -> Iterator[None]:
+    """Every process the tests start carries this run's token, and those they start too: pytest
+    killed (a CI timeout's SIGKILL, a SIGTERM or SIGHUP, which run no finaliser), its watchdog
+    kills them all; at the end of the run, whatever a test left running is killed."""
+    with Lifeline():
+        yield
 
 
 @pytest.fixture

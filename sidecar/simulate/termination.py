@@ -13,7 +13,8 @@ from typing import Final
 
 from sidecar.deadline import seconds_left
 from sidecar.simulate.client import Result, http_get
-from sidecar.simulate.container import ContainerProcess, environment
+from sidecar.simulate.container import ContainerProcess, environment, kill_session
+from sidecar.simulate.lifeline import check_executable, parent_death_prefix
 from sidecar.simulate.podspec import ContainerSpec, ExecHook
 from sidecar.simulate.records import Clock
 
@@ -67,17 +68,30 @@ async def run_pre_stop_hook(
 
 async def run_exec_hook(hook: ExecHook, grace_deadline: float) -> tuple[str, bool]:
     """(what happened, passed): the kubelet's exec handler fails a hook on a non-zero exit; it is
-    killed when the grace period ends, as the container's runtime would."""
+    killed when the grace period ends, as the container's runtime would, with whatever it started
+    (the runtime kills the container's cgroup). Cancelled (the rehearsal is ending), it is killed so."""
+    env = environment({})
+    check_executable(hook.command[0], env)
     process = await asyncio.create_subprocess_exec(
-        *hook.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=environment({})
+        *parent_death_prefix(),
+        *hook.command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        env=env,
+        # A session of its own, as each container's: a terminal's Ctrl-C reaches none of it, and
+        # its kill reaches all of it (a shell's children too).
+        start_new_session=True,
     )
     try:
         async with asyncio.timeout_at(grace_deadline):
             status = await process.wait()
     except TimeoutError:
-        process.kill()
+        kill_session(process.pid)
         await process.wait()
         return "still running at the end of the grace period", False
+    except asyncio.CancelledError:
+        kill_session(process.pid)  # not awaited: asyncio's child watcher reaps it
+        raise
     return f"exit status {status}", status == 0
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.benchmarks.test_serve_benchmark import report, rss_mb, wait_for_exit
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess
 from tests.e2e.test_run import free_port
 
@@ -30,7 +31,7 @@ def demo_with_sidecar(*sidecar_args: str) -> Iterator[tuple[subprocess.Popen[str
     """The demo app on a free port and a sidecar serving next to it; {port} and {pid} in
     `sidecar_args` are filled in with the app's."""
     port = free_port()
-    app = subprocess.Popen([*DEMO, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    app = subprocess.Popen([*DEMO, "--port", str(port)], stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert app.stderr is not None
     assert "demo listening" in app.stderr.readline()
     args = [arg.format(port=port, pid=app.pid) for arg in sidecar_args]
@@ -38,8 +39,7 @@ def demo_with_sidecar(*sidecar_args: str) -> Iterator[tuple[subprocess.Popen[str
     try:
         yield app, sidecar
     finally:
-        app.kill()
-        app.wait()
+        end_session(app)
         app.stderr.close()
         sidecar.close()
 

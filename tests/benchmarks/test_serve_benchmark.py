@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
 
 pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(600)]
@@ -182,7 +183,8 @@ def test_benchmark_readyz_latency_idle_and_under_prestop_waiters_and_scrapes(sid
                 client.get(sidecar.url("/metrics"))
 
     waiters = [
-        subprocess.Popen(["curl", "-s", "-o", "/dev/null", sidecar.url("/prestop")]) for _ in range(64)
+        subprocess.Popen(["curl", "-s", "-o", "/dev/null", sidecar.url("/prestop")], start_new_session=True)
+        for _ in range(64)
     ]  # 64 real clients held by /prestop for the whole measurement
     scraper = threading.Thread(target=scrape)
     scraper.start()
@@ -193,8 +195,7 @@ def test_benchmark_readyz_latency_idle_and_under_prestop_waiters_and_scrapes(sid
         stop.set()
         scraper.join()
         for waiter in waiters:
-            waiter.kill()
-            waiter.wait()
+            end_session(waiter)
     ms = 1000
     report(
         "/readyz latency at 1000 req/s, 5 s each (p50 / p99 / max)",

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.charts.test_dashboard import QUERIES, selectors, substitute
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
 from tests.e2e.telemetry_servers import prometheus, query, query_range
 from tests.e2e.test_run import free_port
@@ -50,7 +51,10 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
     tmp_path: Path = tmp_path_factory.mktemp("prometheus")
     app_port, admin_port = free_port(), free_port()
     app = subprocess.Popen(
-        [sys.executable, "-m", "sidecar.demo", "--port", str(app_port)], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "sidecar.demo", "--port", str(app_port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     sidecar = SidecarProcess(
         ["serve", "--host", "127.0.0.1", "--port", str(admin_port), "--termination-log", "",
@@ -80,8 +84,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsal]:
         if traffic.is_alive():
             traffic.join(timeout=5)
         sidecar.close()
-        app.kill()
-        app.wait()
+        end_session(app)
         if app.stderr is not None:
             app.stderr.close()
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.charts.helm import CHART, RELEASE, container, kinds, manifests, pod_containers, render
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
 from tests.e2e.test_run import free_port
 
@@ -113,6 +114,7 @@ def audited_writes(log: Path, module: str, args: list[str], env: dict[str, str])
         env={**{k: v for k, v in os.environ.items() if not k.startswith(NOT_INHERITED)}, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the caller's end_session kills the session
     )
 
 
@@ -148,8 +150,7 @@ def test_security_default_containers_with_read_only_roots_write_only_where_they_
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=20) == 0
         finally:
-            process.kill()
-            process.wait()
+            end_session(process)
         writes = set(log.read_text().splitlines()) if log.exists() else set()
         if spec["name"] == "shutdown-sidecar":
             assert writes == {str(termination_log)}  # the hook was active: the report was written there

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from tests.e2e.process_tree import end_session
+
 T = TypeVar("T")
 START_TIMEOUT_SECONDS = 10.0
 
@@ -49,6 +51,7 @@ class SidecarProcess:
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
+            start_new_session=True,  # close() kills the session: a `run` wrapper's app with it
         )
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -134,15 +137,9 @@ class SidecarProcess:
         raise AssertionError(f"no series {wanted}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        # run mode: the app is in its own process group and would outlive a SIGKILLed wrapper,
-        # holding our stderr pipe open.
-        for line in self.logs():
-            if line.get("msg") == "sidecar ready" and line.get("app_pid"):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(line["app_pid"]), signal.SIGKILL)
+        # The whole session: in run mode the app is in a process group of its own and would
+        # outlive a SIGKILLed wrapper, holding our stderr pipe open.
+        end_session(self.proc)
         self._reader.join(timeout=2)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

@@ -3,6 +3,7 @@ CI=true a missing binary fails the test: CI installs them, and a skip would hide
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import wait_until
 from tests.e2e.test_run import free_port
 
@@ -31,7 +33,7 @@ def binary(name: str) -> str:
 
 @contextmanager
 def running(argv: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
     def is_ready() -> bool:
         if process.poll() is not None:
@@ -45,8 +47,10 @@ def running(argv: list[str], ready_url: str) -> Iterator[subprocess.Popen[bytes]
         wait_until(is_ready, 20, interval=0.05, what=f"{argv[0]} to be ready")
         yield process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        process.terminate()  # a clean stop first; then whatever is left of its session
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        end_session(process)
         if process.stderr is not None:
             process.stderr.close()
 

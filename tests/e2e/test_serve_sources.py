@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
 from tests.e2e.test_run import free_port
 
@@ -25,7 +26,10 @@ class DemoApp:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sidecar.demo", "--port", str(self.port), *args], stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "sidecar.demo", "--port", str(self.port), *args],
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # close() kills the session
         )
         assert self.proc.stderr is not None
         assert "demo listening" in self.proc.stderr.readline()
@@ -36,9 +40,7 @@ class DemoApp:
         self.proc.send_signal(signal.SIGTERM)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=5)
+        end_session(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
@@ -151,12 +153,13 @@ def test_serve_app_port_keeps_readiness_failing_until_the_app_listens(start_side
     not_ready = sidecar.get("/readyz", params={"verbose": ""})
     assert not_ready.status_code == 503
     assert f"nothing listening on port {port}" in not_ready.text
-    app = subprocess.Popen([sys.executable, "-m", "sidecar.demo", "--port", str(port)], stderr=subprocess.PIPE)
+    app = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.demo", "--port", str(port)], stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         wait_until(lambda: sidecar.get("/readyz").status_code == 200, timeout=5, what="readiness once the app listens")
     finally:
-        app.kill()
-        app.wait()
+        end_session(app)
         assert app.stderr is not None
         app.stderr.close()
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import wait_until
 from tests.simulate.waiting import is_running
 
@@ -184,6 +185,7 @@ def test_simulate_interrupted_exits_130_and_leaves_no_pod_running(tmp_path: Path
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        start_new_session=True,
     )
     try:
         assert process.stderr is not None
@@ -198,7 +200,7 @@ def test_simulate_interrupted_exits_130_and_leaves_no_pod_running(tmp_path: Path
         assert "interrupted by SIGINT" in process.stderr.read()
         assert not [pid for pid in started if is_running(pid)]
     finally:
-        process.kill()
+        end_session(process)
         process.communicate()
 
 

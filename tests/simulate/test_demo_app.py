@@ -19,6 +19,7 @@ import pytest
 import sidecar.demo
 from sidecar.simulate import demo_app
 from sidecar.simulate.demo_app import DemoApp, build_parser, follow_sidecar_events
+from tests.e2e.process_tree import end_session
 from tests.simulate.event_stream_server import EventStreamServer, event_stream
 from tests.simulate.loopback_server import closed_port
 from tests.simulate.waiting import wait_until
@@ -136,6 +137,7 @@ def test_demo_alias_as_a_module_drains_at_sigterm_and_exits_0() -> None:
         [sys.executable, "-m", "sidecar.demo", "--port", "0", "--latency", "0"],
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         assert process.stderr is not None
@@ -147,7 +149,7 @@ def test_demo_alias_as_a_module_drains_at_sigterm_and_exits_0() -> None:
         messages = [json.loads(line)["msg"] for line in process.stderr.read().splitlines()]
         assert messages == ["demo stopping", "demo stopped"]
     finally:
-        process.kill()
+        end_session(process)
         process.communicate()
 
 
@@ -159,6 +161,7 @@ def test_demo_app_with_an_unreachable_sidecar_serves_logs_one_warning_and_drains
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,
     )
     try:
         assert process.stderr is not None
@@ -174,5 +177,5 @@ def test_demo_app_with_an_unreachable_sidecar_serves_logs_one_warning_and_drains
         messages = [json.loads(line)["msg"] for line in process.stderr.read().splitlines()]
         assert messages == ["demo stopping", "demo stopped"]  # no second warning while retrying
     finally:
-        process.kill()
+        end_session(process)
         process.communicate()

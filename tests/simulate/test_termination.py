@@ -3,13 +3,20 @@ the grace period ends first."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from sidecar.simulate.podspec import ExecHook
 from sidecar.simulate.termination import run_exec_hook
+from tests.simulate.waiting import is_running, wait_until
+
+WAIT_SECONDS = 10.0
 
 
 @pytest.mark.anyio
@@ -28,3 +35,22 @@ async def test_exec_hook_still_running_at_the_grace_deadline_is_killed_and_faile
     started = time.monotonic()
     assert await run_exec_hook(hook, started + 0.2) == ("still running at the end of the grace period", False)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.anyio
+async def test_exec_hook_cancelled_as_the_rehearsal_ends_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    # Interrupted, the rehearsal cancels the hook it is running: neither the hook nor its children
+    # may outlive it.
+    pid_file = tmp_path / "pids"
+    hook = ExecHook(("sh", "-c", f"sleep 60 & echo $$ $! > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; wait"))
+    running = asyncio.create_task(run_exec_hook(hook, time.monotonic() + 60))
+    await wait_until(pid_file.exists, WAIT_SECONDS)
+    pids = [int(pid) for pid in pid_file.read_text().split()]  # the hook's shell, its sleep
+    try:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await wait_until(lambda: not any(is_running(pid) for pid in pids), WAIT_SECONDS)
+    finally:
+        for pid in filter(is_running, pids):  # a failing test leaves nothing behind either
+            os.kill(pid, signal.SIGKILL)
