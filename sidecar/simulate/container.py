@@ -108,9 +108,16 @@ class ContainerProcess:
     (time, status, termination message) written to its record when reaped."""
 
     def __init__(
-        self, process: asyncio.subprocess.Process, record: ContainerRecord, workdir: Path, clock: Clock
+        self,
+        process: asyncio.subprocess.Process,
+        record: ContainerRecord,
+        workdir: Path,
+        clock: Clock,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.record = record
+        # The environment it runs with: an exec hook runs in the container, so with this too.
+        self.env: Mapping[str, str] = environment({}) if env is None else env
         self.exited = asyncio.Event()
         self.log_path = log_path(workdir, record.name)
         self._process = process
@@ -122,9 +129,10 @@ class ContainerProcess:
         cls, argv: Sequence[str], env: Mapping[str, str], record: ContainerRecord, workdir: Path, clock: Clock
     ) -> ContainerProcess:
         """Raises FileNotFoundError or OSError when the command cannot run."""
-        process = await spawn(argv, environment(env), log_path(workdir, record.name))
+        container_env = environment(env)
+        process = await spawn(argv, container_env, log_path(workdir, record.name))
         record.started_at = clock()
-        return cls(process, record, workdir, clock)
+        return cls(process, record, workdir, clock, container_env)
 
     async def reap(self) -> int:
         """Wait for the exit, record it and set `exited`; returns the exit status."""

@@ -13,7 +13,7 @@ from typing import Final
 
 from sidecar.deadline import seconds_left
 from sidecar.simulate.client import Result, http_get
-from sidecar.simulate.container import ContainerProcess, environment, kill_session
+from sidecar.simulate.container import ContainerProcess, kill_session
 from sidecar.simulate.lifeline import check_executable, parent_death_prefix
 from sidecar.simulate.podspec import ContainerSpec, ExecHook
 from sidecar.simulate.records import Clock
@@ -47,7 +47,7 @@ async def run_pre_stop_hook(
     record.hook_started_at = clock()
     what = f"exec {hook.command[0]}" if isinstance(hook, ExecHook) else f"GET {hook.path}"
     if isinstance(hook, ExecHook):
-        description, passed = await run_exec_hook(hook, grace_deadline)
+        description, passed = await run_exec_hook(hook, container.env, grace_deadline)
     elif hook.error is not None:
         description, passed = hook.error, False
     else:
@@ -66,11 +66,12 @@ async def run_pre_stop_hook(
     on_event(f"{spec.name} preStop hook {what}: {description} after {waited:.2f}s{verdict}")
 
 
-async def run_exec_hook(hook: ExecHook, grace_deadline: float) -> tuple[str, bool]:
+async def run_exec_hook(hook: ExecHook, env: Mapping[str, str], grace_deadline: float) -> tuple[str, bool]:
     """(what happened, passed): the kubelet's exec handler fails a hook on a non-zero exit; it is
     killed when the grace period ends, as the container's runtime would, with whatever it started
-    (the runtime kills the container's cgroup). Cancelled (the rehearsal is ending), it is killed so."""
-    env = environment({})
+    (the runtime kills the container's cgroup). Cancelled (the rehearsal is ending), it is killed so.
+    `env`: the container's environment, which an exec hook runs with (it runs in the container:
+    https://kubernetes.io/docs/concepts/containers/container-lifecycle-hooks/#hook-handler-implementations)."""
     check_executable(hook.command[0], env)
     process = await asyncio.create_subprocess_exec(
         *parent_death_prefix(),
