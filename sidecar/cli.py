@@ -31,17 +31,18 @@ Graceful, measured pod shutdown on Kubernetes. Readiness fails the moment shutdo
 endpoint removal has propagated, and every shutdown is measured and reported."""
 
 SERVE_EPILOG: Final = """\
-endpoints: GET /livez /readyz[?verbose] /startupz /status /metrics; GET|POST /prestop;
+endpoints: GET /livez /readyz[?verbose] /startupz /status /metrics /events; GET|POST /prestop;
 POST /drain. Every flag can also be set as the environment variable shown; flags win.
 Point the app container's preStop httpGet at /prestop and the sidecar's readinessProbe at /readyz."""
 
 
 RUN_EPILOG: Final = """\
-run mode: CMD runs in its own process group. At t0 (SIGTERM, SIGINT or /prestop) readiness fails,
-CMD keeps serving through the prestop delay, then gets --stop-signal; the drain ends when it
-exits. At deadline - report reserve its process group is SIGKILLed. SIGHUP, SIGUSR1, SIGUSR2 and
-SIGWINCH are forwarded at once. A second SIGINT finishes the report at once, except after /prestop:
-then it is the kubelet's stop signal (lifecycle.stopSignal: SIGINT) and the drain goes on.
+run mode: CMD runs in its own process group. At t0 (SIGTERM, SIGINT, SIGQUIT or /prestop)
+readiness fails, CMD keeps serving through the prestop delay, then gets --stop-signal; the drain
+ends when it exits. At deadline - report reserve its process group is SIGKILLed. SIGHUP, SIGUSR1,
+SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR and SIGWINCH are forwarded at once. A second
+SIGINT finishes the report at once, except after /prestop: then it is the kubelet's stop signal
+(lifecycle.stopSignal: SIGINT) and the drain goes on.
 Exits with CMD's status (128+N when killed by signal N); 127 when CMD is not found, 126 when it
 cannot be executed."""
 

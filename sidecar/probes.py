@@ -50,8 +50,9 @@ class RequestTurns:
 
 
 class ProbeFastPath:
-    """Answers GET/HEAD /livez, /readyz and /startupz without routing or request objects, and at
-    once; everything else (including /readyz?verbose) goes to `app` when its turn comes."""
+    """Answers GET/HEAD /livez, /readyz and /startupz (with any query but /readyz's) without routing
+    or request objects, and at once; everything else (including /readyz?verbose) goes to `app` when
+    its turn comes."""
 
     def __init__(
         self,
@@ -67,7 +68,10 @@ class ProbeFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
-        if scope["type"] != "http" or path not in PROBE_PATHS or scope["query_string"]:
+        # /readyz?verbose is a route (the checks one by one); any other query on a probe path is
+        # ignored, as the kubelet's probe must not get a 404 for it (and a restart, for /livez).
+        verbose = path == "/readyz" and scope.get("query_string")
+        if scope["type"] != "http" or path not in PROBE_PATHS or verbose:
             scope[ARRIVED_AT] = time.monotonic()
             await self.turns.wait()
             await self.app(scope, receive, send)

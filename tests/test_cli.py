@@ -12,6 +12,8 @@ import pytest
 from sidecar import __version__
 from sidecar.cli import EXIT_USAGE, build_parser, main
 from sidecar.config import setting_specs
+from sidecar.signals import SHUTDOWN_SIGNALS
+from sidecar.supervisor import FORWARDED_SIGNALS
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +53,22 @@ def test_cli_help_names_every_setting_flag_and_environment_variable(
     for spec in setting_specs():
         assert spec.flag in text
         assert f"[env {spec.env_var};" in text
+
+
+def test_cli_run_help_names_the_signals_that_start_a_shutdown_and_those_forwarded(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert exit_status(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for sig in (*SHUTDOWN_SIGNALS, *FORWARDED_SIGNALS):
+        assert sig.name in text, sig.name
+
+
+def test_cli_serve_help_names_every_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_status(["serve", "--help"]) == 0
+    text = capsys.readouterr().out
+    for path in ("/livez", "/readyz", "/startupz", "/status", "/metrics", "/events", "/prestop", "/drain"):
+        assert path in text, path
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,17 @@ async def test_probes_head_is_answered_and_other_methods_are_405() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("path", ["/readyz?verbose", "/status", "/livez/"])
+@pytest.mark.parametrize("path", ["/livez?verbose", "/startupz?x=1"])
+async def test_probes_a_query_on_livez_or_startupz_is_ignored(path: str) -> None:
+    """Only /readyz has a verbose route: a query elsewhere got 404, a restart for a liveness probe."""
+    async with client_for({}, {"app": failing}) as client:
+        response = await client.get(path)
+    assert response.status_code == (503 if path.startswith("/livez") else 200)
+    assert response.text != "routed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/readyz?verbose", "/readyz?x=1", "/status", "/livez/"])
 async def test_probes_anything_else_goes_to_the_routes(path: str) -> None:
     async with client_for({"shutdown": failing}, {}) as client:
         response = await client.get(path)

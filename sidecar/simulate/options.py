@@ -60,7 +60,8 @@ address, {HOST_PLACEHOLDER} in the command or $HOST (or 0.0.0.0), on the port gi
 command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
-not; 2 for bad input or an app that cannot start; 130 when interrupted."""
+not; 2 for bad input or an app that cannot start; 128+N when stopped by signal N (SIGINT,
+SIGTERM, SIGHUP), with nothing it started left running."""
 
 
 def option(
@@ -226,7 +227,7 @@ class Options:
         "--sidecar-readiness", "t0",
         "t0: the sidecar's readiness fails at t0 (its /readyz); stop: the pod stays Ready until the app's "
         "stop (a probe of the app's port), to measure the EndpointSlice serving condition's fallback",
-        parse=_readiness_until, choices=READINESS_UNTIL,
+        parse=_readiness_until, choices=READINESS_UNTIL, from_chart=True,
     )  # fmt: skip
     request_timeout_seconds: float = option(
         "--request-timeout", "5", "a request slower than this failed", parse=parse_positive_seconds, metavar="S"

@@ -124,6 +124,11 @@ def test_options_recreate_is_a_deployments_only() -> None:
         options("--kind=StatefulSet", "--strategy=Recreate")
 
 
+def test_options_chart_supplies_the_sidecars_readiness_probe() -> None:
+    with pytest.raises(SettingsError, match="--sidecar-readiness: comes from the chart"):
+        options("--chart=charts/shutdown-sidecar", "--sidecar-readiness=stop")
+
+
 def test_options_chart_with_values() -> None:
     got = options("--chart=charts/shutdown-sidecar", "--values=my-values.yaml")
     assert (str(got.chart), str(got.values)) == ("charts/shutdown-sidecar", "my-values.yaml")
@@ -136,6 +141,8 @@ def test_options_chart_with_values() -> None:
         pytest.param("--max-surge=0", "--max-surge: comes from the manifest", id="max-surge"),
         pytest.param("--pods=2", "--pods: comes from the manifest", id="pods"),
         pytest.param("--stop-signal=SIGINT", "--stop-signal: comes from the manifest", id="stop-signal"),
+        # The sidecar's readiness probe is the manifest's: the flag was silently ignored.
+        pytest.param("--sidecar-readiness=stop", "--sidecar-readiness: comes from the manifest", id="readiness"),
     ],
 )
 def test_options_manifest_conflicts_with_chart_and_what_it_supplies(flag: str, expected: str) -> None:
