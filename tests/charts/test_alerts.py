@@ -23,13 +23,15 @@ ALERTS = {
     "ShutdownSidecarMarginLow",
     "ShutdownSidecarLateConnections",
     "ShutdownSidecarVanishedMidDrain",
+    "ShutdownSidecarAdminTokenRefused",
+    "ShutdownSidecarAdminPortAbused",
 }
 
 
 def test_alerts_check_rules_passes() -> None:
     result = run("check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 4 rules found" in result.stdout
+    assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
 
 
 def test_alerts_unit_tests_pass() -> None:

@@ -16,7 +16,7 @@ from tests.charts.helm import CHART
 
 RULES = CHART / "files" / "alerts.yaml"
 DASHBOARD = json.loads((CHART / "files" / "dashboard.json").read_text())
-# SPEC.md's metrics; histograms add their _bucket, _sum and _count series.
+# SPEC.md's metrics and the admin port's; histograms add their _bucket, _sum and _count series.
 METRICS = {
     "sidecar_ready",
     "sidecar_shutdown_phase",
@@ -28,6 +28,8 @@ METRICS = {
     "sidecar_signals_total",
     "sidecar_prestop_requests_total",
     "sidecar_admin_unauthorized_total",
+    "sidecar_admin_connections",
+    "sidecar_admin_connections_closed_total",
     "sidecar_app_connections",
     "sidecar_app_connections_at_stop",
     "sidecar_app_inflight",
@@ -159,6 +161,8 @@ def test_dashboard_alert_panels_link_to_their_runbook_sections() -> None:
         "sidecar_app_connections_at_stop",
         "sidecar_app_inflight",
         "sidecar_admin_unauthorized_total",
+        "sidecar_admin_connections",
+        "sidecar_admin_connections_closed_total",
     ],
 )
 def test_dashboard_shows_metric(metric: str) -> None:
