@@ -15,12 +15,18 @@ configure_prometheus_client()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lifeline() -> Iterator[None]:
+def lifeline(pytestconfig: pytest.Config) -> Iterator[None]:
     """Every process the tests start carries this run's token, and those they start too: pytest
     killed (a CI timeout's SIGKILL, a SIGTERM or SIGHUP, which run no finaliser), its watchdog
-    kills them all; at the end of the run, whatever a test left running is killed."""
-    with Lifeline():
+    kills them all; at the end of the run, whatever a test left running is killed and named, so a
+    leak is seen rather than cleaned up in silence."""
+    with Lifeline() as line:
         yield
+        leaked = line.leftovers()
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    for pid, command in sorted(leaked.items()):
+        if reporter is not None:
+            reporter.write_line(f"lifeline: killed pid {pid}, left running by the tests: {command}", yellow=True)
 
 
 @pytest.fixture

@@ -143,6 +143,22 @@ def kill_carrier(pid: int, token: str) -> bool:
         os.close(pidfd)
 
 
+def carriers(token: str, exclude: Collection[int] = ()) -> list[int]:
+    """The pids that carry `token` now (but `exclude`); nothing where there is no /proc."""
+    try:
+        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    except OSError:
+        return []
+    return [pid for pid in pids if pid not in exclude and carries(pid, token)]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
 def sweep(token: str, exclude: Collection[int] = ()) -> set[int]:
     """SIGKILL every process that carries `token` (but `exclude`), pass after pass until one finds
     none or SWEEP_SECONDS have passed; returns their pids. Nothing where there is no /proc."""
@@ -200,6 +216,14 @@ class Lifeline:
                 os.environ.pop(LIFELINES_ENV, None)
             else:
                 os.environ[LIFELINES_ENV] = self._previous
+
+    def leftovers(self) -> dict[int, str]:
+        """SIGKILL now whatever carries this lifeline's token, but this process and its watchdog;
+        returns their pids and command lines: what a run left behind, to be named, not just killed."""
+        exclude = {os.getpid()} | ({self._watchdog.pid} if self._watchdog is not None else set())
+        found = {pid: command_line(pid) for pid in carriers(self.token, exclude)}
+        sweep(self.token, exclude=exclude)
+        return found
 
     def close(self) -> None:
         """Sweep now: by the watchdog, which then exits, or here when it is not running."""

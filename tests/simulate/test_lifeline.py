@@ -184,3 +184,14 @@ def test_lifeline_on_leaving_kills_its_carriers_and_restores_the_environment(pid
         assert carries(carrier.pid, lifeline.token)
     assert carrier.wait(timeout=GONE_SECONDS) == -signal.SIGKILL
     assert os.environ.get(LIFELINES_ENV) == before
+
+
+def test_lifeline_leftovers_names_and_kills_what_carries_its_token_but_its_watchdog(pids: list[int]) -> None:
+    with Lifeline() as lifeline:
+        carrier = subprocess.Popen(["sleep", "61"], start_new_session=True)
+        pids.append(carrier.pid)
+        wait_until(lambda: carries(carrier.pid, lifeline.token), 10, what="the carrier")
+        leftovers = lifeline.leftovers()
+        assert leftovers == {carrier.pid: "sleep 61"}
+        assert carrier.wait(timeout=GONE_SECONDS) == -signal.SIGKILL
+        assert lifeline.leftovers() == {}, "the watchdog is not a leftover"
