@@ -26,7 +26,8 @@ def lifeline(pytestconfig: pytest.Config) -> Iterator[None]:
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     for pid, command in sorted(leaked.items()):
         if reporter is not None:
-            reporter.write_line(f"lifeline: killed pid {pid}, left running by the tests: {command}", yellow=True)
+            what = command or "(command line unreadable)"
+            reporter.write_line(f"lifeline: killed pid {pid}, left running by the tests: {what}", yellow=True)
 
 
 @pytest.fixture

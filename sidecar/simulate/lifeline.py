@@ -143,20 +143,26 @@ def kill_carrier(pid: int, token: str) -> bool:
         os.close(pidfd)
 
 
-def carriers(token: str, exclude: Collection[int] = ()) -> list[int]:
-    """The pids that carry `token` now (but `exclude`); nothing where there is no /proc."""
+def process_ids() -> list[int]:
+    """Every pid in /proc now; none where there is no /proc."""
     try:
-        pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+        return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
     except OSError:
         return []
-    return [pid for pid in pids if pid not in exclude and carries(pid, token)]
+
+
+def carriers(token: str, exclude: Collection[int] = ()) -> list[int]:
+    """The pids that carry `token` now (but `exclude`)."""
+    return [pid for pid in process_ids() if pid not in exclude and carries(pid, token)]
 
 
 def command_line(pid: int) -> str:
+    """The process's command line, words joined by spaces; empty when it cannot be read (gone,
+    another user's, a kernel thread)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
-        return "?"
+        return ""
 
 
 def sweep(token: str, exclude: Collection[int] = ()) -> set[int]:
@@ -165,11 +171,7 @@ def sweep(token: str, exclude: Collection[int] = ()) -> set[int]:
     deadline = time.monotonic() + SWEEP_SECONDS
     killed: set[int] = set()
     while time.monotonic() < deadline:
-        try:
-            pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-        except OSError:
-            return killed
-        found = {pid for pid in pids if pid not in exclude and kill_carrier(pid, token)}
+        found = {pid for pid in process_ids() if pid not in exclude and kill_carrier(pid, token)}
         if not found:
             break
         killed |= found

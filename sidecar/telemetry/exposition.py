@@ -24,7 +24,7 @@ class SharedEncodings:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.made = 0  # encodings made, for tests and the benchmark
+        self.made = 0  # encodings made, for tests
         self._encodings: dict[str, tuple[float, bytes]] = {}
 
     def encoding(self, accept: str, arrived_at: float) -> tuple[bytes, str]:

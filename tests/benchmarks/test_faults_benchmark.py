@@ -19,7 +19,7 @@ from tests.benchmarks.test_serve_benchmark import percentile
 from tests.e2e.sidecar_process import SidecarProcess
 from tests.faults.hostile import (
     HOSTILE_OPENERS,
-    ScrapeFlood,
+    RequestFlood,
     fresh_request,
     hold_connections,
     peak_rss_mb,
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.benchmark, pytest.mark.timeout(600)]
 HELD_CONNECTIONS = 2000
 PROBES_PER_PATH = 40
 BURSTS = 7
-SCRAPERS = 256
+FLOODING_CLIENTS = 256
 FLOOD_SECONDS = 3.0
 
 
@@ -100,14 +100,14 @@ def test_benchmark_probe_latency_under_held_connections(sidecar: SidecarProcess)
 
 @pytest.mark.parametrize("path", ["/metrics", "/status", "/no-such-path"])
 def test_benchmark_probe_latency_under_a_flood_of_requests(sidecar: SidecarProcess, path: str) -> None:
-    with ScrapeFlood(sidecar.port, SCRAPERS, path) as flood:
+    with RequestFlood(sidecar.port, FLOODING_CLIENTS, path) as flood:
         figure, codes = probe_figures(sidecar.port)
-        # Long enough for a scrape rate worth printing: the probes may take a fraction of a second.
+        # Long enough for a request rate worth printing: the probes may take a fraction of a second.
         time.sleep(max(0.0, FLOOD_SECONDS - (time.monotonic() - flood.started)))
         figure_late, codes_late = probe_figures(sidecar.port)
-    rate = flood.scrapes / flood.seconds
-    requests = f"{flood.scrapes} requests in {flood.seconds:.1f} s ({rate:.0f}/s)"
-    print(f"\n== {path} flood: {SCRAPERS} keep-alive clients, back to back, {requests}")
+    rate = flood.requests / flood.seconds
+    requests = f"{flood.requests} requests in {flood.seconds:.1f} s ({rate:.0f}/s)"
+    print(f"\n== {path} flood: {FLOODING_CLIENTS} keep-alive clients, back to back, {requests}")
     print_row("/livez + /readyz, at once", figure, codes)
     print_row(f"/livez + /readyz, after {FLOOD_SECONDS} s", figure_late, codes_late)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.simulate.container import kill_session
+from sidecar.simulate.lifeline import command_line
 
 END_SECONDS = 5.0
 
@@ -34,13 +35,6 @@ def _stat_fields(pid: int) -> list[str] | None:
     return stat[stat.rindex(")") + 2 :].split()
 
 
-def _command(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
-
-
 def descendants(root: int) -> list[Started]:
     """Every living process below `root` (children, theirs, ...), from one reading of /proc."""
     children: dict[int, list[int]] = {}
@@ -57,7 +51,7 @@ def descendants(root: int) -> list[Started]:
     below = list(children.get(root, []))
     while below:
         pid = below.pop()
-        found.append(Started(pid, ticks[pid], _command(pid)))
+        found.append(Started(pid, ticks[pid], command_line(pid)))
         below.extend(children.get(pid, []))
     return found
 

@@ -1,5 +1,5 @@
 """Hostile clients of the admin port, for tests/faults and the faults benchmark: connections held
-open in every state a client can hold one, a /metrics flood, a huge header, and a fresh-connection
+open in every state a client can hold one, a flood of requests, a huge header, and a fresh-connection
 request that measures how long its answer took. Loopback only; every loop is bounded."""
 
 from __future__ import annotations
@@ -95,30 +95,31 @@ def hold_connections(port: int, opener: tuple[bytes, bytes | None], count: int) 
             sock.close()
 
 
-class ScrapeFlood:
+class RequestFlood:
     """`connections` keep-alive clients GETting `path` (/metrics by default) back to back, from a
     process of their own: in a thread here they would hold the GIL against the probes measured."""
 
     def __init__(self, port: int, connections: int, path: str = "/metrics") -> None:
         self.port = port
         self.connections = connections
-        self.seconds = 0.0  # how long the flood ran, from the moment every scraper was going
+        self.seconds = 0.0  # how long the flood ran, from the moment every client was going
         self.started = 0.0
         context = multiprocessing.get_context("spawn")
-        self._scrapes = context.Value("q", 0)
+        self._answered = context.Value("q", 0)
         self._stop = context.Event()
         self._process = context.Process(
-            target=flood, args=(port, path, connections, self._scrapes, self._stop), name="scrape-flood", daemon=True
+            target=flood, args=(port, path, connections, self._answered, self._stop), name="request-flood", daemon=True
         )
 
     @property
-    def scrapes(self) -> int:
-        return int(self._scrapes.value)
+    def requests(self) -> int:
+        """Requests answered so far."""
+        return int(self._answered.value)
 
-    def __enter__(self) -> ScrapeFlood:
+    def __enter__(self) -> RequestFlood:
         self._process.start()
         deadline = time.monotonic() + 20
-        while self.scrapes < self.connections and time.monotonic() < deadline:  # every scraper is going
+        while self.requests < self.connections and time.monotonic() < deadline:  # every client is going
             time.sleep(0.01)
         self.started = time.monotonic()
         return self
@@ -132,11 +133,11 @@ class ScrapeFlood:
             self._process.join(timeout=10)
 
 
-def flood(port: int, path: str, connections: int, scrapes: Synchronized[int], stop: EventType) -> None:
-    """The scrape flood's process: `connections` scrapers of `path` until `stop` is set."""
+def flood(port: int, path: str, connections: int, answered: Synchronized[int], stop: EventType) -> None:
+    """The flood's process: `connections` clients of `path` until `stop` is set."""
     request = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
 
-    async def scrape() -> None:
+    async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not stop.is_set():
@@ -146,13 +147,13 @@ def flood(port: int, path: str, connections: int, scrapes: Synchronized[int], st
                 if length is None:
                     return
                 await reader.readexactly(int(length.group(1)))
-                with scrapes.get_lock():
-                    scrapes.value += 1
+                with answered.get_lock():
+                    answered.value += 1
         finally:
             writer.close()
 
     async def run() -> None:
-        await asyncio.gather(*(scrape() for _ in range(connections)), return_exceptions=True)
+        await asyncio.gather(*(client() for _ in range(connections)), return_exceptions=True)
 
     asyncio.run(run())
 

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.sidecar_process import SidecarProcess
 from tests.faults.hostile import (
     HOSTILE_OPENERS,
-    ScrapeFlood,
+    RequestFlood,
     fresh_request,
     hold_connections,
     peak_rss_mb,
@@ -52,11 +52,11 @@ def test_admin_port_probes_and_prestop_answer_with_2000_hostile_connections_held
 @pytest.mark.parametrize("path", ["/metrics", "/status"])
 def test_admin_port_probes_answer_during_a_flood_of_requests(start_sidecar: StartSidecar, path: str) -> None:
     sidecar = start_sidecar()
-    with ScrapeFlood(sidecar.port, 256, path) as flood:
+    with RequestFlood(sidecar.port, 256, path) as flood:
         for _ in range(10):
             assert_answers(sidecar.port, "GET", "/livez", 200)
             assert_answers(sidecar.port, "GET", "/readyz", 200)
-    assert flood.scrapes >= 256
+    assert flood.requests >= 256
 
 
 @pytest.mark.timeout(120)
