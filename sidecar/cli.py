@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_simulate_arguments(simulate)
+    from sidecar.pages import command as report_command
+
+    report = commands.add_parser(
+        "report",
+        help="read real pods' final reports (kubectl get pods -o json, termination log, log line): one line "
+        "per pod, or a page",
+        usage="shutdown-sidecar report [FILE|-] [--html OUT]",
+        description=report_command.DESCRIPTION,
+        epilog=report_command.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report_command.add_arguments(report)
     return parser
 
 
@@ -112,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.mode == "simulate":
         return simulate(args)
+    if args.mode == "report":
+        from sidecar.pages.command import report
+
+        return report(args)
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
     from sidecar.signals import hold_signals, restore_signal_mask

@@ -206,12 +206,24 @@ async def rehearse_uninterrupted(options: Options) -> int:
             load=load_document(options.client, options.balancer, options.connections, rollout.tally),
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
+    if options.html is not None:
+        write_page(options.html, result)
     return EXIT_PASS if result["verdict"] == "pass" else EXIT_FAIL
 
 
 def print_result(result: Document, *, as_json: bool, stream: TextIO) -> None:
     stream.write(json.dumps(result, indent=2) + "\n" if as_json else render(result))
     stream.flush()
+
+
+def write_page(path: Path, result: Document) -> None:
+    from sidecar.pages.page import simulation_page
+
+    try:
+        path.write_text(simulation_page(result), encoding="utf-8")
+    except OSError as exc:
+        raise SetupError(f"--html: cannot write {path}: {exc.strerror}") from None
+    print(f"shutdown-sidecar simulate: wrote {path}", file=sys.stderr)
 
 
 def simulate(options: Options) -> int:

@@ -146,7 +146,7 @@ class Rollout:
         )
         self._balancer = balancer
         traffic = traffic_for(plan.client, plan.balancer, balancer, plan.connections)
-        load = LoadGenerator(traffic, plan.rate_per_second, plan.request_timeout_seconds, self.tally)
+        load = LoadGenerator(traffic, plan.rate_per_second, plan.request_timeout_seconds, self.tally, self.clock)
         stop_load = asyncio.Event()
         load_task: asyncio.Task[None] | None = None
         try:
