@@ -91,9 +91,11 @@ def lanes_section(lanes: Sequence[Lane], heading: str, *, simulated: bool) -> li
         return []
     span = max(lane.end_seconds for lane in lanes) * 1.02
     out = [f"<h2>{escape(heading)}</h2>", lanes_legend(simulated), svg.axis(span, "seconds after t0")]
-    ordered = sorted(lanes, key=lambda lane: not lane.problem) if len(lanes) > SUMMARY_FROM else list(lanes)
-    folded = [lane for lane in ordered if not lane.problem] if len(lanes) > SUMMARY_FROM else []
-    out += [lane_html(lane, span) for lane in ordered if lane not in folded]
+    if len(lanes) > SUMMARY_FROM:
+        shown, folded = [lane for lane in lanes if lane.problem], [lane for lane in lanes if not lane.problem]
+    else:
+        shown, folded = list(lanes), []
+    out += [lane_html(lane, span) for lane in shown]
     if folded:
         out.append(f"<details><summary>{len(folded)} clean pods</summary>")
         out += [lane_html(lane, span) for lane in folded]
@@ -126,12 +128,15 @@ def reports_page(reports: Reports) -> str:
     if problems:
         names = ", ".join(lane.name for lane in problems[:5]) + (" and more" if len(problems) > 5 else "")
         heading = verdict_heading("fail", f"{len(problems)} of {len(lanes)} pods did not drain cleanly: {names}")
-    else:
+    elif lanes:
         heading = verdict_heading("pass", f"all {len(lanes)} pods drained cleanly inside their grace period")
+    else:
+        heading = verdict_heading("none", "no pod has a final report yet")
     body = [heading, f'<p class="facts">read from {escape(reports.shape)}']
     if reports.without_report:
+        names = ", ".join(reports.without_report[:10]) + (" ..." if len(reports.without_report) > 10 else "")
         body.append(
-            f"; {len(reports.without_report)} pods without a report: {escape(', '.join(reports.without_report[:10]))}"
+            f"; {plural(len(reports.without_report), 'pod')} without a report (not terminated yet?): {escape(names)}"
         )
     body.append("</p>")
     if len(lanes) > SUMMARY_FROM:

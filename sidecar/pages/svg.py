@@ -92,9 +92,12 @@ def lane_svg(lane: Lane, span: float) -> str:
             f'<rect x="{x}" y="10" width="{width}" height="18" fill="{SEGMENT_FILL[segment.kind]}">'
             f"{title(f'{segment.label}: {segment.start:.2f} s to {segment.end:.2f} s after t0')}</rect>"
         )
-        if (segment.end - segment.start) / span > 0.09:
-            short = segment.label if (segment.end - segment.start) / span > 0.2 else segment.kind
-            parts.append(f'<text class="in" x="{pct(segment.start, span)}" dx="4" y="23">{escape(short)}</text>')
+        if (segment.end - segment.start) / span > 0.06:
+            # A nested <svg> clips its label to the segment, however narrow the screen.
+            parts.append(
+                f'<svg x="{x}" y="10" width="{pct(segment.end - segment.start, span)}" height="18">'
+                f'<text class="in" x="4" y="13">{escape(segment.label)}</text></svg>'
+            )
     parts.append(f'<line x1="{grace}" x2="{grace}" y1="4" y2="34" stroke="{VERMILLION}" stroke-dasharray="3 2"/>')
     for mark in lane.marks:
         glyph, colour = MARK_GLYPH.get(mark.kind, ("?", BLACK))
@@ -188,19 +191,19 @@ def histogram(values: Sequence[float], label: str, unit: str = "s", bins: int = 
     for value in values:
         counts[min(bins - 1, int((value - low) / width))] += 1
     peak = max(counts)
-    parts = [f'<svg class="chart" width="100%" height="130" role="img" aria-label="{escape(label)}">']
+    parts = [f'<svg class="chart" width="100%" height="136" role="img" aria-label="{escape(label)}">']
     for index, n in enumerate(counts):
         start = low + index * width
-        h = n / peak * 90
+        h = n / peak * 88
         x, w = pct(index, bins), pct(0.9, bins)
-        fill = VERMILLION if start + width <= 0 else BLUE
+        fill = VERMILLION if start <= 0 else BLUE  # the bins holding margins of zero or less: no time left
         parts.append(
-            f'<rect x="{x}" y="{100 - h:.1f}" width="{w}" height="{h:.1f}" fill="{fill}">'
+            f'<rect x="{x}" y="{106 - h:.1f}" width="{w}" height="{h:.1f}" fill="{fill}">'
             f"{title(f'{n} pods with a margin of {start:.1f} to {start + width:.1f} {unit}')}</rect>"
         )
         if n:
-            parts.append(f'<text x="{pct(index + 0.45, bins)}" y="{96 - h:.1f}" text-anchor="middle">{n}</text>')
+            parts.append(f'<text x="{pct(index + 0.45, bins)}" y="{102 - h:.1f}" text-anchor="middle">{n}</text>')
         if index % 2 == 0:
-            parts.append(f'<text x="{x}" y="118">{start:.1f}</text>')
+            parts.append(f'<text x="{x}" y="124">{start:.1f} {unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
