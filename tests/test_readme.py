@@ -43,3 +43,16 @@ def test_readme_names_every_simulate_flag() -> None:
 def test_readme_first_command_runs_simulate() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert "shutdown-sidecar simulate" in first_block
+
+
+def test_readme_pictures_are_in_the_repository() -> None:
+    root = Path(__file__).resolve().parent.parent
+    pictures = [part.split(")", 1)[0] for part in README.split("](docs/")[1:]]
+    assert "simulate.png" in pictures
+    for picture in pictures:
+        assert (root / "docs" / picture).is_file(), picture
+
+
+def test_readme_gives_the_page_commands() -> None:
+    assert "shutdown-sidecar simulate --html" in README
+    assert "| .venv/bin/shutdown-sidecar report --html" in README
