@@ -23,6 +23,7 @@ CSS: Final = """
 body{margin:0 auto;max-width:1200px;padding:12px}
 h1{font-size:1.5em;margin:.2em 0;padding:.4em .6em;border-left:10px solid #888;background:#f3f3f3}
 h1.pass{border-color:#009E73}h1.fail{border-color:#D55E00;background:#fbe9e0}
+h1.inconclusive{border-color:#F0E442;background:#fbf8d8}
 h2{font-size:1.1em;margin:1.2em 0 .3em}
 .reasons li{margin:.15em 0}.where{font-weight:bold}
 .facts{color:#333;font-size:.92em}

@@ -166,6 +166,9 @@ def summary_line(report: Document) -> str:
     """The pod's shutdown in one line: outcome first, then the drain and its margin before SIGKILL,
     the hold, what was still open at the stop, and the late connections."""
     head = f"{report.get('outcome') or 'no outcome'}"
+    reason = report.get("outcome_reason")
+    if isinstance(reason, str) and reason and report.get("outcome") != "clean":
+        head += f" ({reason})"
     words = [drain_words(report), hold_words(report), app_words(report), connections_words(report), late_words(report)]
     errors = report.get("errors")
     if isinstance(errors, list) and errors:

@@ -76,3 +76,9 @@ def test_summary_line_of_a_report_cut_short_says_so_and_keeps_what_it_has() -> N
 
 def test_summary_line_says_a_negative_margin_as_time_past_sigkill() -> None:
     assert "1.5 s after SIGKILL was due" in summary_line(report(margin_seconds=-1.5, outcome="timeout"))
+
+
+def test_summary_line_gives_the_reason_for_an_outcome_other_than_clean() -> None:
+    line = summary_line(report(outcome="unknown", outcome_reason="the listener closed; no exit was seen"))
+    assert line.startswith("unknown (the listener closed; no exit was seen) - ")
+    assert "(" not in summary_line(report(outcome_reason="the app exited")).split(" - ")[0]
