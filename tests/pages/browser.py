@@ -59,36 +59,20 @@ class Loaded:
 
 
 class Tab:
-    def __init__(self, socket: ClientConnection, session: str) -> None:
-        self._socket, self._session = socket, session
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+    """One page's session: the events it was sent, and its calls through the browser's socket."""
+
+    def __init__(self, browser: Chromium, session: str) -> None:
+        self._browser, self.session = browser, session
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.loaded = asyncio.Event()
 
-    def dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("sessionId") != self._session:
-            return
-        if "id" in message and message["id"] in self._pending:
-            self._pending.pop(message["id"]).set_result(message)
-        elif "method" in message:
-            self.events.append((message["method"], message.get("params", {})))
-            if message["method"] == "Page.loadEventFired":
-                self.loaded.set()
+    def record(self, method: str, params: dict[str, Any]) -> None:
+        self.events.append((method, params))
+        if method == "Page.loadEventFired":
+            self.loaded.set()
 
     async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        number = next(self._ids) + 1_000_000  # apart from the browser-level ids
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[number] = future
-        await self._socket.send(
-            json.dumps({"id": number, "method": method, "params": params, "sessionId": self._session})
-        )
-        async with asyncio.timeout(LOAD_SECONDS):
-            reply = await future
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        result: dict[str, Any] = reply.get("result", {})
-        return result
+        return await self._browser.call(method, session=self.session, **params)
 
     def errors(self) -> list[str]:
         found = []
@@ -108,12 +92,12 @@ class Tab:
 class Chromium:
     """One headless browser; `load` opens each page in a fresh tab."""
 
-    def __init__(self, socket: ClientConnection, version: str) -> None:
+    def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
-        self.version = version
+        self.version = ""
         self._ids = itertools.count(1)
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._tabs: list[Tab] = []
+        self._tabs: dict[str, Tab] = {}
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -121,14 +105,16 @@ class Chromium:
             message = json.loads(text)
             if "id" in message and message["id"] in self._replies:
                 self._replies.pop(message["id"]).set_result(message)
-            for tab in self._tabs:
-                tab.dispatch(message)
+            elif "method" in message and message.get("sessionId") in self._tabs:
+                self._tabs[message["sessionId"]].record(message["method"], message.get("params", {}))
 
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+    async def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """Send a DevTools command (to a tab's session when given) and wait for its result."""
         number = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[number] = future
-        await self._socket.send(json.dumps({"id": number, "method": method, "params": params}))
+        command = {"id": number, "method": method, "params": params} | ({"sessionId": session} if session else {})
+        await self._socket.send(json.dumps(command))
         async with asyncio.timeout(LOAD_SECONDS):
             reply = await future
         if "error" in reply:
@@ -141,8 +127,8 @@ class Chromium:
         expression of `evaluate`, and screenshot the whole page."""
         target = (await self.call("Target.createTarget", url="about:blank"))["targetId"]
         session = (await self.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
-        tab = Tab(self._socket, session)
-        self._tabs.append(tab)
+        tab = Tab(self, session)
+        self._tabs[session] = tab
         try:
             for domain in ("Runtime", "Log", "Network", "Page"):
                 await tab.call(f"{domain}.enable")
@@ -165,7 +151,7 @@ class Chromium:
             shot = await tab.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             return Loaded(tab.errors(), tab.requests(), values, base64.b64decode(shot["data"]), load_seconds)
         finally:
-            self._tabs.remove(tab)
+            del self._tabs[session]
             await self.call("Target.closeTarget", targetId=target)
 
 
@@ -201,7 +187,7 @@ async def chromium() -> AsyncIterator[Chromium]:
         try:
             address = await asyncio.to_thread(devtools_address, profile, process)
             async with connect(address, max_size=None) as socket:
-                browser = Chromium(socket, "")
+                browser = Chromium(socket)
                 browser.version = (await browser.call("Browser.getVersion"))["product"]
                 try:
                     yield browser
