@@ -266,3 +266,7 @@ async def test_load_generator_counts_requests_sent_after_the_endpoint_removal_on
     assert record.requests_after_endpoint_removal == tally.total_sent >= 5
     assert record.failed_after_endpoint_removal == (tally.total_sent if failed else 0)
     assert tally.connections_opened == tally.total_sent  # fresh: one connection per request
+    assert [(kind, phase) for _, kind, phase in record.failed_requests] == (
+        [("reset", "prestop")] * tally.total_sent if failed else []
+    )
+    assert all(0 <= sent_at < WAIT_SECONDS for sent_at, _, _ in record.failed_requests)
