@@ -29,7 +29,7 @@ class Segment:
 @dataclasses.dataclass(frozen=True)
 class Mark:
     at: float
-    kind: str  # "stop", "endpoint", "sigkill", "late"
+    kind: str  # "stop", "endpoint", "sigkill", "late", "pinned"
     label: str
 
 
@@ -57,6 +57,16 @@ def segment(start: float | None, end: float | None, kind: str, label: str, why: 
     if start is None or end is None or end < start:
         return []
     return [Segment(start, end, kind, f"{label} {seconds(end - start)}" + (f" ({why})" if why else ""))]
+
+
+def pinned_mark(report: Document | None, stop: float | None) -> list[Mark]:
+    """Keep-alive connections from before t0 still open at the app's stop: endpoint removal never
+    moves them, so an app that stops then drops their requests."""
+    connections = report.get("connections") if report is not None else None
+    pinned = connections.get("at_stop_opened_before_t0") if isinstance(connections, dict) else None
+    if stop is None or not isinstance(pinned, int) or pinned <= 0:
+        return []
+    return [Mark(stop, "pinned", f"{pinned} pinned: keep-alive connections from before t0 still open at the stop")]
 
 
 def report_lane(name: str, report: Document) -> Lane:
@@ -87,6 +97,7 @@ def report_lane(name: str, report: Document) -> Lane:
     last_late = number(report.get("last_late_connection_seconds"))
     if last_late is not None:
         marks.append(Mark(last_late, "late", f"last late connection at {seconds(last_late)}"))
+    marks += pinned_mark(report, stop)
     if report.get("outcome") == "timeout":
         marks.append(Mark(grace, "sigkill", f"still draining at the deadline: SIGKILL at {seconds(grace)}"))
     outcome = str(report.get("outcome") or "no outcome")
@@ -133,6 +144,7 @@ def simulated_lane(pod: Document) -> Lane:
     if report is not None and number(report.get("last_late_connection_seconds")) is not None:
         last = float(report["last_late_connection_seconds"])
         marks.append(Mark(last, "late", f"last late connection at {seconds(last)}"))
+    marks += pinned_mark(report, stop)
     for name in pod["sigkilled"]:
         at = containers[name]["sigkill_after_seconds"]
         marks.append(Mark(at, "sigkill", f"SIGKILL to {name} at {seconds(at)}"))

@@ -102,7 +102,13 @@ def lane_svg(lane: Lane, span: float) -> str:
     for mark in lane.marks:
         glyph, colour = MARK_GLYPH.get(mark.kind, ("?", BLACK))
         x = pct(mark.at, span)
-        if mark.kind == "stop":
+        if mark.kind == "pinned":
+            count = mark.label.split()[0]
+            parts.append(
+                f'<text class="mark" x="{x}" dx="4" y="9" style="fill:{VERMILLION}">'
+                f"\u26a0 {count} pinned{title(mark.label)}</text>"
+            )
+        elif mark.kind == "stop":
             parts.append(
                 f'<line x1="{x}" x2="{x}" y1="6" y2="30" stroke="{BLACK}" stroke-width="2">{title(mark.label)}</line>'
             )
