@@ -31,7 +31,8 @@ h2{font-size:1.1em;margin:1.2em 0 .3em}
 .lane .name{font-weight:bold}.lane .status{padding:0 .4em;border-radius:3px;margin-left:.4em;font-size:.9em}
 .lane .status.ok{background:#d9f2ea}.lane .status.bad{background:#D55E00;color:#fff}
 .lane .line{font-size:.88em;color:#333}.lane .note{font-size:.85em;color:#666;margin-left:.4em}
-svg.bar{margin-top:5px}svg text{font-size:11px;fill:#222}svg text.in{fill:#000;font-weight:bold}svg text.mark{font-size:13px;font-weight:bold}
+svg.bar{margin-top:5px}svg text{font-size:11px;fill:#222}
+svg text.in{fill:#000;font-weight:bold}svg text.mark{font-size:13px;font-weight:bold}
 .legend{font-size:.88em;display:flex;flex-wrap:wrap;gap:.3em 1.2em;margin:.4em 0}
 .sw{display:inline-block;width:1.3em;height:.9em;vertical-align:middle;margin-right:.3em;border:1px solid #888}
 table{border-collapse:collapse;font-size:.9em}td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}

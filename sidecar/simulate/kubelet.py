@@ -1,20 +1,20 @@
 """One simulated pod, run the way the kubelet runs it: containers started in order (native
 sidecars first, each waited for until its startup probe passes), readiness probed at the pod's
-address on its period and thresholds, and on deletion the termination sequence (each container's
-preStop hook, then its stop signal, then SIGKILL: sidecar.simulate.termination), native sidecars
-stopped only after the app containers. Records what happened and when; judges nothing."""
+address on its period and thresholds, and on deletion the termination sequence (in the kubelet's
+order of containers: sidecar.simulate.pod_termination; each container's preStop hook, stop signal
+and SIGKILL: sidecar.simulate.termination). Records what happened and when; judges nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
 from sidecar.simulate.listeners import unreachable_listeners, unreachable_message
+from sidecar.simulate.pod_termination import PodTermination
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -30,7 +30,7 @@ from sidecar.simulate.podspec import (
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 from sidecar.simulate.records import Clock, PodRecord
-from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS, run_pre_stop_hook, stop_container
+from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS
 
 SIGTERM_MINIMUM_GRACE_SECONDS: Final = float(MINIMUM_GRACE_SECONDS)  # its former name
 # How often a starting pod's ports are checked for a listener its kubelet cannot reach.
@@ -245,52 +245,11 @@ class Pod:
     async def delete(self) -> None:
         """Kubernetes' termination sequence, to the end: returns when every container has exited."""
         self.record.deleted_at = self._clock()
-        grace = self.template.grace_period_seconds
-        # The kubelet's own deadline (monotonic, as the loop's clock): the pod's, not the sidecar's budget.
-        grace_deadline = time.monotonic() + grace
-        self._event(f"deleted: grace period {grace:g}s")
-        # Native sidecars' own preStop hooks run as the termination starts, beside the app
-        # containers'; their stop signals wait for the app containers (KEP-753, Kubernetes 1.29+:
-        # https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/).
-        sidecar_hooks = [
-            asyncio.create_task(self._run_hook(spec, grace_deadline), name=f"{self.name}/{spec.name}/preStop")
-            for spec in self.template.sidecars
-        ]
-        try:
-            # Without a sequence among them: the app containers are stopped concurrently.
-            await asyncio.gather(*(self._stop(spec, grace_deadline, hook=True) for spec in self.template.containers))
-            await asyncio.gather(*sidecar_hooks)
-        finally:
-            for task in sidecar_hooks:
-                task.cancel()
-        # Native sidecars only once every app container has exited, last started first.
-        for spec in reversed(self.template.sidecars):
-            await self._stop(spec, grace_deadline, hook=False)
+        self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
+        await PodTermination(
+            self.name, self.template, self._containers, self.address, self.ports, self._clock, self._event
+        ).run()
         self.record.terminated_at = self._clock()
-
-    async def _run_hook(self, spec: ContainerSpec, grace_deadline: float) -> None:
-        await run_pre_stop_hook(
-            spec,
-            self._containers[spec.name],
-            address=self.address,
-            ports=self.ports,
-            grace_deadline=grace_deadline,
-            clock=self._clock,
-            on_event=self._event,
-        )
-
-    async def _stop(self, spec: ContainerSpec, grace_deadline: float, *, hook: bool) -> None:
-        if hook:
-            await self._run_hook(spec, grace_deadline)
-        await stop_container(
-            spec,
-            self._containers[spec.name],
-            after_hook=hook,
-            grace_period_seconds=int(self.template.grace_period_seconds),
-            grace_deadline=grace_deadline,
-            clock=self._clock,
-            on_event=self._event,
-        )
 
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""
