@@ -65,6 +65,11 @@ def report(args: argparse.Namespace) -> int:
     except ShapeError as exc:
         print(f"shutdown-sidecar report: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if args.html is None and reports.simulation is not None:
+        from sidecar.simulate.render import render  # simulate --json read back: as simulate prints it
+
+        sys.stdout.write(render(reports.simulation))
+        return EXIT_CLEAN if reports.simulation.get("verdict") == "pass" else EXIT_PROBLEM
     if args.html is None:
         print_lines(reports, sys.stdout)
     else:
@@ -76,5 +81,7 @@ def report(args: argparse.Namespace) -> int:
             print(f"shutdown-sidecar report: error: --html: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
         print(f"shutdown-sidecar report: wrote {args.html} ({len(reports.pods)} pods)", file=sys.stderr)
+    if reports.simulation is not None:
+        return EXIT_CLEAN if reports.simulation.get("verdict") == "pass" else EXIT_PROBLEM
     problem = any(pod.report.get("outcome") != "clean" for pod in reports.pods)
     return EXIT_PROBLEM if problem else EXIT_CLEAN

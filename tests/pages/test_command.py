@@ -92,3 +92,17 @@ def test_report_help_explains_the_shapes_and_gives_examples(capsys: pytest.Captu
     assert "kubectl get pods -l app=web -o json | shutdown-sidecar report" in text
     assert all(" ".join(shape.split()) in text for shape in SHAPES)
     assert "--html OUT" in text
+
+
+def test_report_of_simulate_json_prints_what_simulate_printed_and_exits_by_its_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sidecar.simulate.render import render
+    from tests.simulate.pod_records import native_pod, tally
+    from tests.simulate.test_render import result
+
+    document = result([native_pod("pod-a")], tally(ok=10))
+    path = tmp_path / "rehearsal.json"
+    path.write_text(json.dumps(document))
+    assert main(["report", str(path)]) == (0 if document["verdict"] == "pass" else 1)
+    assert capsys.readouterr().out == render(document)
