@@ -203,7 +203,12 @@ def requests_section(result: Document) -> list[str]:
     for on in ("new", "reused"):
         series = over_time.get(on, {})
         sent = sum(sum(counts) for counts in series.values())
-        out.append(f'<div class="facts">on {on} connections: {sent} requests</div>')
+        bins = zip(*series.values(), strict=False)
+        tallest = max((sum(counts) for counts in bins), default=0)
+        out.append(
+            f'<div class="facts">on {on} connections: {sent} requests (a bar: {bin_seconds:g} s; '
+            f"the tallest: {tallest})</div>"
+        )
         out.append(svg.stacked_bars(series, bin_seconds, span, f"requests on {on} connections over time", deletions))
     return out
 

@@ -183,7 +183,7 @@ def stacked_bars(
         )
         if len(deletions) <= 8:
             parts.append(f'<text x="{x}" dx="2" y="{top - 4}" style="fill:{BLUE}">{escape(name)}</text>')
-    parts.append(f'<text x="100%" dx="-4" y="{top + 10}" text-anchor="end">peak {peak} a bin</text></svg>')
+    parts.append("</svg>")
     return "".join(parts)
 
 
