@@ -5,6 +5,7 @@ final report or from a rehearsed pod of `simulate --json`. Data only; sidecar.pa
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -111,7 +112,16 @@ def report_lane(name: str, report: Document) -> Lane:
         outcome + (" (cut short)" if report.get("truncated") else ""),
         words.summary_line(report),
         number(report.get("margin_seconds")),
+        note=clock_time(report.get("t0")),
     )
+
+
+def clock_time(unix_seconds: object) -> str:
+    """When a real pod's shutdown began, on the clock (the one absolute time a person needs)."""
+    at = number(unix_seconds)
+    if at is None:
+        return ""
+    return "t0 " + datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def pod_failures(pod: Document) -> list[tuple[float, str]]:

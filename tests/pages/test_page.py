@@ -64,3 +64,11 @@ def test_simulation_page_says_any_verdict_in_words(verdict: str) -> None:
     assert verdict.upper() in heading.group(2)
     if verdict != "pass":
         assert f"the {verdict} reason" in heading.group(2)
+
+
+def test_page_of_real_pods_gives_each_shutdown_its_clock_time_and_else_seconds_after_t0() -> None:
+    reports = read_reports((FIXTURES / "pods.json").read_text())
+    t0 = reports.pods[0].report["t0"]
+    text = page_of(reports)
+    assert "t0 2026-12-04 18:17:40 UTC" in text
+    assert str(int(t0)) not in text  # no Unix time anywhere
