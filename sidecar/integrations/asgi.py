@@ -10,8 +10,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
-from sidecar.integrations import shutdown_state
-from sidecar.integrations import sidecar_url as resolve_sidecar_url
+from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState
 from sidecar.integrations.reporter import DrainReporter
 
@@ -23,12 +22,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's scope
 GOING_AWAY: Final = 1001  # RFC 6455: the endpoint is going away (a server going down)
-FLUSH_SECONDS: Final = 1.0  # the completion report's send, at most, before lifespan shutdown completes
 
 
 class SidecarMiddleware:
     """`SidecarMiddleware(app)`; the sidecar at `sidecar_url`, else $SHUTDOWN_SIDECAR_URL, else
-    http://127.0.0.1:9180. Handlers find the ShutdownState at scope["sidecar.shutdown"] (or
+    http://127.0.0.1:9180 (one that is not an http:// URL is warned about once, and the app is
+    served without the sidecar). Handlers find the ShutdownState at scope["sidecar.shutdown"] (or
     `sidecar.integrations.shutdown_state()`): `await state.started.wait()`, `state.t0`,
     `state.deadline`, `state.seconds_left()`."""
 
@@ -43,10 +42,11 @@ class SidecarMiddleware:
         """`token`: the sidecar's --admin-token (default $SHUTDOWN_SIDECAR_TOKEN); `state`: default
         this process's (sidecar.integrations.shutdown_state())."""
         self.app = app
-        self.url = resolve_sidecar_url(sidecar_url)
+        self.url = usable_sidecar_url(sidecar_url)  # None: serve without the sidecar
         self.shutdown: ShutdownState = shutdown_state() if state is None else state
         self.reporter = DrainReporter(self.url, token=token)
         self.inflight = 0
+        self._is_following = False
         self._follower: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None  # made at lifespan shutdown, set when inflight is 0
 
@@ -62,7 +62,7 @@ class SidecarMiddleware:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._follower is None:
+        if not self._is_following:
             self._follow()  # a server run without lifespan
         scope[SCOPE_KEY] = self.shutdown
         if scope.get("http_version") == "1.1":
@@ -99,13 +99,15 @@ class SidecarMiddleware:
             self._idle.set()
 
     def _follow(self) -> None:
-        events = ShutdownEvents(self.url, state=self.shutdown)
-        self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
+        self._is_following = True
+        if self.url is not None:
+            events = ShutdownEvents(self.url, state=self.shutdown)
+            self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def lifespan_receive() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.startup" and self._follower is None:
+            if message["type"] == "lifespan.startup" and not self._is_following:
                 self._follow()
             return message
 
@@ -134,8 +136,9 @@ class SidecarMiddleware:
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
-        # The reporter's thread is a daemon: give it a bounded moment to send before the exit.
-        await asyncio.to_thread(self.reporter.flush, FLUSH_SECONDS)
+        # The reporter's thread is a daemon: give it a bounded moment (one try's timeout) to send
+        # before the exit.
+        await asyncio.to_thread(self.reporter.flush)
 
 
 def closing_from_t0(send: Send, shutdown: ShutdownState) -> Send:

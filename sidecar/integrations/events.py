@@ -81,12 +81,13 @@ class StreamUnavailable(Exception):
     older sidecar)."""
 
 
-def address_of(url: str) -> tuple[str, int, str]:
-    """(host, port, path of /events) from the sidecar's base URL; ValueError unless http://."""
+def address_of(url: str, endpoint: str = "/events") -> tuple[str, int, str]:
+    """(host, port, path of `endpoint`) from the sidecar's base URL; ValueError unless http://
+    with a host and a valid port."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"not an http:// URL: {url!r}")
-    return parts.hostname, parts.port or 80, parts.path.rstrip("/") + "/events"
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/") + endpoint
 
 
 class ShutdownEvents:

@@ -9,11 +9,10 @@ import json
 import logging
 import os
 import threading
-import urllib.parse
 import weakref
 from typing import Final, Literal
 
-from sidecar.integrations.events import log_to_logging
+from sidecar.integrations.events import address_of, log_to_logging
 
 MIN_INTERVAL_SECONDS: Final = 0.1  # coalesced: at most ten reports a second
 TIMEOUT_SECONDS: Final = 0.5
@@ -38,13 +37,11 @@ class DrainReporter:
     The sending thread starts at the first report, in the process that makes it: a reporter made
     before a fork starts afresh in the child."""
 
-    def __init__(self, url: str, *, token: str | None = None, worker: str | int | None = None) -> None:
-        """`worker`: the id sent with each report; default this process's PID."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"not an http:// URL: {url!r}")
-        self._host, self._port = parts.hostname, parts.port or 80
-        self._path = parts.path.rstrip("/") + "/drain"
+    def __init__(self, url: str | None, *, token: str | None = None, worker: str | int | None = None) -> None:
+        """`url`: the sidecar's base URL (ValueError unless http://), or None for no sidecar: the
+        reports then go nowhere. `worker`: the id sent with each report; default this process's PID."""
+        # None: no sidecar to send to; nothing starts a thread then.
+        self._address = None if url is None else address_of(url, "/drain")
         token = os.environ.get(TOKEN_ENV) if token is None else token
         self._headers = {"Content-Type": "application/json"}
         if token:
@@ -84,9 +81,13 @@ class DrainReporter:
 
     # --- shutdown --------------------------------------------------------------------------------
 
-    def flush(self, timeout_seconds: float = 1.0) -> bool:
-        """Wait (blocking, at most `timeout_seconds`) until everything reported so far has been
-        tried; True when it has. For the end of a worker: the thread is a daemon."""
+    def flush(self, timeout_seconds: float = TIMEOUT_SECONDS) -> bool:
+        """Wait (blocking, at most `timeout_seconds`: by default one try's timeout, so a sidecar
+        that accepts and never answers holds the app's exit no longer than that) until everything
+        reported so far has been tried; True when it has. For the end of a worker: the thread is a
+        daemon. At once when there is no sidecar."""
+        if self._address is None:
+            return True
         wanted = self._version
         with self._tried_changed:
             return self._tried_changed.wait_for(lambda: self._tried >= wanted, timeout_seconds)
@@ -98,11 +99,13 @@ class DrainReporter:
     # --- the sending thread ----------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="sidecar-drain-reporter", daemon=True)
+        if self._thread is None and self._address is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(self._address,), name="sidecar-drain-reporter", daemon=True
+            )
             self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, address: tuple[str, int, str]) -> None:
         warned = False
         while True:
             if not self._stop.is_set():  # close() may have come before the last clear(): no wait then
@@ -112,7 +115,7 @@ class DrainReporter:
                 return
             version, body = self._version, self._body()
             if body is not None:
-                problem = self._send(body)
+                problem = send_report(address, body, self._headers)
                 if problem is not None:
                     self.failures += 1
                     if not warned:
@@ -139,17 +142,20 @@ class DrainReporter:
         self._sent_inflight = inflight
         return json.dumps(report, separators=(",", ":")).encode()
 
-    def _send(self, body: bytes) -> str | None:
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
-        try:
-            connection.request("POST", self._path, body, self._headers)
-            response = connection.getresponse()
-            response.read()
-            return None if response.status == 200 else f"POST {self._path} answered {response.status}"
-        except (OSError, http.client.HTTPException) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            connection.close()
+
+def send_report(address: tuple[str, int, str], body: bytes, headers: dict[str, str]) -> str | None:
+    """One POST, bounded by TIMEOUT_SECONDS per socket operation; what went wrong, or None."""
+    host, port, path = address
+    connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_SECONDS)
+    try:
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        return None if response.status == 200 else f"POST {path} answered {response.status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
 
 
 def _after_fork_in_child() -> None:

@@ -62,6 +62,14 @@ def test_reporter_refuses_what_is_not_an_http_url() -> None:
         DrainReporter("https://127.0.0.1:9180")
 
 
+def test_reporter_without_a_sidecar_sends_nothing_and_flushes_at_once() -> None:
+    reporter = DrainReporter(None)
+    reporter.set_inflight(1)
+    reporter.report_event("complete")
+    assert reporter.flush(10)
+    assert reporter._thread is None
+
+
 def test_reporter_close_right_after_a_report_sends_it_and_ends_the_thread() -> None:
     with DrainRecorder() as sidecar:
         reporter = DrainReporter(sidecar.url, worker=4242)
