@@ -132,7 +132,7 @@ class SidecarMiddleware:
                 async with asyncio.timeout(self.shutdown.seconds_left(self.shutdown.report_reserve_seconds) or 0):
                     await self._idle.wait()
         self.reporter.set_inflight(self.inflight)
-        self.reporter.report_event("complete" if self.shutdown.is_started else "exit")
+        self.reporter.report_event("complete" if self.shutdown.is_started else "exit", tasks=self.shutdown.tasks)
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)

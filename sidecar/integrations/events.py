@@ -46,6 +46,9 @@ class ShutdownState:
     deadline: float | None = None
     report_reserve_seconds: float = 1.0
     phase: str = RUNNING
+    # What the lifespan helper did with the app's background tasks (its DrainResult.report()): sent
+    # with the completion report, so the sidecar's report says what was waited for and cancelled.
+    tasks: dict[str, Any] | None = None
 
     @property
     def is_started(self) -> bool:

@@ -10,10 +10,15 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import Final, Literal
 
 from sidecar.integrations.events import address_of, log_to_logging
 
+# What the sidecar takes in a report's "tasks" (sidecar.drain.app_report): names longer or more
+# numerous than this are cut here rather than refused there.
+MAX_TASK_NAMES: Final = 32
+MAX_TASK_NAME_LENGTH: Final = 64
 MIN_INTERVAL_SECONDS: Final = 0.1  # coalesced: at most ten reports a second
 TIMEOUT_SECONDS: Final = 0.5
 TOKEN_ENV: Final = "SHUTDOWN_SIDECAR_TOKEN"  # noqa: S105 - a variable name: holds the --admin-token
@@ -56,6 +61,7 @@ class DrainReporter:
         self._namespace = pid_namespace() if self._fixed_worker is None else None
         self._inflight: int | None = None
         self._event: Event | None = None
+        self._tasks: Mapping[str, object] | None = None
         self._version = 0  # bumped by each change; the sender records the last it has tried
         self._tried = 0
         self._wake = threading.Event()
@@ -73,8 +79,9 @@ class DrainReporter:
             self._start()
             self._wake.set()
 
-    def report_event(self, event: Event) -> None:
-        self._event = event
+    def report_event(self, event: Event, *, tasks: Mapping[str, object] | None = None) -> None:
+        """`tasks`: what the lifespan helper did with the background tasks, sent with the event."""
+        self._event, self._tasks = event, tasks
         self._version += 1
         self._start()
         self._wake.set()
@@ -131,16 +138,35 @@ class DrainReporter:
         report: dict[str, object] = {"worker": self._worker}
         if self._namespace is not None:
             report["pid_namespace"] = self._namespace
-        inflight, event = self._inflight, self._event
-        self._event = None
+        inflight, event, tasks = self._inflight, self._event, self._tasks
+        self._event = self._tasks = None
         if inflight is not None and (inflight != self._sent_inflight or event is not None):
             report["inflight"] = inflight
         if event is not None:
             report["event"] = event
+            if tasks is not None:
+                report["tasks"] = tasks_for_report(tasks)
         if len(report) == 1 + (self._namespace is not None):
             return None  # nothing new
         self._sent_inflight = inflight
         return json.dumps(report, separators=(",", ":")).encode()
+
+
+def tasks_for_report(tasks: Mapping[str, object]) -> dict[str, object]:
+    """The lifespan helper's result in the shape the sidecar accepts: each list at most 32 names of
+    printable ASCII (others replaced by "?"), 1 to 64 characters."""
+    document: dict[str, object] = {}
+    for key, value in tasks.items():
+        if isinstance(value, list | tuple):
+            document[key] = [task_name(str(name)) for name in value[:MAX_TASK_NAMES]]
+        else:
+            document[key] = value
+    return document
+
+
+def task_name(name: str) -> str:
+    printable = "".join(c if c.isascii() and c.isprintable() else "?" for c in name[:MAX_TASK_NAME_LENGTH])
+    return printable or "?"
 
 
 def send_report(address: tuple[str, int, str], body: bytes, headers: dict[str, str]) -> str | None:
