@@ -9,7 +9,9 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,8 +27,9 @@ README_BROKER = "redis://localhost:6379/0"
 
 
 def readme_block(language: str, first_line: str) -> str:
-    """The README's fenced `language` block whose first line starts with `first_line`."""
-    blocks = [block.split("```", 1)[0] for block in README.split(f"```{language}\n")[1:]]
+    """The README's fenced `language` block whose first line starts with `first_line` (dedented:
+    a block in a list item is indented)."""
+    blocks = [textwrap.dedent(block.split("```", 1)[0]) for block in README.split(f"```{language}\n")[1:]]
     found = [block for block in blocks if block.startswith(first_line)]
     assert len(found) == 1, f"{len(found)} README blocks start with {first_line!r}"
     return found[0]
@@ -69,6 +72,31 @@ def test_readme_wiring_fastapi_add_middleware(start_sidecar: Callable[..., Sidec
     finally:
         app.close()
     assert_completion_reported(sidecar, app)
+
+
+@pytest.mark.timeout(90)
+def test_readme_wiring_lifespan_background_tasks_the_loop_cancelled_soon_and_reported(
+    start_sidecar: Callable[..., SidecarProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "background.py").write_text(readme_block("python", "# background.py: background tasks"))
+    sidecar = start_sidecar("--grace-period", "30", "--prestop-delay", "1")
+    command = ["uvicorn", "background:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0"]
+    app = AppServer(command, {"SHUTDOWN_SIDECAR_URL": sidecar.url("")})
+    try:
+        url = f"http://127.0.0.1:{uvicorn_port(app)}"
+        wait_until(lambda: httpx.get(url, timeout=WAIT_SECONDS).status_code == 404, WAIT_SECONDS, what="serving")
+        assert sidecar.post("/prestop").status_code == 200
+        sent = time.monotonic()
+        app.signal(signal.SIGTERM)
+        app.wait(WAIT_SECONDS + 10)
+        stop_seconds = time.monotonic() - sent
+        assert sidecar.wait(WAIT_SECONDS) == 0
+    finally:
+        app.close()
+    assert_completion_reported(sidecar, app)
+    # The loop was cancelled after the short wait, not at 80% of the ~28 s budget.
+    assert stop_seconds < 8, app.output
+    assert sidecar.report()["app"]["tasks"]["cancelled"] == ["refresh-cache"]
 
 
 @pytest.mark.timeout(90)
