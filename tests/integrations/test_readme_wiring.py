@@ -55,6 +55,21 @@ def shut_down_the_pod(sidecar: SidecarProcess, app: AppServer, url: str, *, clos
     assert sidecar.wait(WAIT_SECONDS) == 0
 
 
+def uvicorn_in(directory: Path, app_path: str, sidecar: SidecarProcess) -> AppServer:
+    command = ["uvicorn", app_path, "--app-dir", str(directory), "--host", "127.0.0.1", "--port", "0"]
+    return AppServer(command, {"SHUTDOWN_SIDECAR_URL": sidecar.url("")})
+
+
+def shut_down_uvicorn_pod(sidecar: SidecarProcess, directory: Path, app_path: str) -> AppServer:
+    """`app_path` served by uvicorn from `directory`, through the pod's shutdown; the app, stopped."""
+    app = uvicorn_in(directory, app_path, sidecar)
+    try:
+        shut_down_the_pod(sidecar, app, f"http://127.0.0.1:{uvicorn_port(app)}", closes_at_t0=True)
+    finally:
+        app.close()
+    return app
+
+
 def assert_completion_reported(sidecar: SidecarProcess, app: AppServer) -> None:
     report = sidecar.report()
     assert (report["outcome"], report["drain_end_source"]) == ("clean", "app_report"), app.output
@@ -65,12 +80,7 @@ def assert_completion_reported(sidecar: SidecarProcess, app: AppServer) -> None:
 def test_readme_wiring_fastapi_add_middleware(start_sidecar: Callable[..., SidecarProcess], tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text(readme_block("python", "# main.py: FastAPI"))
     sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "1")
-    command = ["uvicorn", "main:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0"]
-    app = AppServer(command, {"SHUTDOWN_SIDECAR_URL": sidecar.url("")})
-    try:
-        shut_down_the_pod(sidecar, app, f"http://127.0.0.1:{uvicorn_port(app)}", closes_at_t0=True)
-    finally:
-        app.close()
+    app = shut_down_uvicorn_pod(sidecar, tmp_path, "main:app")
     assert_completion_reported(sidecar, app)
 
 
@@ -80,8 +90,7 @@ def test_readme_wiring_lifespan_background_tasks_the_loop_cancelled_soon_and_rep
 ) -> None:
     (tmp_path / "background.py").write_text(readme_block("python", "# background.py: background tasks"))
     sidecar = start_sidecar("--grace-period", "30", "--prestop-delay", "1")
-    command = ["uvicorn", "background:app", "--app-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0"]
-    app = AppServer(command, {"SHUTDOWN_SIDECAR_URL": sidecar.url("")})
+    app = uvicorn_in(tmp_path, "background:app", sidecar)
     try:
         url = f"http://127.0.0.1:{uvicorn_port(app)}"
         wait_until(lambda: httpx.get(url, timeout=WAIT_SECONDS).status_code == 404, WAIT_SECONDS, what="serving")
@@ -111,12 +120,7 @@ def test_readme_wiring_django_asgi_py_reports_completion_though_django_refuses_l
     )
     (tmp_path / "mysite" / "asgi.py").write_text(readme_block("python", "# mysite/asgi.py: Django"))
     sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "1")
-    command = ["uvicorn", "mysite.asgi:application", "--app-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0"]
-    app = AppServer(command, {"SHUTDOWN_SIDECAR_URL": sidecar.url("")})
-    try:
-        shut_down_the_pod(sidecar, app, f"http://127.0.0.1:{uvicorn_port(app)}", closes_at_t0=True)
-    finally:
-        app.close()
+    app = shut_down_uvicorn_pod(sidecar, tmp_path, "mysite.asgi:application")
     assert_completion_reported(sidecar, app)
     assert "ASGI 'lifespan' protocol appears unsupported" not in app.output  # answered by the middleware
 
