@@ -34,12 +34,24 @@ def usable_sidecar_url(url: str | None = None) -> str | None:
     resolved = sidecar_url(url)
     try:
         address_of(resolved)
-    except ValueError as exc:
+    except ValueError:
         if resolved not in _refused_urls:
             _refused_urls.add(resolved)
-            log_to_logging("sidecar url unusable; serving without the sidecar", level="warning", error=exc)
+            reason = "not an http:// URL with a host and a valid port"
+            log_to_logging(
+                "sidecar url unusable; serving without the sidecar", level="warning", url=shown(resolved), reason=reason
+            )
         return None
     return resolved
+
+
+def shown(url: str) -> str:
+    """`url` for a log line: credentials in it (user:password@) replaced, so no secret is logged."""
+    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return repr(f"{scheme}{separator}{authority}{slash}{path}")
 
 
 def shutdown_state() -> ShutdownState:
