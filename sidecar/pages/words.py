@@ -114,13 +114,25 @@ def drain_words(report: Document) -> str | None:
 
 
 def app_words(report: Document) -> str | None:
+    """What the app said on POST /drain: complete, or its requests in flight at the stop; and
+    the background tasks its lifespan helper cancelled or found stuck."""
     app = report.get("app")
     if not isinstance(app, dict):
         return None
-    if app.get("complete_at") is not None:
-        return "app said complete"
     inflight = app.get("inflight_at_stop")
-    return f"app had {inflight} requests in flight at the stop" if inflight is not None else None
+    if app.get("complete_at") is not None:
+        words = "app said complete"
+    elif inflight is not None:
+        words = f"app had {inflight} requests in flight at the stop"
+    else:
+        return None
+    tasks = app.get("tasks")
+    if isinstance(tasks, dict):
+        for outcome in ("cancelled", "stuck"):
+            names = tasks.get(outcome)
+            if isinstance(names, list) and names:
+                words += f", {outcome} task{'s' if len(names) != 1 else ''} {', '.join(map(str, names))}"
+    return words
 
 
 def connections_words(report: Document) -> str | None:

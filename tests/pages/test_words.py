@@ -82,3 +82,11 @@ def test_summary_line_gives_the_reason_for_an_outcome_other_than_clean() -> None
     line = summary_line(report(outcome="unknown", outcome_reason="the listener closed; no exit was seen"))
     assert line.startswith("unknown (the listener closed; no exit was seen) - ")
     assert "(" not in summary_line(report(outcome_reason="the app exited")).split(" - ")[0]
+
+
+def test_summary_line_names_the_background_tasks_the_app_cancelled_or_left_stuck() -> None:
+    tasks = {"finished": ["upload"], "cancelled": ["refresh-cache"], "stuck": ["poll", "sync"], "waited_seconds": 1.0}
+    app = {**report()["app"], "tasks": tasks}
+    line = summary_line(report(app=app))
+    assert "app said complete, cancelled task refresh-cache, stuck tasks poll, sync" in line
+    assert "upload" not in line
