@@ -53,7 +53,7 @@ def shape_error(what: str) -> ShapeError:
 
 def read_reports(text: str, source: str = "input") -> Reports:
     """Every report in `text`. Raises ShapeError when there is none of a known shape."""
-    stripped = text.strip()
+    stripped = text.strip().lstrip("\ufeff")  # a byte-order mark from an editor on Windows
     if not stripped:
         raise shape_error(f"{source} is empty")
     try:
