@@ -101,15 +101,15 @@ def report_lane(name: str, report: Document) -> Lane:
     marks += pinned_mark(report, stop)
     if report.get("outcome") == "timeout":
         marks.append(Mark(grace, "sigkill", f"still draining at the deadline: SIGKILL at {seconds(grace)}"))
-    outcome = str(report.get("outcome") or "no outcome")
+    found = words.problems(report)
     return Lane(
         name,
         grace,
         segments,
         marks,
         [],
-        words.is_problem(report),
-        outcome + (" (cut short)" if report.get("truncated") else ""),
+        bool(found),
+        ", ".join(found or ["clean"]) + (" (cut short)" if report.get("truncated") else ""),
         words.summary_line(report),
         number(report.get("margin_seconds")),
         note=clock_time(report.get("t0")),
@@ -159,24 +159,24 @@ def simulated_lane(pod: Document) -> Lane:
         at = containers[name]["sigkill_after_seconds"]
         marks.append(Mark(at, "sigkill", f"SIGKILL to {name} at {seconds(at)}"))
     failures = pod_failures(pod)
+    status = simulated_status(pod, failures, report)
     return Lane(
         str(pod["name"]),
         grace,
         segments,
         marks,
         failures,
-        bool(pod["sigkilled"])
-        or not pod["within_grace"]
-        or bool(failures)
-        or (report is not None and words.is_problem(report)),
-        simulated_status(pod, failures),
+        status != "clean",
+        status,
         simulated_line(pod, report),
         None if report is None else number(report.get("margin_seconds")),
         note=simulated_note(pod),
     )
 
 
-def simulated_status(pod: Document, failures: list[tuple[float, str]]) -> str:
+def simulated_status(pod: Document, failures: list[tuple[float, str]], report: Document | None) -> str:
+    """The lane's status: 'clean', or what went wrong in a few words (a SIGKILL, an overrun,
+    failed requests, what the sidecar's report says)."""
     parts = []
     if pod["sigkilled"]:
         parts.append("SIGKILLed")
@@ -184,6 +184,8 @@ def simulated_status(pod: Document, failures: list[tuple[float, str]]) -> str:
         parts.append("overran")
     if failures:
         parts.append(f"{len(failures)} failed")
+    if report is not None:
+        parts += [f"sidecar: {problem}" for problem in words.problems(report)]
     return ", ".join(parts) or "clean"
 
 

@@ -167,11 +167,20 @@ def late_words(report: Document) -> str | None:
     )
 
 
-def is_problem(report: Document) -> bool:
+def problems(report: Document) -> list[str]:
+    """What a person should look at, in a few words each: an outcome other than clean, a late
+    connection after the hold, errors while reporting. Empty for a clean shutdown."""
+    found = []
+    outcome = report.get("outcome")
+    if outcome != "clean":
+        found.append(str(outcome or "no outcome"))
     late = report.get("late_connections")
     last, hold = number(report.get("last_late_connection_seconds")), hold_seconds(report)
-    uncovered = isinstance(late, int) and late > 0 and last is not None and hold is not None and last > hold
-    return report.get("outcome") != "clean" or uncovered or bool(report.get("errors"))
+    if isinstance(late, int) and late > 0 and last is not None and hold is not None and last > hold:
+        found.append("late connections after the hold")
+    if report.get("errors"):
+        found.append("reporting errors")
+    return found
 
 
 def summary_line(report: Document) -> str:

@@ -72,3 +72,13 @@ def test_page_of_real_pods_gives_each_shutdown_its_clock_time_and_else_seconds_a
     text = page_of(reports)
     assert "t0 2026-12-04 18:17:40 UTC" in text
     assert str(int(t0)) not in text  # no Unix time anywhere
+
+
+def test_page_flags_a_clean_pod_whose_late_connection_came_after_the_hold() -> None:
+    listing = kubectl_pods(1)
+    status = listing["items"][0]["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    report = json.loads(status["message"])
+    status["message"] = json.dumps({**report, "late_connections": 4, "last_late_connection_seconds": 3.5})
+    text = page_of(read_reports(json.dumps(listing)))
+    assert "\u2718 late connections after the hold" in text
+    assert 'class="fail"' in text
