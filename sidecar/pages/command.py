@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from sidecar.pages.documents import SHAPES, Reports, ShapeError, read_reports
-from sidecar.pages.words import summary_line
+from sidecar.pages.words import number, seconds, summary_line
 
 EXIT_CLEAN: Final = 0
 EXIT_PROBLEM: Final = 1
@@ -50,9 +50,25 @@ def print_lines(reports: Reports, stream: TextIO) -> None:
     width = max((len(pod.name) for pod in reports.pods), default=0)
     for pod in reports.pods:
         stream.write(f"{pod.name:<{width}}  {summary_line(pod.report)}\n")
+    if len(reports.pods) > 1:
+        stream.write(totals_line(reports) + "\n")
     if reports.without_report:
         names = ", ".join(reports.without_report[:10]) + (" ..." if len(reports.without_report) > 10 else "")
         stream.write(f"{len(reports.without_report)} without a report (not terminated yet?): {names}\n")
+
+
+def totals_line(reports: Reports) -> str:
+    """Pods by outcome and the lowest margin: the one line to read when there are many."""
+    outcomes: dict[str, int] = {}
+    for pod in reports.pods:
+        outcome = str(pod.report.get("outcome") or "no outcome")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items(), key=lambda item: -item[1]))
+    margins = [
+        pod.report["margin_seconds"] for pod in reports.pods if number(pod.report.get("margin_seconds")) is not None
+    ]
+    lowest = f"; lowest margin {seconds(min(margins))} before SIGKILL" if margins else ""
+    return f"{len(reports.pods)} pods: {counts}{lowest}"
 
 
 def report(args: argparse.Namespace) -> int:

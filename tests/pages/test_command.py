@@ -46,7 +46,8 @@ def test_report_prints_one_line_per_pod_from_kubectl_on_stdin_without_server_pac
     assert done.returncode == 1, done.stderr  # one pod timed out
     assert [line.split()[0] for line in lines[:3]] == ["web-7d9c-a1", "web-7d9c-b2", "web-7d9c-c3"]
     assert lines[1].split()[1] == "timeout"
-    assert "web-7d9c-d4" in lines[3]
+    assert lines[3] == "3 pods: 2 clean, 1 timeout; lowest margin 0.00 s before SIGKILL"
+    assert "web-7d9c-d4" in lines[4]
 
 
 def test_report_writes_a_page_without_server_packages(tmp_path: Path) -> None:
@@ -65,7 +66,7 @@ def test_report_exits_0_when_every_pod_drained_cleanly(tmp_path: Path, capsys: p
     path = tmp_path / "clean.json"
     path.write_text(json.dumps(pods))
     assert main(["report", str(path)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert len(capsys.readouterr().out.splitlines()) == 4  # two pods, their totals, the one without
 
 
 def test_report_refuses_a_document_of_unknown_shape_with_exit_2_and_one_line(tmp_path: Path) -> None:
