@@ -23,10 +23,9 @@ connections), every time in seconds after the pod's t0; or, with --html, write t
 with a lane per pod."""
 
 EPILOG: Final = (
-    "accepted input: "
-    + "; ".join(SHAPES)
-    + """.
-examples:
+    "accepted input (unknown keys are ignored):\n"
+    + "".join(f"  {shape}\n" for shape in SHAPES)
+    + """examples:
   kubectl get pods -l app=web -o json | shutdown-sidecar report
   kubectl get pods -o json | shutdown-sidecar report - --html shutdowns.html
   kubectl logs POD -c shutdown-sidecar | shutdown-sidecar report
