@@ -43,3 +43,5 @@ def test_readme_names_every_simulate_flag() -> None:
 def test_readme_first_command_runs_simulate() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert "shutdown-sidecar simulate" in first_block
+    # simulate needs the server extra; the bare install is the app side's (tests/test_packaging.py).
+    assert "pip install '.[server]'" in first_block
