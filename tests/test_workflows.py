@@ -85,6 +85,8 @@ def test_workflows_release_publishes_the_image_the_chart_names() -> None:
     chart_script = " ".join(step.get("run", "") for step in release["jobs"]["chart"]["steps"])
     assert "helm package charts/shutdown-sidecar" in chart_script
     assert 'helm push dist-chart/shutdown-sidecar-*.tgz "$CHARTS"' in chart_script
+    # A chart version already published is refused rather than overwritten.
+    assert chart_script.index('helm show chart "$CHARTS/shutdown-sidecar"') < chart_script.index("helm push")
 
 
 def test_workflows_release_permissions_are_per_job_and_minimal() -> None:
