@@ -87,14 +87,19 @@ class AdminConnections:
         """Make room for `protocol`: at the cap the oldest connection not owed a response is
         closed; when every one is owed (answers under way), the newcomer is admitted over the cap,
         up to OVERFLOW_FACTOR times it. False (refuse the newcomer) only beyond that."""
-        if len(self._open) >= self.max_connections:
-            victim = next((candidate for candidate in self._open if candidate.is_evictable), None)
-            if victim is not None:
-                victim.abort("evicted")
-            elif len(self._open) >= self.max_connections * OVERFLOW_FACTOR:
-                self.closed["refused"] += 1
-                return False
+        at_cap = len(self._open) >= self.max_connections
+        if at_cap and not self.evict_oldest() and len(self._open) >= self.max_connections * OVERFLOW_FACTOR:
+            self.closed["refused"] += 1
+            return False
         self._open[protocol] = None
+        return True
+
+    def evict_oldest(self) -> bool:
+        """Close the oldest connection not owed a response; False when every one is owed."""
+        victim = next((candidate for candidate in self._open if candidate.is_evictable), None)
+        if victim is None:
+            return False
+        victim.abort("evicted")
         return True
 
     def forget(self, protocol: BoundedHttpToolsProtocol) -> None:

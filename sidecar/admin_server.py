@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
+from sidecar.admin_listener import AdminListener
 from sidecar.admin_protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
 
 # After the report, open requests get this long to finish before they are cancelled.
@@ -25,11 +26,32 @@ STOP_GRACE_SECONDS: Final = 0.05
 class AdminServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
+        self.listener: AdminListener | None = None
         self._stop = asyncio.Event()
         self.listening = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        # Our own accept loop (sidecar.admin_listener) instead of loop.create_server's; no lifespan.
+        config = self.config
+        if sockets is None or len(sockets) != 1:
+            raise ValueError("the admin server serves exactly one bound socket")
+
+        def create_protocol() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            return protocol
+
+        protocol_class = config.http_protocol_class
+        # build_config's protocol class carries the connection table the listener evicts from.
+        connections = (
+            protocol_class.admin_connections
+            if issubclass(protocol_class, BoundedHttpToolsProtocol)
+            else AdminConnections()
+        )
+        self.listener = AdminListener(sockets[0], create_protocol, connections)
+        self.listener.start()
+        self.started = True
         self.listening.set()
 
     @contextlib.contextmanager
@@ -47,8 +69,8 @@ class AdminServer(uvicorn.Server):
         self._stop.set()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
+        if self.listener is not None:
+            self.listener.close()
         for connection in list(self.server_state.connections):
             if isinstance(connection, BoundedHttpToolsProtocol) and connection.is_evictable:
                 # Owed nothing (idle, or still sending): closed now, so a handler waiting for its

@@ -9,6 +9,7 @@ import socket
 import pytest
 import uvicorn
 from starlette.responses import PlainTextResponse
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
 
@@ -22,6 +23,9 @@ def test_server_uvicorn_still_routes_serve_through_the_hooks_we_replace() -> Non
     assert "self.shutdown(sockets=sockets)" in inner
     assert list(inspect.signature(uvicorn.Server.shutdown).parameters) == ["self", "sockets"]
     assert list(inspect.signature(uvicorn.Server.startup).parameters) == ["self", "sockets"]
+    # AdminServer.startup builds the protocol as uvicorn's does, for its own accept loop.
+    protocol = inspect.signature(HttpToolsProtocol.__init__).parameters
+    assert {"config", "server_state", "app_state"} <= set(protocol)
 
 
 @pytest.mark.anyio
