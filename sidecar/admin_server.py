@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import Generator, Iterable
 from typing import Final
@@ -19,6 +20,8 @@ from starlette.types import ASGIApp
 from sidecar.admin_listener import AdminListener
 from sidecar.admin_protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
 
+DUAL_STACK_HOST: Final = "::"
+IPV4_ANY_HOST: Final = "0.0.0.0"
 # After the report, open requests get this long to finish before they are cancelled.
 STOP_GRACE_SECONDS: Final = 0.05
 
@@ -138,7 +141,18 @@ class AdminConnectionsCollector(Collector):
 
 def bind_admin_socket(host: str, port: int) -> socket.socket:
     """Bind and listen before anything starts, so a port in use is a start-up error (exit 2)
-    rather than a server that never answers. Raises OSError."""
+    rather than a server that never answers. DUAL_STACK_HOST listens on both families, or on IPv4
+    alone where the kernel has no IPv6 (an IPv6-only cluster needs the first, a kernel booted
+    with ipv6.disable=1 the second). Raises OSError."""
+    try:
+        return bind_listener(host, port)
+    except OSError as exc:
+        if host != DUAL_STACK_HOST or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+    return bind_listener(IPV4_ANY_HOST, port)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only
     # when it sees a TCP socket, and without it a probe answer written in two parts waits for a
@@ -147,7 +161,8 @@ def bind_admin_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" serves IPv4 probes too
+            # "::" serves IPv4 probes too (as ::ffff:a.b.c.d), whatever the sysctl bindv6only says.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         sock.listen(2048)
         sock.setblocking(False)

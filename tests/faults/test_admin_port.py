@@ -8,6 +8,7 @@ import itertools
 import signal
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from tests.e2e.sidecar_process import SidecarProcess
@@ -70,6 +71,41 @@ def test_admin_port_a_burst_past_the_descriptor_limit_neither_stalls_probes_nor_
     assert not [raw for raw in sidecar.raw if "Traceback" in raw or "out of system resource" in raw]
     refusals = [line["ts"] for line in sidecar.logs() if line.get("msg") == "admin connections refused"]
     assert all(later - earlier >= 0.99 for earlier, later in itertools.pairwise(refusals)), "more than one a second"
+
+
+def start_without_host(*args: str) -> SidecarProcess:
+    sidecar = SidecarProcess(["serve", "--port", "0", "--termination-log", "", *args])
+    sidecar.port = int(sidecar.wait_for_log(lambda line: line.get("msg") == "sidecar ready", 10)["port"])
+    return sidecar
+
+
+def answers_on(address: str, port: int) -> int | str:
+    try:
+        return httpx.get(f"http://{address}:{port}/readyz", timeout=5).status_code
+    except httpx.ConnectError:
+        return "refused"
+
+
+@pytest.mark.timeout(60)
+def test_admin_port_default_host_answers_probes_on_ipv6_and_ipv4() -> None:
+    """In an IPv6-only or IPv6-first cluster the kubelet probes the pod's IPv6 address: the default
+    0.0.0.0 refused every probe and preStop hook there."""
+    sidecar = start_without_host()
+    try:
+        assert answers_on("[::1]", sidecar.port) == 200
+        assert answers_on("127.0.0.1", sidecar.port) == 200
+    finally:
+        sidecar.close()
+
+
+@pytest.mark.timeout(60)
+def test_admin_port_explicit_ipv4_host_listens_on_ipv4_only() -> None:
+    sidecar = start_without_host("--host", "0.0.0.0")
+    try:
+        assert answers_on("127.0.0.1", sidecar.port) == 200
+        assert answers_on("[::1]", sidecar.port) == "refused"
+    finally:
+        sidecar.close()
 
 
 @pytest.mark.timeout(120)
