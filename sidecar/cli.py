@@ -159,7 +159,7 @@ def prepare_to_serve(args: argparse.Namespace) -> Startup | int:
         return EXIT_USAGE
 
     # Imported after the settings are known good: a typo costs no server imports.
-    from sidecar.admin_server import bind_admin_socket
+    from sidecar.admin.server import bind_admin_socket
 
     try:
         sock = bind_admin_socket(settings.host, settings.port)

@@ -1,8 +1,8 @@
 """The admin port's HTTP/1.1 protocol, bounded so that no client can silence the probes: every
 connection state has a timeout, a request's head and body have byte caps, and open connections
 have a cap kept by evicting the oldest connection that is not owed a response. It only guards
-connections; what a request means is sidecar.http's business. Built on uvicorn's httptools
-protocol (internals: tests/test_admin_server.py fails when the hooks used here move)."""
+connections; what a request means is sidecar.admin.routes's business. Built on uvicorn's httptools
+protocol (internals: tests/admin/test_server.py fails when the hooks used here move)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from sidecar import admin_protocol as protocol_module
-from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
-from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
+from sidecar.admin import protocol as protocol_module
+from sidecar.admin.protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin.server import AdminServer, bind_admin_socket, build_config
 
 
 def test_protocol_uvicorn_protocol_still_has_the_hooks_the_bounded_protocol_uses() -> None:

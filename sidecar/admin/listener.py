@@ -2,7 +2,7 @@
 when descriptors run out. asyncio's own loop takes up to `backlog` connections in one turn, before
 any eviction can free a descriptor, then on EMFILE logs a traceback per failed accept and stops
 accepting for a whole second: a kubelet probe with a 1 s timeout fails. It accepts and hands over;
-what a connection may do is sidecar.admin_protocol's business."""
+what a connection may do is sidecar.admin.protocol's business."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from sidecar.admin_protocol import AdminConnections
+from sidecar.admin.protocol import AdminConnections
 from sidecar.logs import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
 
 # Connections accepted per event-loop turn. Between turns the connections accepted are set up and
 # the ones they evict are closed, so descriptors in flight stay a few batches above the cap (which
-# leaves room for twice that: admin_protocol.RESERVED_FDS). 2,000 queued take about 60 turns.
+# leaves room for twice that: protocol.RESERVED_FDS). 2,000 queued take about 60 turns.
 ACCEPT_BATCH: Final = 32
 # Refusals are logged at most this often, as one line with their count: a burst must not flood the log.
 REFUSED_LOG_INTERVAL_SECONDS: Final = 1.0

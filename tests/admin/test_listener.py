@@ -19,8 +19,8 @@ from tests.faults.hostile import fresh_request
 FD_LIMIT = 64
 SERVER = """
 import asyncio, sys
-from sidecar.admin_protocol import AdminConnections
-from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
+from sidecar.admin.protocol import AdminConnections
+from sidecar.admin.server import AdminServer, bind_admin_socket, build_config
 from sidecar.logs import configure_logging
 
 async def app(scope, receive, send):

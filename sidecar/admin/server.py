@@ -1,7 +1,7 @@
 """The uvicorn server that leaves signals, timing and exit to us. uvicorn's Server.serve() installs
 its own SIGINT/SIGTERM handlers and re-raises the signal when it stops, its main loop wakes at
 10 Hz, and its shutdown sleeps 0.1 s and polls connections; each is replaced here. These hooks are
-uvicorn internals: pyproject pins the range, and tests/test_admin_server.py fails when they move."""
+uvicorn internals: pyproject pins the range, and tests/admin/test_server.py fails when they move."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
-from sidecar.admin_listener import AdminListener
-from sidecar.admin_protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
+from sidecar.admin.listener import AdminListener
+from sidecar.admin.protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
 
 DUAL_STACK_HOST: Final = "::"
 IPV4_ANY_HOST: Final = "0.0.0.0"
@@ -34,7 +34,7 @@ class AdminServer(uvicorn.Server):
         self.listening = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # Our own accept loop (sidecar.admin_listener) instead of loop.create_server's; no lifespan.
+        # Our own accept loop (sidecar.admin.listener) instead of loop.create_server's; no lifespan.
         config = self.config
         if sockets is None or len(sockets) != 1:
             raise ValueError("the admin server serves exactly one bound socket")

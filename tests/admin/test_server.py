@@ -12,7 +12,7 @@ import uvicorn
 from starlette.responses import PlainTextResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from sidecar.admin_server import DUAL_STACK_HOST, AdminServer, bind_admin_socket, build_config
+from sidecar.admin.server import DUAL_STACK_HOST, AdminServer, bind_admin_socket, build_config
 
 
 def test_server_uvicorn_still_routes_serve_through_the_hooks_we_replace() -> None:
