@@ -118,8 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate(args)
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
+    from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli
     from sidecar.signals import hold_signals, restore_signal_mask
 
+    import_uvicorn_without_its_cli()
     previous_mask = hold_signals()
     startup = prepare_to_serve(args)
     if isinstance(startup, int):

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
 from sidecar.admin.listener import AdminListener
+from sidecar.admin.probes import ProbeFastPath
 from sidecar.admin.protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
 
 DUAL_STACK_HOST: Final = "::"
@@ -98,6 +99,8 @@ def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> u
 
     class Protocol(BoundedHttpToolsProtocol):
         admin_connections = table
+        # Probes without a query are answered by the protocol itself: no ASGI request, no task.
+        probes = app if isinstance(app, ProbeFastPath) else None
 
     return uvicorn.Config(
         app,
