@@ -25,7 +25,10 @@ def test_protocol_uvicorn_protocol_still_has_the_hooks_the_bounded_protocol_uses
     for name in (*hooks, "_unset_keepalive_if_required"):
         assert callable(getattr(HttpToolsProtocol, name)), name
     source = inspect.getsource(HttpToolsProtocol)
-    for attribute in ("self.timeout_keep_alive_task", "self.cycle", "self.headers", "self.parser", "self.flow"):
+    attributes = ("self.timeout_keep_alive_task", "self.cycle", "self.headers", "self.parser", "self.flow")
+    # The probe fast path completes a response as on_response_complete does.
+    attributes += ("self.pipeline", "self.timeout_keep_alive_handler", "self.server_state.total_requests += 1")
+    for attribute in attributes:
         assert attribute in source, attribute
     cycle = inspect.getsource(RequestResponseCycle)
     for attribute in ("self.more_body", "self.response_started", "self.response_complete", "self.disconnected"):
