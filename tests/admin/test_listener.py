@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 
 import pytest
 
+from sidecar.admin.listener import SETUP_BATCH
 from tests.e2e.sidecar_process import wait_until
 from tests.faults.hostile import fresh_request
 
@@ -100,3 +103,34 @@ def test_listener_out_of_descriptors_makes_room_at_once_and_logs_one_line_a_seco
     # Each line counts the refusals since the one before; those of the last second may go unlogged at exit.
     assert sum(line["count"] for line in refusals) <= closed["refused"]
     assert all(later["ts"] - earlier["ts"] >= 0.99 for earlier, later in itertools.pairwise(refusals))
+
+
+@pytest.mark.timeout(60)
+def test_listener_sets_the_newest_connection_up_first_so_a_probe_in_a_burst_is_not_last() -> None:
+    """The kernel's accept queue is first in, first out: the server, stopped while a burst queues,
+    must not answer the probe sent last only after every connection queued ahead of it. (200:
+    fewer than one accept batch, so all are accepted in the turn after SIGCONT.)"""
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        server.send_signal(signal.SIGSTOP)
+        burst = open_held(port, 200, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        probe = open_held(port, 1, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+        server.send_signal(signal.SIGCONT)
+        answered: list[socket.socket] = []
+        pending = [*burst, probe]
+        while pending:
+            readable, _, _ = select.select(pending, [], [], 5)
+            assert readable, "no answer within 5 s"
+            for sock in readable:
+                sock.recv(4096)
+                pending.remove(sock)
+                answered.append(sock)
+        assert answered.index(probe) < SETUP_BATCH, f"the probe was answered {answered.index(probe) + 1}th"
+        assert answered.index(burst[0]) > len(burst) - SETUP_BATCH, "the oldest connection was answered early"
+        for sock in answered:
+            sock.close()
+    finally:
+        server.kill()
+        server.communicate()

@@ -181,8 +181,14 @@ async def test_protocol_at_its_cap_with_every_connection_owed_an_answer_admits_a
             await asyncio.sleep(0.01)
     assert len(connections) == 4
     assert connections.closed["evicted"] == 0
-    # Beyond twice the cap, with every connection still owed, a newcomer is refused.
-    assert await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == b""
+    # Beyond twice the cap, with every connection still owed, a newcomer is refused: closed
+    # unanswered, or reset when its request had arrived before it was set up (the listener sets
+    # connections up a turn after accepting them).
+    try:
+        answered = await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    except ConnectionResetError:
+        answered = b""
+    assert answered == b""
     assert connections.closed["refused"] == 1
     answer.set()
     for reader, writer in held:
