@@ -1,6 +1,7 @@
-"""The kubelet's probes (GET/HEAD /livez, /readyz, /startupz), answered on a pure-ASGI fast path
-without routing or request objects: kubelets on every node hit them constantly, and they must
-never queue behind anything else. Every other request takes its turn (RequestTurns), so that no
+"""The kubelet's probes (GET/HEAD /livez, /readyz, /startupz), answered without routing or request
+objects (as whole bytes the protocol writes itself, or on a pure-ASGI fast path when a probe has a
+body or a query): kubelets on every node hit them constantly, and they must never queue behind
+anything else. Every other request takes its turn (RequestTurns), so that no
 flood of them (scrapes, /status, 404s) makes a loop turn long. Reads the checks it is given;
 changes nothing."""
 
