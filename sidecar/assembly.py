@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
-from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
-from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
+from sidecar.admin.events import ShutdownEvents
+from sidecar.admin.protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin.routes import create_app
+from sidecar.admin.server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.drain.app_report import AppReport
-from sidecar.events import ShutdownEvents
-from sidecar.http import create_app
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.modes import PartContext, choose_parts
