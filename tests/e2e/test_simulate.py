@@ -99,6 +99,19 @@ def test_simulate_an_app_whose_drain_overruns_the_grace_period_fails_with_its_si
 
 
 @pytest.mark.timeout(60)
+def test_simulate_an_app_that_ignores_sigterm_is_said_to_be_still_running_and_killed_not_drained() -> None:
+    app = (*DEMO, "--on-sigterm", "ignore")
+    completed = simulate("--pods", "1", "--grace-period", "3", "--prestop-delay", "1", "--propagation-delay", "0.5",
+                         "--", *app)  # fmt: skip
+    assert completed.returncode == 1, completed.stderr
+    facts = next(line for line in completed.stdout.splitlines() if "app exit status" in line)
+    assert "app drained" not in facts
+    assert "app still running" in facts
+    assert "after its SIGTERM: SIGKILLed at 3." in facts
+    assert "app exit status 137" in facts
+
+
+@pytest.mark.timeout(60)
 def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(
