@@ -116,12 +116,13 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(
         "terminationGracePeriodSeconds: 6\nprestopDelaySeconds: 2.5\nexpectedDrainSeconds: 2\nreportReserveSeconds: 1\n"
+        "replicaCount: 1\n"
     )
     # An app that takes 2 s to listen, with no readiness probe of its own (the chart's default):
     # the sidecar's readiness (its --app-port check) keeps the new pod out until it listens.
     slow_app = f"sleep 2; exec {sys.executable} -m sidecar.demo --port $PORT"
-    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--pods", "1",
-                         "--propagation-delay", "1.5", "--", "sh", "-c", slow_app)  # fmt: skip
+    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--propagation-delay", "1.5",
+                         "--", "sh", "-c", slow_app)  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     result = result_of(completed)
     assert result["mode"] == "native"
@@ -138,6 +139,23 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     # loaded machine room and still tells the delay from the 6 s grace period.
     assert 2.49 <= hook["returned_after_seconds"] < 4.0
     assert result["requests"]["failed"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_simulate_chart_rolls_out_the_replicas_and_strategy_of_its_values(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "terminationGracePeriodSeconds: 4\nprestopDelaySeconds: 1\nexpectedDrainSeconds: 1\nreportReserveSeconds: 1\n"
+        "replicaCount: 5\nstrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}\n"
+    )
+    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--propagation-delay", "0.5",
+                         timeout=80)  # fmt: skip
+    result = result_of(completed)
+    assert result["settings"]["pods"] == 5
+    assert result["settings"]["strategy"] == "Deployment RollingUpdate: maxSurge 0, maxUnavailable 1"
+    assert len(result["pods"]) == 5
+    (not_modelled,) = [line for line in completed.stderr.splitlines() if "not modelled:" in line]
+    assert "spec.template.spec.securityContext" in not_modelled
 
 
 @pytest.mark.parametrize(
