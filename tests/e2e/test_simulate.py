@@ -254,7 +254,8 @@ def test_simulate_classic_and_run_modes_drop_nothing_and_follow_their_own_order(
         assert pod["report"]["trigger"] in ("signal", "prestop")
     else:
         assert list(pod["containers"]) == ["app"]  # the wrapper is the app container
-        assert pod["report"]["drain_end_source"] == "process_exit"
+    # Classic as the chart wires it: the sidecar watches the app's process, so it sees its exit.
+    assert pod["report"]["drain_end_source"] == "process_exit"
 
 
 @pytest.mark.timeout(60)
