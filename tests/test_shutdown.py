@@ -175,26 +175,27 @@ async def test_shutdown_a_reporting_app_that_never_says_complete_times_out() -> 
 
 
 @pytest.mark.anyio
-async def test_shutdown_native_sigterm_before_any_prestop_ends_the_drain_with_outcome_unknown() -> None:
+@pytest.mark.parametrize(
+    ("prestop_first", "outcome"),
+    [
+        pytest.param(True, Outcome.CLEAN, id="after-prestop-clean"),
+        # Its SIGTERM began the shutdown: when the app was told to stop, against the deadline, is unknown.
+        pytest.param(False, Outcome.UNKNOWN, id="sigterm-first-unknown"),
+    ],
+)
+async def test_shutdown_native_sigterm_is_clean_only_when_the_shutdown_began_before_it(
+    prestop_first: bool, outcome: Outcome
+) -> None:
     sequence, _ = make_sequence(prestop=5, grace=30)
     sequence.sources = frozenset({DrainEndSource.SIDECAR_SIGTERM})
     run = asyncio.create_task(sequence.run())
+    if prestop_first:
+        sequence.begin(Trigger.PRESTOP)
     sequence.finish_now(DrainEndSource.SIDECAR_SIGTERM)
     await asyncio.wait_for(run, 2)
     timeline = sequence.timeline
-    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.SIDECAR_SIGTERM, Outcome.UNKNOWN)
-    assert timeline.margin_seconds is None
-
-
-@pytest.mark.anyio
-async def test_shutdown_native_sigterm_after_prestop_is_clean() -> None:
-    sequence, _ = make_sequence(prestop=5, grace=30)
-    sequence.sources = frozenset({DrainEndSource.SIDECAR_SIGTERM})
-    run = asyncio.create_task(sequence.run())
-    sequence.begin(Trigger.PRESTOP)
-    sequence.finish_now(DrainEndSource.SIDECAR_SIGTERM)
-    await asyncio.wait_for(run, 2)
-    assert sequence.timeline.outcome is Outcome.CLEAN
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.SIDECAR_SIGTERM, outcome)
+    assert (timeline.margin_seconds is None) is (outcome is Outcome.UNKNOWN)
 
 
 @pytest.mark.anyio

@@ -27,7 +27,8 @@ WORKLOAD_FIELDS: Final = frozenset(
 POD_FIELDS: Final = frozenset(
     {"containers", "initContainers", "terminationGracePeriodSeconds", "volumes", "serviceAccountName",
      "nodeSelector", "affinity", "tolerations", "imagePullSecrets", "os", "priorityClassName",
-     "topologySpreadConstraints", "automountServiceAccountToken"}
+     "topologySpreadConstraints", "automountServiceAccountToken",
+     "shareProcessNamespace"}  # read by sidecar.simulate.chart: whether a process watch sees the app
 )  # fmt: skip
 CONTAINER_FIELDS: Final = frozenset(
     {"name", "image", "imagePullPolicy", "command", "args", "env", "ports", "lifecycle", "readinessProbe",

@@ -33,6 +33,15 @@ def simulate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
     )
 
 
+def chart_values(tmp_path: Path, grace: int, prestop: float, **more: object) -> Path:
+    """A values file for --chart: the timing (1 s report reserve, drain expected to fit) and `more`."""
+    values = tmp_path / "values.yaml"
+    timing = {"terminationGracePeriodSeconds": grace, "prestopDelaySeconds": prestop, "reportReserveSeconds": 1,
+              "expectedDrainSeconds": grace - prestop - 1}  # fmt: skip
+    values.write_text(json.dumps({**timing, **more}))  # JSON is YAML
+    return values
+
+
 def result_of(completed: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert completed.stdout, completed.stderr
     result: dict[str, Any] = json.loads(completed.stdout)
@@ -113,11 +122,7 @@ def test_simulate_an_app_that_ignores_sigterm_is_said_to_be_still_running_and_ki
 
 @pytest.mark.timeout(60)
 def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(
-        "terminationGracePeriodSeconds: 6\nprestopDelaySeconds: 2.5\nexpectedDrainSeconds: 2\nreportReserveSeconds: 1\n"
-        "replicaCount: 1\n"
-    )
+    values = chart_values(tmp_path, 6, 2.5, replicaCount=1)
     # An app that takes 2 s to listen, with no readiness probe of its own (the chart's default):
     # the sidecar's readiness (its --app-port check) keeps the new pod out until it listens.
     slow_app = f"sleep 2; exec {sys.executable} -m sidecar.demo --port $PORT"
@@ -143,11 +148,8 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(90)
 def test_simulate_chart_rolls_out_the_replicas_and_strategy_of_its_values(tmp_path: Path) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(
-        "terminationGracePeriodSeconds: 4\nprestopDelaySeconds: 1\nexpectedDrainSeconds: 1\nreportReserveSeconds: 1\n"
-        "replicaCount: 5\nstrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}\n"
-    )
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    values = chart_values(tmp_path, 4, 1, replicaCount=5, strategy=strategy)
     completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--propagation-delay", "0.5",
                          timeout=80)  # fmt: skip
     result = result_of(completed)

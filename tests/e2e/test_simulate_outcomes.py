@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_simulate import CHART, DEMO, ROOT, result_of, simulate
+from tests.e2e.test_simulate import CHART, DEMO, ROOT, chart_values, result_of, simulate
 
 GRACE = 4  # seconds: the prestop delay (1), then 3 s for the drain, less the report reserve (1)
 TIMING = ("--grace-period=4", "--prestop-delay=1", "--report-reserve=1")
@@ -98,11 +98,7 @@ def test_outcome_classic_mode_watches_the_apps_process() -> None:
 
 @pytest.mark.timeout(90)
 def test_outcome_chart_classic_mode_watches_the_apps_process(tmp_path: Path) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(
-        f"sidecar: {{mode: classic}}\nterminationGracePeriodSeconds: {GRACE}\nprestopDelaySeconds: 1\n"
-        "expectedDrainSeconds: 1\nreportReserveSeconds: 1\nreplicaCount: 1\n"
-    )
+    values = chart_values(tmp_path, GRACE, 1, replicaCount=1, sidecar={"mode": "classic"})
     completed = simulate("--json", "--chart", str(CHART), "--values", str(values), *FAST, "--", *SILENT_APP)
     report = the_pod(result_of(completed))
     assert (report["outcome"], report["drain_end_source"]) == ("timeout", "deadline")

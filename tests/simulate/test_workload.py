@@ -73,6 +73,7 @@ def test_workload_errors_name_the_flag_the_workload_came_from(flag: str) -> None
 
 def test_workload_security_context_is_listed_as_not_modelled() -> None:
     objects = native_deployment()
+    objects[0]["spec"]["template"]["spec"]["shareProcessNamespace"] = True  # modelled: a process watch sees the app
     objects[0]["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True}
     objects[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"readOnlyRootFilesystem": True}
     assert workload_from_manifests(objects, APP).not_modelled == (
