@@ -151,7 +151,7 @@ def test_simulate_chart_rolls_out_the_replicas_and_strategy_of_its_values(tmp_pa
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     values = chart_values(tmp_path, 4, 1, replicaCount=5, strategy=strategy)
     completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--propagation-delay", "0.5",
-                         timeout=80)  # fmt: skip
+                         "--rps", "20", timeout=80)  # fmt: skip
     result = result_of(completed)
     assert result["settings"]["pods"] == 5
     assert result["settings"]["strategy"] == "Deployment RollingUpdate: maxSurge 0, maxUnavailable 1"
