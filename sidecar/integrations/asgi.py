@@ -110,13 +110,14 @@ class SidecarMiddleware:
         """The app's lifespan, passed through; when the app below refuses the protocol (Django's
         ASGI handler raises at a lifespan scope) or returns without finishing it, the middleware
         answers the server itself, so that the shutdown still ends with the completion report.
-        A failure the app answered (startup.failed, shutdown.failed) or an error after its
-        startup stays the app's: raised to the server as before."""
+        A failure the app answered (startup.failed, shutdown.failed), an error once it has taken
+        the startup message (its startup failing), or an error after its startup stays the
+        app's: raised to the server as before (`--lifespan on` then stops uvicorn)."""
         exchange = LifespanExchange(receive, send, at_startup=self._at_lifespan_startup, at_shutdown=self.finish)
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except Exception as exc:
-            if exchange.answered:
+            if exchange.answered or exchange.received:
                 raise
             # The ASGI spec lets a server go on without lifespan when the app raises here; going
             # on with it instead is what reports the app's completion.
