@@ -45,6 +45,7 @@ def log_phase_change(previous: Phase, current: Phase, timeline: Timeline) -> Non
     if current is Phase.REPORT and timeline.outcome is not None:
         fields["outcome"] = timeline.outcome.value
         fields["drain_end_source"] = None if timeline.drain_end_source is None else timeline.drain_end_source.value
+        fields["outcome_reason"] = timeline.outcome_reason
     logger.info("phase changed", extra={"fields": fields})
 
 
@@ -70,11 +71,13 @@ class Sidecar:
             metrics=self.metrics,
             report_end=lambda: self.sequence.report_drain_end(DrainEndSource.APP_REPORT),
             activity=self.observations.app,
+            on_report=self.sequence.app_reporting,
         )
         self.parts = choose_parts(
             settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
         )
-        # The drain ends at the most precise source that is configured (lifecycle.outranks).
+        # The drain ends at the most precise source watching (lifecycle.outranks): these, and the
+        # app's own report once the app has reported.
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
         listeners = (
             self.metrics.on_phase_change,
