@@ -104,7 +104,8 @@ class ConnectionCounts:
 
 @dataclasses.dataclass(frozen=True)
 class TaskOutcome:
-    """One worker's background tasks at its shutdown, as it reported them (names sorted)."""
+    """One worker's background tasks at its shutdown, as it reported them (tasks_document sorts
+    the names when it merges the workers')."""
 
     finished: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()

@@ -76,8 +76,8 @@ repository names its own registry host, by Docker's rule: a first part with "." 
 
 {{/* The sidecar's image: by default where the release workflow publishes it, ghcr.io. */}}
 {{- define "shutdown-sidecar.sidecarImage" -}}
-{{- $ref := dict "image" .values.sidecar.image "global" .values.global "defaultRegistry" "ghcr.io" -}}
-{{- include "shutdown-sidecar.imageRef" (merge $ref (dict "defaultTag" (include "shutdown-sidecar.sidecarTag" .))) -}}
+{{- $tag := include "shutdown-sidecar.sidecarTag" . -}}
+{{- include "shutdown-sidecar.imageRef" (dict "image" .values.sidecar.image "global" .values.global "defaultRegistry" "ghcr.io" "defaultTag" $tag) -}}
 {{- end -}}
 
 {{/* The app's image: its own, or (empty repository) the sidecar's, which carries the demo app. */}}
