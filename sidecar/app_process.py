@@ -15,7 +15,7 @@ from sidecar.deadline import wait_for_any
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.parts import Part, ReadinessCheck
-from sidecar.supervisor import Child, install_child_signals
+from sidecar.supervisor import Child, install_child_signals, wait_until_gone
 from sidecar.telemetry.report import Observations
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -47,6 +47,7 @@ class AppProcess(Part):
         self._on_exit = on_exit
         self._exited_event = asyncio.Event()
         self._uninstall_signals: Callable[[], None] | None = None
+        self._group_wait: asyncio.Task[None] | None = None
 
     def readiness(self) -> Mapping[str, ReadinessCheck]:
         return {"app": self._check}
@@ -69,14 +70,45 @@ class AppProcess(Part):
         self.observations.add_event("app exit", status=str(status))
         logger.info("app exited", extra={"fields": {"status": status, "phase": self.timeline.phase.value}})
         self._exited_event.set()
+        left_behind = self.child.left_behind()
+        if left_behind and self.timeline.phase in (Phase.PRESTOP_DELAY, Phase.DRAIN):
+            # The app is its process group: a daemon that ignored the stop signal, a worker still
+            # busy. The drain ends when the last of them is gone, or they are SIGKILLed at the
+            # deadline (on_phase_change) and the outcome is timeout, never clean.
+            logger.warning(
+                "app exited, processes of its group still running: the drain waits for them",
+                extra={"fields": {"count": len(left_behind), "pids": left_behind[:10]}},
+            )
+            self._group_wait = asyncio.get_running_loop().create_task(self._wait_for_group())
+            return
+        self._on_exit()
+
+    async def _wait_for_group(self) -> None:
+        while left_behind := self.child.left_behind():
+            await wait_until_gone(left_behind)
+        logger.info("app's process group gone")
         self._on_exit()
 
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
         if current is Phase.DRAIN:
             self._tell_to_stop()
-        elif current is Phase.REPORT and self.child.is_running:
+        elif current is Phase.REPORT:
+            self._kill_what_is_left()
+
+    def _kill_what_is_left(self) -> None:
+        left_behind = self.child.left_behind()
+        if self._group_wait is not None:
+            self._group_wait.cancel()
+        self.observations.processes_left_behind = len(left_behind)
+        if self.child.is_running:
             self.child.kill_group()
             logger.warning("app still running at the drain deadline: SIGKILL sent to its process group")
+        elif left_behind:
+            self.child.kill_group()
+            logger.warning(
+                "processes the app left behind SIGKILLed with its process group",
+                extra={"fields": {"count": len(left_behind), "pids": left_behind[:10]}},
+            )
 
     def _tell_to_stop(self) -> None:
         if self.child.is_running:
