@@ -115,8 +115,10 @@ class ContainerProcess:
     ) -> ContainerProcess:
         """Raises FileNotFoundError or OSError when the command cannot run."""
         container_env = environment(env)
+        spawning = clock()
         process = await spawn(argv, container_env, log_path(workdir, record.name))
         record.started_at = clock()
+        record.spawn_seconds = record.started_at - spawning
         return cls(process, record, workdir, clock, container_env)
 
     async def reap(self) -> int:
