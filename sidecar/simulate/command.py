@@ -160,10 +160,8 @@ def busy_machine_note(lateness: Lateness) -> str:
     slowest = figures["process_start"]["max_seconds_to_ready"]
     if stalled < BUSY_STALLED_SECONDS:
         return ""
-    return (
-        f"; the machine is busy: the rehearsal's event loop stalled {stalled:.1f}s in all, and the containers "
-        f"that became ready took up to {slowest:.1f}s"
-    )
+    ready = f"the containers that became ready took up to {slowest:.1f}s" if slowest else "no container became ready"
+    return f"; the machine is busy: the rehearsal's event loop stalled {stalled:.1f}s in all, and {ready}"
 
 
 class Progress:

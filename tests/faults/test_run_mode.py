@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +30,6 @@ open(sys.argv[1] + ".tmp", "w").write(str(worker.pid))
 __import__("os").rename(sys.argv[1] + ".tmp", sys.argv[1])
 while True: time.sleep(1)
 """
-
-
-@pytest.fixture
-def processes() -> Iterator[list[SidecarProcess]]:
-    started: list[SidecarProcess] = []
-    yield started
-    for process in started:
-        process.close()
 
 
 def is_alive(pid: int) -> bool:
