@@ -127,19 +127,24 @@ def report_doubt(pod: PodRecord, lateness: Lateness) -> Doubt | None:
 
 def flattering(pods: Iterable[PodRecord], lateness: Lateness) -> list[str]:
     """Lateness that could have hidden a failure, one line each with the worst figure: requests
-    due while an app drained that the load, behind its schedule, sent only after the app had
-    exited (they never met the drain); an app's stop signal held back by a stall until after its
-    endpoint removal reached the balancer (without the stall, it would have stopped first)."""
+    due while an app drained and its endpoint was still in the balancer that the load, behind its
+    schedule, sent only after the app had exited (they never met the drain); an app's stop signal
+    held back by a stall until after its endpoint removal reached the balancer (without the stall,
+    it would have stopped serving first). A drain the balancer no longer routed to is not exposed
+    to new requests, and lateness there hides nothing."""
     moved: dict[str, list[float]] = {}
     held: dict[str, float] = {}
     for pod in pods:
         app = pod.containers[pod.traffic_container]
         if pod.deleted_at is None or app.signalled_at is None:
             continue
-        if app.exited_at is not None and (late := lateness.sends_moved_out(app.signalled_at, app.exited_at)):
-            moved[pod.name] = late
-        signal_late = stall_before_signal(app, lateness)
+        # Due while the app drained and the balancer could still send it new connections.
         removed = pod.endpoint_removed_at
+        if app.exited_at is not None:
+            exposed = app.exited_at if removed is None else min(app.exited_at, removed)
+            if late := lateness.sends_moved_out(app.signalled_at, exposed, app.exited_at):
+                moved[pod.name] = late
+        signal_late = stall_before_signal(app, lateness)
         if signal_late >= FLATTERING_SECONDS and (removed is None or removed > app.signalled_at - signal_late):
             held[pod.name] = signal_late
     found = []
@@ -147,8 +152,9 @@ def flattering(pods: Iterable[PodRecord], lateness: Lateness) -> list[str]:
         count = sum(len(late) for late in moved.values())
         worst = max(max(late) for late in moved.values())
         found.append(
-            f"{count} requests due while the app drained in {_pods(moved)} were sent only after it had exited "
-            f"(the load ran up to {worst:.2f}s behind its schedule): they never met the drain"
+            f"{count} requests due while the app drained in {_pods(moved)}, its endpoint still in the balancer, "
+            f"were sent only after it had exited (the load ran up to {worst:.2f}s behind its schedule): "
+            "they never met the drain"
         )
     if held:
         found.append(

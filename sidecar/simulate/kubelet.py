@@ -175,7 +175,7 @@ class Pod:
         # hooks or the balancer, which all go to the pod IP: in a cluster the pod would never be
         # ready (or its hook would fail). Said at once, with what cannot reach it.
         while True:
-            unreachable = unreachable_listeners(self.ports, self.address, LISTENERS.current())
+            unreachable = unreachable_listeners(self.ports, self.address, await LISTENERS.current())
             if unreachable:
                 symbol, where = next(iter(unreachable.items()))
                 reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)

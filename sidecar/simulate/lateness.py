@@ -80,9 +80,9 @@ class Lateness:
         late = [action for action in self.actions if action.pod == pod and action.what == what]
         return max(late, key=lambda action: action.late_seconds, default=None)
 
-    def sends_moved_out(self, start: float, end: float) -> list[float]:
-        """How late each request due in [start, end] but sent only after `end` went."""
-        return [late for due, late in self.sends if start <= due <= end < due + late]
+    def sends_moved_out(self, start: float, end: float, past: float) -> list[float]:
+        """How late each request due in [start, end] but sent only after `past` went."""
+        return [late for due, late in self.sends if start <= due <= end and due + late > past]
 
     def document(self) -> dict[str, Any]:
         """`lateness` in simulate's --json."""

@@ -4,6 +4,7 @@ cluster) from one still starting. Reads; decides nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -15,6 +16,8 @@ from sidecar.simulate.podspec import APP_PORT, HOST_PLACEHOLDER, HttpGet, PodTem
 TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
 STATE_LISTEN: Final = "0A"
 WILDCARDS: Final = frozenset({"0.0.0.0", "::"})
+# A read of the tables is repeated no sooner than this many times its own duration after it.
+READ_COST_FACTOR: Final = 10.0
 
 
 def decode_address(hex_address: str) -> str:
@@ -52,20 +55,30 @@ def listening_addresses(port: int, tables: Iterable[str] = TCP_TABLES) -> set[st
 
 
 class ListenerTable:
-    """listening_table(), read again only when older than `max_age_seconds`: shared by every
-    starting pod. The tables list every socket of the machine (thousands of TIME_WAIT ones on a
-    busy one, 15-30 ms of kernel time a read); each of 20 pods reading its own twice a second
-    took more than a core."""
+    """listening_table(), shared by every starting pod of a rehearsal: read in a thread (the tables
+    list every socket of the machine, thousands of TIME_WAIT ones on a busy one, and a read took
+    from 30 to 400 ms of kernel time here: on the loop it stalled the rehearsal) and at most once
+    per `max_age_seconds`, or per READ_COST_FACTOR times the last read's duration when that is
+    longer, so the check costs a machine at most a tenth of a core. While a read is under way
+    the last table is answered: a listener check is not urgent."""
 
     def __init__(self, max_age_seconds: float) -> None:
         self._max_age_seconds = max_age_seconds
-        self._read_at = -math.inf
+        self._next_read_at = -math.inf
+        self._reading = False
         self._table: dict[int, set[str]] = {}
 
-    def current(self) -> dict[int, set[str]]:
-        now = time.monotonic()
-        if now - self._read_at >= self._max_age_seconds:
-            self._table, self._read_at = listening_table(), now
+    async def current(self) -> dict[int, set[str]]:
+        if self._reading or time.monotonic() < self._next_read_at:
+            return self._table
+        self._reading = True
+        started = time.monotonic()
+        try:
+            self._table = await asyncio.to_thread(listening_table)
+        finally:
+            self._reading = False
+            took = time.monotonic() - started
+            self._next_read_at = started + max(self._max_age_seconds, READ_COST_FACTOR * took)
         return self._table
 
 

@@ -150,13 +150,19 @@ def test_report_doubt_only_when_the_apps_stop_signal_went_late() -> None:
 
 
 def test_flattering_names_requests_due_in_a_drain_but_sent_after_it() -> None:
-    record = native_pod(hook_end=3.0, app_exit=4.5)  # the app drained from 3.0 s to 4.5 s
+    # The app drained from 3.0 s to 4.5 s; the balancer routed to it until 5.0 s.
+    record = native_pod(hook_end=3.0, app_exit=4.5, endpoint_removed=5.0)
     # Due at 4.0 s, sent at 4.6 s: it never met the drain. Due at 3.2 s, sent at 3.8 s: it did.
     lateness = Lateness(sends=[(at(4.0), 0.6), (at(3.2), 0.6)])
     assert flattering([record], lateness) == [
-        "1 requests due while the app drained in pod-1 were sent only after it had exited "
-        "(the load ran up to 0.60s behind its schedule): they never met the drain"
+        "1 requests due while the app drained in pod-1, its endpoint still in the balancer, were sent only "
+        "after it had exited (the load ran up to 0.60s behind its schedule): they never met the drain"
     ]
+
+
+def test_flattering_none_for_a_late_load_once_the_balancer_no_longer_routed_to_the_drain() -> None:
+    record = native_pod(hook_end=3.0, app_exit=4.5, endpoint_removed=2.0)  # removed before the drain
+    assert flattering([record], Lateness(sends=[(at(4.0), 0.6)])) == []
 
 
 def test_flattering_names_a_stop_signal_held_back_past_the_endpoint_removal() -> None:
@@ -214,7 +220,8 @@ def test_verdict_fail_when_one_failure_is_not_the_rehearsals_lateness() -> None:
 
 def test_verdict_inconclusive_for_a_pass_the_lateness_could_have_flattered() -> None:
     lateness = Lateness(sends=[(at(4.0), 0.6)])
-    document = result_document(Mode.NATIVE, {}, tally_of(), [native_pod()], 10.0, lateness=lateness)
+    record = native_pod(endpoint_removed=5.0)
+    document = result_document(Mode.NATIVE, {}, tally_of(), [record], 10.0, lateness=lateness)
     assert document["verdict"] == "inconclusive"
     assert document["doubts"][0].startswith("1 requests due while the app drained in pod-1")
 
