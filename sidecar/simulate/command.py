@@ -245,6 +245,7 @@ async def rehearse_uninterrupted(options: Options) -> int:
             crashes=rollout.crashes,
             load=load_document(options.client, options.balancer, options.connections, rollout.tally),
             lateness=rollout.lateness,
+            every_pod=rollout.records,
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
     return EXIT_BY_VERDICT[result["verdict"]]

@@ -8,6 +8,7 @@ signal sent late lets the app serve on until its endpoint is removed. Pure funct
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -15,6 +16,9 @@ from sidecar.simulate.client import Failure
 from sidecar.simulate.lateness import NOTICEABLE_SECONDS, SIGKILL, Lateness
 from sidecar.simulate.records import ContainerRecord, FailedRequest, PodRecord
 
+# A readiness probe's attempt lasts at most its timeout (the kubelet's default 1 s): a stall in
+# this long before a not-ready verdict could have made the probe time out.
+PROBE_STALL_WINDOW_SECONDS: Final = 2.0
 # A stop signal this late could hide a failure (below, the loop's jitter over a busy second).
 FLATTERING_SECONDS: Final = 0.25
 
@@ -52,6 +56,31 @@ def request_doubt(
         due, applied = removal
         if applied - due >= NOTICEABLE_SECONDS and due <= failure.sent_at <= applied:
             return Doubt(f"{failure.pod}'s endpoint removal reached the balancer late, by", applied - due)
+    return None
+
+
+def no_endpoints_doubt(
+    failure: FailedRequest, pods: Iterable[PodRecord], lateness: Lateness, propagation_seconds: float
+) -> Doubt | None:
+    """A request refused because the balancer knew no pod: could a pod have left it only because
+    its readiness probe failed during a stall (the probe's wait measured on a stalled loop)? Such
+    a pod is out of the balancer from its not-ready verdict until the propagation delay after it
+    was ready again."""
+    for pod in pods:
+        changes = pod.readiness_changes
+        for index, (at, ready) in enumerate(changes):
+            if ready:
+                continue
+            back = next((when for when, again in changes[index + 1 :] if again), math.inf)
+            if not at <= failure.sent_at <= back + propagation_seconds:
+                continue
+            stalled = lateness.stalled_within(at - PROBE_STALL_WINDOW_SECONDS, at)
+            if stalled >= NOTICEABLE_SECONDS:
+                return Doubt(
+                    f"{pod.name} left the balancer after a readiness probe failed while the rehearsal's event "
+                    "loop stalled, for",
+                    stalled,
+                )
     return None
 
 
@@ -172,12 +201,15 @@ def _pods(late: Mapping[str, object]) -> str:
 
 def split_request_failures(
     failures: Sequence[FailedRequest],
-    pods: Iterable[PodRecord],
+    pods: Sequence[PodRecord],
     lateness: Lateness,
     *,
     per_request_balancing: bool,
+    propagation_seconds: float = 0.0,
 ) -> tuple[list[FailedRequest], list[tuple[FailedRequest, Doubt]]]:
-    """(failures lateness cannot explain, failures it could have caused with the figure)."""
+    """(failures lateness cannot explain, failures it could have caused with the figure). `pods`:
+    every pod of the rehearsal; `propagation_seconds`: the longest an endpoint change took to
+    reach the balancer."""
     removals = {
         pod.name: (pod.endpoint_removal_due_at, pod.endpoint_removed_at)
         for pod in pods
@@ -187,6 +219,8 @@ def split_request_failures(
     doubtful: list[tuple[FailedRequest, Doubt]] = []
     for failure in failures:
         doubt = request_doubt(failure, lateness, removals, per_request_balancing=per_request_balancing)
+        if doubt is None and not failure.pod:
+            doubt = no_endpoints_doubt(failure, pods, lateness, propagation_seconds)
         if doubt is None:
             real.append(failure)
         else:

@@ -274,6 +274,8 @@ class Pod:
         ready = running and all(self._ready.values())
         if ready != self._is_ready:
             self._is_ready = ready
+            if not self.is_deleted:
+                self.record.readiness_changes.append((self._clock(), ready))
             self._on_readiness(self, ready)
         self._changed.set()
 

@@ -70,6 +70,8 @@ class PodRecord:
     endpoint_removal_due_at: float | None = None  # when it should have: the propagation delay after
     terminated_at: float | None = None  # every container has exited: the pod and its IP are gone
     crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
+    # The pod's Ready condition as it changed before its deletion: (when, ready).
+    readiness_changes: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
     # Requests sent to the pod once the balancer had stopped routing to it (on connections that
     # stayed), and how many of them failed.
     requests_after_endpoint_removal: int = 0

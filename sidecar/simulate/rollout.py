@@ -190,6 +190,11 @@ class Rollout:
             self.lateness.add_records(pod.record for pod in self._pods)
 
     @property
+    def records(self) -> list[PodRecord]:
+        """Every pod's record, old and new."""
+        return [pod.record for pod in self._pods]
+
+    @property
     def crashes(self) -> list[str]:
         """'<pod>: <container> exited ...' for every container that exited while its pod was not
         deleted: a crash (or a port taken by someone else), whatever the requests say."""

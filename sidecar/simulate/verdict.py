@@ -163,15 +163,22 @@ def judge(
     lateness: Lateness,
     *,
     per_request_balancing: bool,
+    every_pod: Sequence[PodRecord] = (),
+    propagation_seconds: float = 0.0,
 ) -> tuple[list[str], list[str]]:
     """(reasons to fail that the rehearsal's lateness cannot explain, doubts: failures it could
-    have caused, with the figure, and lateness that could have hidden one)."""
+    have caused, with the figure, and lateness that could have hidden one). `every_pod`: the
+    records of the pods not deleted too (their readiness decides where requests could go)."""
     fails: list[str] = ["no request was sent"] if requests["sent"] == 0 else []
     doubts: list[str] = []
     failed = request_reason(requests)
     if failed is not None:
         _, doubtful = split_request_failures(
-            tally.failures, deleted, lateness, per_request_balancing=per_request_balancing
+            tally.failures,
+            [*deleted, *(record for record in every_pod if record not in deleted)],
+            lateness,
+            per_request_balancing=per_request_balancing,
+            propagation_seconds=propagation_seconds,
         )
         unexplained = requests["failed"] - len(doubtful)
         if not doubtful:
@@ -201,17 +208,29 @@ def result_document(
     crashes: Sequence[str] = (),
     load: Document | None = None,
     lateness: Lateness | None = None,
+    every_pod: Sequence[PodRecord] = (),
 ) -> Document:
     """simulate's --json object: verdict, reasons, requests, pods, and the settings and load it
     ran with. `crashes`: containers of any pod, old or new, that exited while their pod was not
     deleted. `load`: how the requests were sent (sidecar.simulate.load.load_document). `lateness`:
     how late the rehearsal itself ran; a failure it could have caused makes the verdict
-    inconclusive rather than fail, and so does lateness that could have hidden one."""
+    inconclusive rather than fail, and so does lateness that could have hidden one. `every_pod`:
+    every pod's record, the new ones too."""
     requests = tally.document()
     pods = [pod_document(record) for record in deleted]
     seen = lateness if lateness is not None else Lateness()
     l7 = load is not None and load.get("balancer") == "l7"
-    fails, doubts = judge(requests, pods, tally, deleted, seen, per_request_balancing=l7)
+    propagation = settings.get("propagation_delay_seconds", 0.0) + settings.get("propagation_spread_seconds", 0.0)
+    fails, doubts = judge(
+        requests,
+        pods,
+        tally,
+        deleted,
+        seen,
+        per_request_balancing=l7,
+        every_pod=every_pod,
+        propagation_seconds=propagation,
+    )
     fails += crashes
     verdict = "fail" if fails else "inconclusive" if doubts else "pass"
     return {

@@ -10,6 +10,7 @@ import pytest
 from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.judgement import (
     flattering,
+    no_endpoints_doubt,
     overrun_doubt,
     report_doubt,
     request_doubt,
@@ -266,3 +267,29 @@ def test_lateness_document_gives_the_worst_figures() -> None:
             "median_seconds_to_ready": 2.0,
         },
     }
+
+
+def flapped_pod() -> PodRecord:
+    """A pod not deleted that went NotReady at 20 s (after deletion of pod-1) and back at 22 s."""
+    record = native_pod("new-1")
+    record.deleted_at = None
+    record.readiness_changes = [(at(-30.0), True), (at(20.0), False), (at(22.0), True)]
+    return record
+
+
+@pytest.mark.parametrize(
+    ("stall", "sent", "doubtful"),
+    [
+        pytest.param(stalled((19.0, 19.8)), 23.0, True, id="probe-failed-in-a-stall"),
+        pytest.param(Lateness(), 23.0, False, id="probe-failed-on-its-own"),
+        pytest.param(stalled((19.0, 19.8)), 25.0, False, id="after-the-pod-was-back"),
+    ],
+)
+def test_no_endpoints_doubt_for_a_pod_that_left_the_balancer_after_a_probe_failed_in_a_stall(
+    stall: Lateness, sent: float, doubtful: bool
+) -> None:
+    refused = FailedRequest("", "no_endpoints", Failure.REFUSED.value, at(sent), at(sent), 0.0)
+    doubt = no_endpoints_doubt(refused, [flapped_pod()], stall, propagation_seconds=2.0)
+    assert (doubt is not None) == doubtful
+    if doubt is not None:
+        assert str(doubt).startswith("new-1 left the balancer after a readiness probe failed")
