@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
-from sidecar.simulate.listeners import ListenerTable, unreachable_listeners, unreachable_message
+from sidecar.simulate.listeners import ListenerTable, listening_table, unreachable_listeners, unreachable_message
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -132,6 +132,11 @@ class Pod:
             raise PodStartTimeout(f"{self.name}: {self._not_ready(timeout_seconds)}") from None
         finally:
             checker.cancel()
+        # Ready, but perhaps before the shared table was read again: one look of its own (in a
+        # thread, off the loop), so a pod listening at the wrong address never serves.
+        problem = self._listener_problem(await asyncio.to_thread(listening_table))
+        if problem is not None:
+            raise PodStartError(problem)
         self._event("ready")
 
     def _not_ready(self, timeout_seconds: float) -> str:
@@ -175,14 +180,20 @@ class Pod:
         # hooks or the balancer, which all go to the pod IP: in a cluster the pod would never be
         # ready (or its hook would fail). Said at once, with what cannot reach it.
         while True:
-            unreachable = unreachable_listeners(self.ports, self.address, await LISTENERS.current())
-            if unreachable:
-                symbol, where = next(iter(unreachable.items()))
-                reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
-                self._start_failure = f"{self.name}: {reason}"
+            problem = self._listener_problem(await LISTENERS.current())
+            if problem is not None:
+                self._start_failure = problem
                 self._changed.set()
                 return
             await asyncio.sleep(LISTENER_CHECK_SECONDS)
+
+    def _listener_problem(self, table: Mapping[int, set[str]]) -> str | None:
+        unreachable = unreachable_listeners(self.ports, self.address, table)
+        if not unreachable:
+            return None
+        symbol, where = next(iter(unreachable.items()))
+        reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
+        return f"{self.name}: {reason}"
 
     async def _start_container(self, spec: ContainerSpec) -> None:
         argv, env = filled_command(
