@@ -104,6 +104,15 @@ def sigkill_doubt(pod: PodRecord, container: ContainerRecord, lateness: Lateness
     return None
 
 
+def signal_lateness(pod: PodRecord, container: ContainerRecord) -> float:
+    """How late the container's hook was sent, which delays its stop signal as much: the sidecar's
+    hold starts when the hook arrives (a stall hiding the hook's return is stall_before_signal)."""
+    sent_late = 0.0
+    if pod.deleted_at is not None and container.hook_started_at is not None:
+        sent_late = max(0.0, container.hook_started_at - pod.deleted_at)
+    return sent_late
+
+
 def drain_time_lost(pod: PodRecord, container: ContainerRecord, lateness: Lateness) -> float:
     """How much of its drain the container lost to the rehearsal's lateness. After a hook the
     SIGKILL is due the grace period less the hook's whole seconds after the signal, so a stall that
@@ -128,7 +137,8 @@ def overrun_doubt(pod: PodRecord, lateness: Lateness) -> Doubt | None:
     # The app's stop signal could have gone late, and the last exit could have been seen late.
     seen_late = lateness.stall_before(pod.terminated_at)
     kill = lateness.late_action(pod.name, SIGKILL)
-    signal_late = stall_before_signal(pod.containers[pod.traffic_container], lateness)
+    app = pod.containers[pod.traffic_container]
+    signal_late = signal_lateness(pod, app) + stall_before_signal(app, lateness)
     late = signal_late + max(seen_late, 0.0 if kill is None else kill.late_seconds)
     if late >= max(overrun, NOTICEABLE_SECONDS):
         return Doubt(f"it overran by {overrun:.2f}s while the rehearsal ran late, by", late)
@@ -136,11 +146,17 @@ def overrun_doubt(pod: PodRecord, lateness: Lateness) -> Doubt | None:
 
 
 def hook_doubt(pod: PodRecord, container: ContainerRecord, lateness: Lateness) -> Doubt | None:
+    """A hook that failed while the loop stalled (its wait measured on a stalled loop), or one
+    sent late (the kubelet sends it at the deletion, bounded by the grace period: late, it had
+    less of it)."""
     if container.hook_started_at is None or container.hook_ended_at is None:
         return None
     stalled = lateness.stalled_within(container.hook_started_at, container.hook_ended_at)
     if stalled >= NOTICEABLE_SECONDS:
         return Doubt("the rehearsal's event loop stalled during the hook, for", stalled)
+    sent_late = None if pod.deleted_at is None else container.hook_started_at - pod.deleted_at
+    if sent_late is not None and sent_late >= NOTICEABLE_SECONDS:
+        return Doubt("the kubelet sent the hook late, by", sent_late)
     return None
 
 
@@ -148,9 +164,9 @@ def report_doubt(pod: PodRecord, lateness: Lateness) -> Doubt | None:
     """A sidecar's report that is not clean while the app's stop signal went late: the app had
     less of its drain than the sidecar counted on."""
     app = pod.containers[pod.traffic_container]
-    stalled = stall_before_signal(app, lateness)
-    if stalled >= NOTICEABLE_SECONDS:
-        return Doubt("the app's stop signal was sent after the rehearsal's event loop stalled for", stalled)
+    late = signal_lateness(pod, app) + stall_before_signal(app, lateness)
+    if late >= NOTICEABLE_SECONDS:
+        return Doubt("the app's stop signal went late (the rehearsal's event loop stalled), by", late)
     return None
 
 
@@ -173,7 +189,7 @@ def flattering(pods: Iterable[PodRecord], lateness: Lateness) -> list[str]:
             exposed = app.exited_at if removed is None else min(app.exited_at, removed)
             if late := lateness.sends_moved_out(app.signalled_at, exposed, app.exited_at):
                 moved[pod.name] = late
-        signal_late = stall_before_signal(app, lateness)
+        signal_late = signal_lateness(pod, app) + stall_before_signal(app, lateness)
         if signal_late >= FLATTERING_SECONDS and (removed is None or removed > app.signalled_at - signal_late):
             held[pod.name] = signal_late
     found = []

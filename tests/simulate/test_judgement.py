@@ -10,6 +10,7 @@ import pytest
 from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.judgement import (
     flattering,
+    hook_doubt,
     no_endpoints_doubt,
     overrun_doubt,
     report_doubt,
@@ -142,6 +143,18 @@ def test_overrun_doubt_when_the_stalls_exceed_the_overrun() -> None:
 def test_overrun_doubt_none_when_the_overrun_is_longer_than_the_lateness() -> None:
     record = native_pod(app_exit=12.0, sidecar_exit=12.1)
     assert overrun_doubt(record, stalled((11.8, 12.1))) is None
+
+
+def test_hook_doubt_when_the_hook_was_sent_late_or_waited_through_a_stall() -> None:
+    record = native_pod()
+    app = record.containers[APP]
+    assert hook_doubt(record, app, Lateness()) is None
+    assert str(hook_doubt(record, app, stalled((1.0, 2.0)))) == (
+        "the rehearsal's event loop stalled during the hook, for 1.00s"
+    )
+    app.hook_started_at = at(6.0)  # the kubelet's loop stalled before it could send it
+    app.hook_ended_at = at(6.0)
+    assert str(hook_doubt(record, app, Lateness())) == "the kubelet sent the hook late, by 6.00s"
 
 
 def test_report_doubt_only_when_the_apps_stop_signal_went_late() -> None:
