@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -71,9 +72,19 @@ class Lateness:
 
     def stall_before(self, seen_at: float) -> float:
         """How much earlier than `seen_at` something the loop saw then could have happened: the
-        stall it had just woken from (ending at most two ticks before), if any."""
-        recent = [since for since, to in self.stalls if since <= seen_at and to >= seen_at - 2 * LAG_TICK_SECONDS]
-        return seen_at - min(recent) if recent else 0.0
+        stall it had just woken from, if any. Stalls less than two ticks apart count as one: after
+        a long one the loop works through its backlog (the load catching up, say), and that shows
+        as more, shorter ones."""
+        since, previous_end = None, -math.inf
+        for start, end in sorted(self.stalls):
+            if start > seen_at:
+                break
+            if start - previous_end > 2 * LAG_TICK_SECONDS:
+                since = start
+            previous_end = end
+        if since is None or seen_at - previous_end > 2 * LAG_TICK_SECONDS:
+            return 0.0
+        return seen_at - since
 
     def late_action(self, pod: str, what: str) -> LateAction | None:
         """The latest-running `what` of `pod`, if it ran late."""

@@ -306,3 +306,10 @@ def test_no_endpoints_doubt_for_a_pod_that_left_the_balancer_after_a_probe_faile
     assert (doubt is not None) == doubtful
     if doubt is not None:
         assert str(doubt).startswith("new-1 left the balancer after a readiness probe failed")
+
+
+def test_lateness_stall_before_joins_the_backlog_after_a_long_stall() -> None:
+    # A 6 s stall, then the loop working through its backlog: shorter stalls a tick apart.
+    lateness = stalled((0.1, 6.0), (6.05, 6.2), (6.25, 6.4))
+    assert lateness.stall_before(at(6.45)) == pytest.approx(6.35)
+    assert lateness.stall_before(at(7.0)) == 0.0
