@@ -46,8 +46,8 @@ class AppProcess(Part):
         observations.has_app_process = True
         self._on_exit = on_exit
         self._exited_event = asyncio.Event()
+        self._group_task: asyncio.Task[None] | None = None  # the child exited, its group did not
         self._uninstall_signals: Callable[[], None] | None = None
-        self._group_wait: asyncio.Task[None] | None = None
 
     def readiness(self) -> Mapping[str, ReadinessCheck]:
         return {"app": self._check}
@@ -70,23 +70,22 @@ class AppProcess(Part):
         self.observations.add_event("app exit", status=str(status))
         logger.info("app exited", extra={"fields": {"status": status, "phase": self.timeline.phase.value}})
         self._exited_event.set()
-        left_behind = self.child.left_behind()
-        if left_behind and self.timeline.phase in (Phase.PRESTOP_DELAY, Phase.DRAIN):
-            # The app is its process group: a daemon that ignored the stop signal, a worker still
-            # busy. The drain ends when the last of them is gone, or they are SIGKILLed at the
-            # deadline (on_phase_change) and the outcome is timeout, never clean.
-            logger.warning(
-                "app exited, processes of its group still running: the drain waits for them",
-                extra={"fields": {"count": len(left_behind), "pids": left_behind[:10]}},
-            )
-            self._group_wait = asyncio.get_running_loop().create_task(self._wait_for_group())
+        if self.timeline.is_shutting_down and self.child.group_is_alive():
+            # The app is not finished while processes of its group run on (a shell entrypoint
+            # that died at its stop signal, leaving the server it started): they get the stop
+            # signal too, and the drain ends when the group is empty (else SIGKILL at deadline).
+            logger.warning("app exited but processes of its group still run: stop signal sent to the group")
+            self.observations.errors.append("process_exit: the app's main process exited before the rest of its group")
+            self.child.send_group(self.stop_signal)
+            self._group_task = asyncio.get_running_loop().create_task(self._until_group_gone())
             return
         self._on_exit()
 
-    async def _wait_for_group(self) -> None:
+    async def _until_group_gone(self) -> None:
+        """Woken by the kernel as each process left exits (a pidfd each), then looked at again (one
+        may have started another); ended by the SIGKILL at the drain deadline at the latest."""
         while left_behind := self.child.left_behind():
             await wait_until_gone(left_behind)
-        logger.info("app's process group gone")
         self._on_exit()
 
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
@@ -96,9 +95,9 @@ class AppProcess(Part):
             self._kill_what_is_left()
 
     def _kill_what_is_left(self) -> None:
+        """At the drain's end or deadline: the report counts what the app left behind in its group
+        (daemons that ignored the stop signal), and the group is SIGKILLed with them, as promised."""
         left_behind = self.child.left_behind()
-        if self._group_wait is not None:
-            self._group_wait.cancel()
         self.observations.processes_left_behind = len(left_behind)
         if self.child.is_running:
             self.child.kill_group()
@@ -130,6 +129,8 @@ class AppProcess(Part):
         return EXIT_KILLED if status is None else status
 
     def close(self) -> None:
+        if self._group_task is not None:
+            self._group_task.cancel()
         if self._uninstall_signals is not None:
             self._uninstall_signals()
             self._uninstall_signals = None

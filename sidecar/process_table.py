@@ -24,7 +24,7 @@ def members(*, group: int | None = None, session: int | None = None, proc: Path 
             fields = _stat_fields((entry / "stat").read_text())
         except (OSError, ValueError):  # gone meanwhile
             continue
-        if fields[0] == "Z":
+        if fields[0] in ("Z", "X"):  # a zombie or dead: finished
             continue
         if group is not None and int(fields[2]) != group:
             continue

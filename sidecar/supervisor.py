@@ -107,6 +107,17 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
+    def group_is_alive(self) -> bool:
+        """Whether a process of the child's group is still running (zombies left out: an orphan
+        re-parented to a slow reaper is no longer running). The child exiting may leave its group
+        behind: a shell that died at its stop signal orphans the server it started."""
+        return self.pid is not None and bool(process_table.members(group=self.pid))
+
+    def send_group(self, sig: signal.Signals) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
     def kill_group(self) -> None:
         """SIGKILL the child's whole process group, as the kubelet's SIGKILL would the container
         (after the child's exit too: what it left behind keeps the group)."""
