@@ -52,7 +52,8 @@ Point the app container's preStop httpGet at /prestop and the sidecar's readines
 RUN_EPILOG: Final = """\
 run mode: CMD runs in its own process group. At t0 (SIGTERM, SIGINT, SIGQUIT or /prestop)
 readiness fails, CMD keeps serving through the prestop delay, then gets --stop-signal; the drain
-ends when it exits. At deadline - report reserve its process group is SIGKILLed. SIGHUP, SIGUSR1,
+ends when it, and every process it left in its group, has exited. At deadline - report reserve
+its process group is SIGKILLed (the report counts processes_left_behind). SIGHUP, SIGUSR1,
 SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR and SIGWINCH are forwarded at once. A second
 SIGINT finishes the report at once, except after /prestop: then it is the kubelet's stop signal
 (lifecycle.stopSignal: SIGINT) and the drain goes on.

@@ -9,12 +9,12 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import time
 from typing import Final
 
 from sidecar.simulate.client import Failure, Result
+from sidecar.simulate.lateness import Lateness
 from sidecar.simulate.pool import BalancerKind, ClientKind
-from sidecar.simulate.records import Clock, RequestPhase
+from sidecar.simulate.records import FailedRequest, RequestPhase
 from sidecar.simulate.traffic import Traffic
 
 NO_ENDPOINTS: Final = "no_endpoints"  # the balancer knew of no ready pod: kube-proxy rejects
@@ -40,6 +40,7 @@ class Tally:
     sent_on: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # by connection
     failed_on: collections.Counter[tuple[str, str]] = dataclasses.field(default_factory=collections.Counter)
     connections_opened: int = 0
+    failures: list[FailedRequest] = dataclasses.field(default_factory=list)  # each, for the judgement
     # By (fine bin of the time the request left, connection, outcome): requests over time.
     over_time: collections.Counter[tuple[int, str, str]] = dataclasses.field(default_factory=collections.Counter)
 
@@ -121,17 +122,19 @@ class LoadGenerator:
         rate_per_second: float,
         timeout_seconds: float,
         tally: Tally,
-        clock: Clock | None = None,
+        *,
+        lateness: Lateness | None = None,
+        origin: float = 0.0,
     ) -> None:
-        """`clock`: the rehearsal's (seconds since it began), for requests over time; by default
-        seconds since this generator was made."""
+        """`lateness`: where sends behind the schedule are recorded; `origin`: the loop's time at
+        the rehearsal's start (the simulation clock's zero), for the times recorded."""
         self.tally = tally
-        started = time.monotonic()
-        self._clock = clock or (lambda: time.monotonic() - started)
         self._traffic = traffic
         self._interval = 1.0 / rate_per_second
         self._timeout_seconds = timeout_seconds
         self._inflight: set[asyncio.Task[None]] = set()
+        self._lateness = lateness
+        self._origin = origin
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send on schedule until `stop` is set; then wait for the requests still in flight."""
@@ -139,7 +142,8 @@ class LoadGenerator:
         next_at = loop.time()
         try:
             while not stop.is_set():
-                task = asyncio.create_task(self._request())
+                late = loop.time() - next_at
+                task = asyncio.create_task(self._request(late))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 next_at += self._interval
@@ -156,15 +160,21 @@ class LoadGenerator:
             await asyncio.gather(*inflight, return_exceptions=True)
             self._traffic.close()
 
-    async def _request(self) -> None:
+    async def _request(self, late_seconds: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time() - self._origin
+        if self._lateness is not None:
+            self._lateness.send_late(sent_at - late_seconds, late_seconds)
         route = self._traffic.route()
         if route is None:
-            self.tally.add(NO_ENDPOINTS, Result(None, Failure.REFUSED))
+            self.tally.add(NO_ENDPOINTS, Result(None, Failure.REFUSED), sent_at=sent_at)
+            self.tally.failures.append(
+                FailedRequest("", NO_ENDPOINTS, Failure.REFUSED.value, sent_at, sent_at, late_seconds)
+            )
             return
         record = route.pod.record
         # The phase when the request leaves: what it would meet on arrival.
         phase = record.request_phase().value
-        sent_at = self._clock()
         # Past its endpoint's removal, only a connection that stayed on the pod (l4) brings it traffic.
         after_removal = record.endpoint_removed_at is not None
         if after_removal:
@@ -172,6 +182,11 @@ class LoadGenerator:
         result = await self._traffic.send(route, timeout_seconds=self._timeout_seconds)
         self.tally.connections_opened = self._traffic.connections_opened
         self.tally.add(phase, result, reused=route.is_reused, sent_at=sent_at)
+        if result.failure is not None:
+            ended_at = loop.time() - self._origin
+            kind = result.failure.value
+            failure = FailedRequest(route.pod.name, phase, kind, sent_at, ended_at, late_seconds, route.is_reused)
+            self.tally.failures.append(failure)
         if after_removal and not result.is_ok:
             record.failed_after_endpoint_removal += 1
         if result.failure is not None and len(record.failed_requests) < MAX_FAILURES_PER_POD:

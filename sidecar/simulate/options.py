@@ -61,8 +61,10 @@ address, {HOST_PLACEHOLDER} in the command or $HOST (or 0.0.0.0), on the port gi
 command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
-not; 2 for bad input or an app that cannot start; 128+N when stopped by signal N (SIGINT,
-SIGTERM, SIGHUP), with nothing it started left running."""
+not; 3 (inconclusive) when this machine ran the rehearsal so late (a stalled event loop, late
+kubelet or balancer actions, a load behind its schedule) that the lateness could have caused
+every failure or hidden one; 2 for bad input or an app that cannot start; 128+N when stopped by
+signal N (SIGINT, SIGTERM, SIGHUP), with nothing it started left running."""
 
 
 def option(

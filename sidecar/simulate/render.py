@@ -141,6 +141,20 @@ def connections_line(requests: Document) -> list[str]:
     return ["  failed: " + "; ".join(parts)]
 
 
+def lateness_line(lateness: Document | None) -> list[str]:
+    """How late the rehearsal itself ran: its event loop, its kubelet and balancer, its load."""
+    if lateness is None:
+        return []
+    loop, load, start = lateness["loop"], lateness["load"], lateness["process_start"]
+    actions = ", ".join(f"{what} {late:.2f}s" for what, late in lateness["actions_max_late_seconds"].items())
+    return [
+        f"rehearsal lateness: event loop stalled {loop['stalled_seconds']:.2f}s "
+        f"(longest {loop['max_lag_seconds']:.2f}s); "
+        f"late actions: {actions or 'none'}; load up to {load['max_late_seconds']:.2f}s behind; "
+        f"containers ready in up to {start['max_seconds_to_ready']:.2f}s"
+    ]
+
+
 def requests_table(requests: Document) -> list[str]:
     header = f"  {'phase':<13}{'sent':>7}{'failed':>8}" + "".join(f"{kind:>9}" for kind in KINDS)
     lines = [f"requests: {requests['sent']} sent, {requests['failed']} failed", header]
@@ -159,8 +173,15 @@ def verdict_lines(result: Document) -> list[str]:
         if result["mode"] != "none" and result["settings"]["chart"] is None:
             lines.append("  the same rollout without the sidecar: add --mode none")
         return lines
+    if result["verdict"] == "inconclusive":
+        return [
+            "verdict: INCONCLUSIVE - this machine ran the rehearsal too late to judge the app (exit status 3):",
+            *(f"  - {doubt}" for doubt in result["doubts"]),
+            "  run it again on a quieter machine, or with fewer --pods",
+        ]
     lines = ["verdict: FAIL"]
     lines += [f"  - {reason}" for reason in result["reasons"]]
+    lines += [f"  - not counted, the rehearsal ran late: {doubt}" for doubt in result.get("doubts", [])]
     hint = advice(result)
     if hint:
         lines.append(f"  hint: {hint}")
@@ -201,6 +222,7 @@ def render(result: Document) -> str:
     lines += load_line(result.get("load"))
     lines += requests_table(result["requests"])
     lines += connections_line(result["requests"])
+    lines += lateness_line(result.get("lateness"))
     lines.append("")
     lines += verdict_lines(result)
     return "\n".join(lines) + "\n"

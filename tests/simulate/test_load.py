@@ -269,4 +269,3 @@ async def test_load_generator_counts_requests_sent_after_the_endpoint_removal_on
     assert [(kind, phase) for _, kind, phase in record.failed_requests] == (
         [("reset", "prestop")] * tally.total_sent if failed else []
     )
-    assert all(0 <= sent_at < WAIT_SECONDS for sent_at, _, _ in record.failed_requests)
