@@ -24,6 +24,7 @@ from sidecar.simulate.lifeline import Lifeline
 from sidecar.simulate.load import load_document
 from sidecar.simulate.options import Options
 from sidecar.simulate.podspec import PodTemplate, template_for_mode
+from sidecar.simulate.progress import Progress
 from sidecar.simulate.render import render
 from sidecar.simulate.rollout import Plan, Rollout
 from sidecar.simulate.strategy import Strategy
@@ -160,23 +161,6 @@ def busy_machine_note(lateness: Lateness) -> str:
         return ""
     ready = f"the containers that became ready took up to {slowest:.1f}s" if slowest else "no container became ready"
     return f"; the machine is busy: the rehearsal's event loop stalled {stalled:.1f}s in all, and {ready}"
-
-
-class Progress:
-    """One stderr line per event: time since start, the event, the running request counts."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.rollout: Rollout | None = None
-
-    def __call__(self, text: str) -> None:
-        rollout = self.rollout
-        if rollout is None:
-            return
-        tally = rollout.tally
-        counts = f"sent {tally.total_sent}, failed {tally.total_failed}"
-        self.stream.write(f"[{rollout.clock():6.2f}s] {text:<64} {counts}\n")
-        self.stream.flush()
 
 
 async def rehearse(options: Options) -> int:
