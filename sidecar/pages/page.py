@@ -232,12 +232,17 @@ def settings_words(result: Document) -> str:
 def simulation_page(result: Document) -> str:
     verdict, requests = str(result["verdict"]), result["requests"]
     pods: Sequence[Document] = result["pods"]
+    reasons = list(result.get("reasons", []))
     if verdict == "pass":
         words = "no request failed; every drain ended inside the grace period"
+    elif verdict == "inconclusive":
+        words = "this machine ran the rehearsal too late to judge the app: run it again on a quieter one"
+        reasons.insert(0, "")  # every doubt is listed below the heading
     else:
-        words = result["reasons"][0] if result.get("reasons") else verdict
+        words = reasons[0] if reasons else verdict
+    doubts = [f"not counted, the rehearsal ran late: {d}" for d in result.get("doubts", []) if verdict == "fail"]
     body = [verdict_heading(verdict, words)]
-    reasons = [*where_failed(pods), *result.get("reasons", [])[1:]]
+    reasons = [*where_failed(pods), *reasons[1:], *doubts]
     if reasons:
         body.append('<ul class="reasons">' + "".join(f"<li>{escape(r)}</li>" for r in reasons) + "</ul>")
     body.append(f'<p class="facts">{escape(settings_words(result))}</p>')

@@ -62,8 +62,11 @@ def test_simulation_page_says_any_verdict_in_words(verdict: str) -> None:
     assert heading is not None
     assert heading.group(1) == verdict
     assert verdict.upper() in heading.group(2)
-    if verdict != "pass":
+    if verdict == "fail":
         assert f"the {verdict} reason" in heading.group(2)
+    if verdict == "inconclusive":
+        assert "too late to judge" in heading.group(2)
+        assert "<li>the inconclusive reason</li>" in text
 
 
 def test_page_of_real_pods_gives_each_shutdown_its_clock_time_and_else_seconds_after_t0() -> None:
