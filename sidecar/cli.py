@@ -70,7 +70,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `argv`, simulate's options only when it names simulate: they
-    cost the imports of sidecar.simulate (about 10 ms), which serve and run never need."""
+    cost the imports of sidecar.simulate (about 10 ms), which serve and run never need (report's
+    likewise, sidecar.pages)."""
     parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
     commands = parser.add_subparsers(dest="mode", metavar="COMMAND")
@@ -106,6 +107,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
         simulate.epilog = SIMULATE_EPILOG
         add_simulate_arguments(simulate)
+    report = commands.add_parser(
+        "report",
+        help="read real pods' final reports (kubectl get pods -o json, termination log, log line): one line "
+        "per pod, or a page",
+        usage="shutdown-sidecar report [FILE|-] [--html OUT]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if argv is None or "report" in argv:
+        from sidecar.pages import command as report_command
+
+        report.description, report.epilog = report_command.DESCRIPTION, report_command.EPILOG
+        report_command.add_arguments(report)
     return parser
 
 
@@ -128,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.mode == "report":  # the standard library only: it runs where the server extra is not installed
+        from sidecar.pages.command import report
+
+        return report(args)
     missing = missing_server_modules()
     if missing:
         print(
@@ -138,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.mode == "simulate":
         return simulate(args)
+
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
     from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli

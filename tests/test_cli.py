@@ -42,9 +42,9 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return dict(action.choices)
 
 
-def test_cli_parser_has_serve_run_and_simulate() -> None:
+def test_cli_parser_has_serve_run_simulate_and_report() -> None:
     parser = build_parser()
-    assert set(subcommands(parser)) == {"serve", "run", "simulate"}
+    assert set(subcommands(parser)) == {"serve", "run", "simulate", "report"}
     assert parser.parse_args(["serve"]).mode == "serve"
     assert parser.parse_args(["run", "--", "app", "--flag"]).command[-2:] == ["app", "--flag"]
 

@@ -24,6 +24,7 @@ from sidecar.simulate.lifeline import Lifeline
 from sidecar.simulate.load import load_document
 from sidecar.simulate.options import Options
 from sidecar.simulate.podspec import PodTemplate, template_for_mode
+from sidecar.simulate.progress import Progress
 from sidecar.simulate.render import render
 from sidecar.simulate.rollout import Plan, Rollout
 from sidecar.simulate.strategy import Strategy
@@ -162,23 +163,6 @@ def busy_machine_note(lateness: Lateness) -> str:
     return f"; the machine is busy: the rehearsal's event loop stalled {stalled:.1f}s in all, and {ready}"
 
 
-class Progress:
-    """One stderr line per event: time since start, the event, the running request counts."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.rollout: Rollout | None = None
-
-    def __call__(self, text: str) -> None:
-        rollout = self.rollout
-        if rollout is None:
-            return
-        tally = rollout.tally
-        counts = f"sent {tally.total_sent}, failed {tally.total_failed}"
-        self.stream.write(f"[{rollout.clock():6.2f}s] {text:<64} {counts}\n")
-        self.stream.flush()
-
-
 async def rehearse(options: Options) -> int:
     """The rehearsal's exit status, or 128 + N when signal N (INTERRUPTING_SIGNALS) stops it,
     from its start (a signal while the chart renders, which holds the loop, is acted on after)."""
@@ -246,12 +230,24 @@ async def rehearse_uninterrupted(options: Options) -> int:
             every_pod=rollout.records,
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
+    if options.html is not None:
+        write_page(options.html, result)
     return EXIT_BY_VERDICT[result["verdict"]]
 
 
 def print_result(result: Document, *, as_json: bool, stream: TextIO) -> None:
     stream.write(json.dumps(result, indent=2) + "\n" if as_json else render(result))
     stream.flush()
+
+
+def write_page(path: Path, result: Document) -> None:
+    from sidecar.pages.page import simulation_page
+
+    try:
+        path.write_text(simulation_page(result), encoding="utf-8")
+    except OSError as exc:
+        raise SetupError(f"--html: cannot write {path}: {exc.strerror}") from None
+    print(f"shutdown-sidecar simulate: wrote {path}", file=sys.stderr)
 
 
 def simulate(options: Options) -> int:

@@ -1,20 +1,21 @@
 """One simulated pod, run the way the kubelet runs it: containers started in order (native
 sidecars first, each waited for until its startup probe passes), readiness probed at the pod's
-address on its period and thresholds, and on deletion the termination sequence (each container's
-preStop hook, then its stop signal, then SIGKILL: sidecar.simulate.termination), native sidecars
-stopped only after the app containers. Records what happened and when; judges nothing."""
+address on its period and thresholds, and on deletion the termination sequence (in the kubelet's
+order of containers: sidecar.simulate.pod_termination; each container's preStop hook, stop signal
+and SIGKILL: sidecar.simulate.termination). Records what happened and when; judges nothing (a
+failed start is put in words by sidecar.simulate.start_failures)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
-from sidecar.simulate.listeners import ListenerTable, listening_table, unreachable_listeners, unreachable_message
+from sidecar.simulate.container import ContainerProcess, termination_log_path
+from sidecar.simulate.listeners import ListenerTable, listening_table
+from sidecar.simulate.pod_termination import PodTermination
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -26,14 +27,13 @@ from sidecar.simulate.podspec import (
     SIDECAR_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
-    HttpGet,
     PodTemplate,
-    Probe,
     filled_command,
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 from sidecar.simulate.records import Clock, PodRecord
-from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS, run_pre_stop_hook, stop_container
+from sidecar.simulate.start_failures import StartFailures
+from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS
 
 SIGTERM_MINIMUM_GRACE_SECONDS: Final = float(MINIMUM_GRACE_SECONDS)  # its former name
 # How often a starting pod's ports are checked for a listener its kubelet cannot reach.
@@ -84,6 +84,7 @@ class Pod:
         self._reapers: set[asyncio.Task[None]] = set()
         self._probers: set[asyncio.Task[None]] = set()
         self.record = PodRecord.of_template(name, template, ports[APP_PORT], clock(), address)
+        self._failures = StartFailures(name, template, self.ports, address, self.workdir)
 
     @property
     def sidecar_url(self) -> str:
@@ -130,71 +131,28 @@ class Pod:
                     await self._start_container(spec)
                 await self._wait_for(lambda: self._is_ready)
         except TimeoutError:
-            raise PodStartTimeout(f"{self.name}: {self._not_ready(timeout_seconds)}") from None
+            holding = self._failures.not_ready(timeout_seconds, self._started, self._ready, self._containers)
+            raise PodStartTimeout(f"{self.name}: {holding}") from None
         finally:
             checker.cancel()
         # Ready, but perhaps before the shared table was read again: one look of its own (in a
         # thread, off the loop), so a pod listening at the wrong address never serves.
-        problem = self._listener_problem(await asyncio.to_thread(listening_table))
+        problem = self._failures.listener_problem(await asyncio.to_thread(listening_table))
         if problem is not None:
             raise PodStartError(problem)
         self._event("ready")
-
-    def _not_ready(self, timeout_seconds: float) -> str:
-        """Which container holds the pod's start, and where its log is (kept by the caller)."""
-        for spec in self.template.sidecars:
-            if spec.name not in self._started:
-                waiting = ", ".join(c.name for c in self.template.containers)
-                return (
-                    f"{spec.name} not started after {timeout_seconds:g}s{self._probe_hint(spec, spec.startup)}; "
-                    f"{waiting} not started: the kubelet starts them once the native sidecar has"
-                )
-        for spec in self.template.all_containers:
-            if not self._ready.get(spec.name, False):
-                hint = self._hint() if spec.serves_traffic else self._probe_hint(spec, spec.readiness)
-                return f"{spec.name} not ready after {timeout_seconds:g}s{hint}"
-        return f"not ready after {timeout_seconds:g}s"
-
-    def _probe_hint(self, spec: ContainerSpec, probe: Probe | None) -> str:
-        log = log_path(self.workdir, spec.name)
-        if spec.name not in self._containers:
-            return " (its process was not started)"
-        if probe is None:
-            return f" (see {log})"
-        action = probe.action
-        port = self.ports[action.port]
-        what = f"GET {action.path}" if isinstance(action, HttpGet) else "a TCP connection"
-        return f" (its probe, {what} at {self.address}:{port}, has not passed; see {log})"
-
-    def _hint(self) -> str:
-        app = next(c for c in self.template.containers if c.serves_traffic)
-        port = self.ports[APP_PORT]
-        if not any(PORT_PLACEHOLDER in arg for arg in app.argv):
-            return (
-                f" (the app's command has no {PORT_PLACEHOLDER}: it must listen on {self.address}:{port}, the pod's "
-                "address and port, given as $HOST and $PORT)"
-            )
-        return f" (is the app listening on {self.address}:{port}? see {log_path(self.workdir, app.name)})"
 
     async def _check_listeners(self) -> None:
         # A container listening on 127.0.0.1 only is never reached by the kubelet's probes and
         # hooks or the balancer, which all go to the pod IP: in a cluster the pod would never be
         # ready (or its hook would fail). Said at once, with what cannot reach it.
         while True:
-            problem = self._listener_problem(await LISTENERS.current())
+            problem = self._failures.listener_problem(await LISTENERS.current())
             if problem is not None:
                 self._start_failure = problem
                 self._changed.set()
                 return
             await asyncio.sleep(LISTENER_CHECK_SECONDS)
-
-    def _listener_problem(self, table: Mapping[int, set[str]]) -> str | None:
-        unreachable = unreachable_listeners(self.ports, self.address, table)
-        if not unreachable:
-            return None
-        symbol, where = next(iter(unreachable.items()))
-        reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
-        return f"{self.name}: {reason}"
 
     async def _start_container(self, spec: ContainerSpec) -> None:
         argv, env = filled_command(
@@ -272,7 +230,7 @@ class Pod:
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
         last_line = self._containers[container].last_log_line()
-        hint = self._hint() if container == self.record.traffic_container else ""
+        hint = self._failures.app_hint() if container == self.record.traffic_container else ""
         return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}{hint}")
 
     def _set_container_ready(self, container: str, ready: bool) -> None:
@@ -302,52 +260,11 @@ class Pod:
     async def delete(self) -> None:
         """Kubernetes' termination sequence, to the end: returns when every container has exited."""
         self.record.deleted_at = self._clock()
-        grace = self.template.grace_period_seconds
-        # The kubelet's own deadline (monotonic, as the loop's clock): the pod's, not the sidecar's budget.
-        grace_deadline = time.monotonic() + grace
-        self._event(f"deleted: grace period {grace:g}s")
-        # Native sidecars' own preStop hooks run as the termination starts, beside the app
-        # containers'; their stop signals wait for the app containers (KEP-753, Kubernetes 1.29+:
-        # https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/).
-        sidecar_hooks = [
-            asyncio.create_task(self._run_hook(spec, grace_deadline), name=f"{self.name}/{spec.name}/preStop")
-            for spec in self.template.sidecars
-        ]
-        try:
-            # Without a sequence among them: the app containers are stopped concurrently.
-            await asyncio.gather(*(self._stop(spec, grace_deadline, hook=True) for spec in self.template.containers))
-            await asyncio.gather(*sidecar_hooks)
-        finally:
-            for task in sidecar_hooks:
-                task.cancel()
-        # Native sidecars only once every app container has exited, last started first.
-        for spec in reversed(self.template.sidecars):
-            await self._stop(spec, grace_deadline, hook=False)
+        self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
+        await PodTermination(
+            self.name, self.template, self._containers, self.address, self.ports, self._clock, self._event
+        ).run()
         self.record.terminated_at = self._clock()
-
-    async def _run_hook(self, spec: ContainerSpec, grace_deadline: float) -> None:
-        await run_pre_stop_hook(
-            spec,
-            self._containers[spec.name],
-            address=self.address,
-            ports=self.ports,
-            grace_deadline=grace_deadline,
-            clock=self._clock,
-            on_event=self._event,
-        )
-
-    async def _stop(self, spec: ContainerSpec, grace_deadline: float, *, hook: bool) -> None:
-        if hook:
-            await self._run_hook(spec, grace_deadline)
-        await stop_container(
-            spec,
-            self._containers[spec.name],
-            after_hook=hook,
-            grace_period_seconds=int(self.template.grace_period_seconds),
-            grace_deadline=grace_deadline,
-            clock=self._clock,
-            on_event=self._event,
-        )
 
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""

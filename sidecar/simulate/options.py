@@ -112,6 +112,14 @@ def _readiness_until(text: str) -> str:
     return text
 
 
+def _page_path(text: str) -> Path:
+    # Checked before the rehearsal runs: a page that cannot be written should not cost one.
+    path = Path(text)
+    if path.is_dir() or not path.parent.is_dir():
+        raise ValueError(f"{text!r} is not a file in an existing directory")
+    return path
+
+
 def _whole_seconds(text: str) -> float:
     # terminationGracePeriodSeconds is a whole number of seconds (int64), as the kubelet counts it.
     if not text.strip().isdigit() or int(text) < 1:
@@ -255,6 +263,14 @@ class Options:
         "--logs", None, "keep every container's log and termination log here", parse=Path, metavar="DIR"
     )
     json: bool = switch("--json", "print one JSON object (verdict, requests, pods) on stdout")
+    html: Path | None = option(  # noqa: RUF009
+        "--html",
+        None,
+        "also write the rollout as one self-contained HTML page here: the verdict, one lane per pod, "
+        "requests over time (open it in any browser; it fetches nothing)",
+        parse=_page_path,
+        metavar="FILE",
+    )
     app: str = option(
         "--app",
         "demo",

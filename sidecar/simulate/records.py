@@ -76,6 +76,8 @@ class PodRecord:
     # stayed), and how many of them failed.
     requests_after_endpoint_removal: int = 0
     failed_after_endpoint_removal: int = 0
+    # Its failed requests: when each left (simulation clock), the failure kind, the pod's phase then.
+    failed_requests: list[tuple[float, str, str]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of_template(

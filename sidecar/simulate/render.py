@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from sidecar.pages.words import summary_line
 from sidecar.simulate.load import KINDS, PHASES
 
 BAR_WIDTH: Final = 50
@@ -105,22 +106,14 @@ def drain_fact(app: Document) -> str | None:
 
 
 def report_line(pod: Document) -> str:
+    """The sidecar's report in one line (sidecar.pages.words): seconds after t0, the drain's end
+    and how it was seen, the hold, late connections split by whether the hold covered them."""
     if pod["sidecar_container"] is None:
         return "report: none (no sidecar)"
     report = pod["report"]
     if not isinstance(report, dict):
         return "report: none written"
-    margin = report.get("margin_seconds")
-    parts = [
-        f"outcome {report.get('outcome')}",
-        f"drain end {report.get('drain_end_source')}",
-        "margin " + ("n/a" if margin is None else f"{margin:.2f}s"),
-        f"late connections {report.get('late_connections', 0)}",
-    ]
-    last = report.get("last_late_connection_seconds")
-    if last is not None:
-        parts[-1] += f" (last {last:.2f}s after t0)"
-    return "report: " + ", ".join(parts)
+    return "sidecar: " + summary_line(report)
 
 
 def load_line(load: Document | None) -> list[str]:

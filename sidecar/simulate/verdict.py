@@ -73,6 +73,7 @@ def pod_document(record: PodRecord) -> Document:
         report = parse_report(record.containers[record.report_container].termination_message)
     return {
         "name": record.name,
+        "deleted_after_seconds": None if record.deleted_at is None else round(record.deleted_at, 3),
         "grace_period_seconds": record.grace_period_seconds,
         "endpoint_removed_after_seconds": _after(record.endpoint_removed_at, deleted_at),
         "requests_after_endpoint_removal": {
@@ -86,6 +87,8 @@ def pod_document(record: PodRecord) -> Document:
         "sidecar_container": record.report_container,
         "containers": containers,
         "report": report,
+        # Each failed request: seconds after the deletion it left (negative: before), kind, phase.
+        "failed_requests": [[_after(at, deleted_at), kind, phase] for at, kind, phase in record.failed_requests],
     }
 
 

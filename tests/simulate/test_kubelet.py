@@ -16,6 +16,7 @@ import pytest
 
 from sidecar.deadline import Budget
 from sidecar.simulate.kubelet import SIGTERM_MINIMUM_GRACE_SECONDS, Pod, PodStartError, PodStartTimeout
+from sidecar.simulate.pod_network import PortAllocator
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     APP_PORT,
@@ -25,7 +26,6 @@ from sidecar.simulate.podspec import (
     demo_app_command,
     template_for_mode,
 )
-from sidecar.simulate.rollout import PortAllocator
 
 START_SECONDS = 15.0
 BUDGET = Budget(1.0, 0.0, 0.5)  # only the grace period counts without a sidecar
