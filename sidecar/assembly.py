@@ -19,6 +19,7 @@ from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_c
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.drain.app_report import AppReport
+from sidecar.drain.arrivals import OwnListener
 from sidecar.events import ShutdownEvents
 from sidecar.http import create_app
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
@@ -71,8 +72,12 @@ class Sidecar:
             report_end=lambda: self.sequence.report_drain_end(DrainEndSource.APP_REPORT),
             activity=self.observations.app,
         )
+        # The admin port's accepts, for the app's share of the namespace's TcpPassiveOpens.
+        self.own_listener = OwnListener(accepted=lambda: self.admin_connections.accepted)
         self.parts = choose_parts(
-            settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
+            settings,
+            command,
+            PartContext(self.timeline, self.metrics, self.observations, self.sequence, self.own_listener),
         )
         # The drain ends at the most precise source that is configured (lifecycle.outranks).
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
@@ -156,6 +161,7 @@ class Sidecar:
 
     async def run(self, sock: socket.socket) -> int:
         self.watchdog.start()
+        self.own_listener.port = sock.getsockname()[1]
         # Before anything is spawned (a child inherits the signal mask) and before the server
         # accepts: a signal held since start-up (sidecar.signals.hold_signals) is delivered here.
         uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal, self.on_other_signal)

@@ -104,6 +104,13 @@ def parse_host(text: str) -> str:
     return text
 
 
+def parse_ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {text!r}") from None
+
+
 def parse_nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -208,6 +215,13 @@ class Settings:
         parse=parse_app_port,
         metavar="PORT",
     )
+    node_ip: str | None = setting(
+        None,
+        "the node's address: the kubelet's probes of the app port come from it and are not counted as "
+        "traffic (default: HOST_IP, the downward API's status.hostIP)",
+        parse=parse_ip_address,
+        metavar="ADDR",
+    )
     watch_pid: int | None = setting(None, "a PID to watch (shared process namespace)", parse=parse_pid, metavar="PID")
     watch_process: str | None = setting(
         None,
@@ -310,6 +324,11 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
     if "workload" not in values:
         values["workload"] = workload_of_pod(environ.get("POD_NAME", ""))
     values.setdefault("namespace", environ.get("POD_NAMESPACE") or None)
+    if "node_ip" not in values and environ.get("HOST_IP"):
+        try:
+            values["node_ip"] = parse_ip_address(environ["HOST_IP"])
+        except ValueError as exc:
+            raise SettingsError("--node-ip (from HOST_IP)", str(exc)) from None
     settings = Settings(**values)  # type: ignore[arg-type]
     check_timing(settings)
     if "termination_log" not in values:

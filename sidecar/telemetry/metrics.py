@@ -79,6 +79,11 @@ class ShutdownMetrics:
             registry=registry,
         )
         self.app_inflight = Gauge("sidecar_app_inflight", "In-flight requests the app reported", registry=registry)
+        self.app_arrivals = Counter(
+            "sidecar_app_arrivals",
+            "New connections to the app port, the node's probes excluded, from start-up on",
+            registry=registry,
+        )
         self.late_connections = Counter(
             "sidecar_late_connections", "Connections the app accepted after t0", registry=registry
         )

@@ -135,7 +135,12 @@ def test_chart_sidecar_gets_downward_api_identity() -> None:
         for e in sidecar["env"]
         if "fieldRef" in e.get("valueFrom", {})
     }
-    assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"}
+    assert fields == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "NODE_NAME": "spec.nodeName",
+        "HOST_IP": "status.hostIP",  # the kubelet's probes come from it: not arrivals
+    }
 
 
 def test_chart_sidecar_security_context_is_locked_down() -> None:

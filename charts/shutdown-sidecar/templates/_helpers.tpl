@@ -260,6 +260,12 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: spec.nodeName
+  # The kubelet probes the app port from the node's address: those connections are not traffic
+  # for the arrivals the hold is decided on (--node-ip).
+  - name: HOST_IP
+    valueFrom:
+      fieldRef:
+        fieldPath: status.hostIP
   - name: SIDECAR_WORKLOAD  # the Pushgateway grouping key; the pod name's suffixes can mislead
     value: {{ include "shutdown-sidecar.fullname" . | quote }}
   {{- if $s.adminToken.enabled }}
