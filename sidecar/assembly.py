@@ -21,10 +21,11 @@ from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.drain.app_report import AppReport
 from sidecar.drain.arrivals import OwnListener
 from sidecar.events import ShutdownEvents
+from sidecar.hold import Hold
 from sidecar.http import create_app
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
-from sidecar.modes import PartContext, choose_parts
+from sidecar.modes import PartContext, arrival_source, choose_parts
 from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
 from sidecar.signals import install_signal_handlers, signal_name
@@ -81,11 +82,15 @@ class Sidecar:
         )
         # The drain ends at the most precise source that is configured (lifecycle.outranks).
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
+        self.hold = Hold(settings.prestop_delay_seconds, settings.hold_rule, arrival_source(self.parts))
+        self.sequence.hold = self.hold
+        self.observations.hold = self.hold.document
         listeners = (
             self.metrics.on_phase_change,
             log_phase_change,
             self._on_phase_change,
             self.app_report.on_phase_change,
+            self.hold.on_phase_change,
         )
         for listener in listeners:
             self.timeline.add_listener(listener)
@@ -239,7 +244,7 @@ def settings_fields(settings: Settings) -> dict[str, object]:
     """The settings worth a start-up log line; the admin token only as whether it is set."""
     return {
         "grace_period_seconds": settings.grace_period_seconds,
-        "prestop_delay_seconds": settings.prestop_delay_seconds,
+        "prestop_delay_seconds": "auto" if settings.prestop_delay_seconds is None else settings.prestop_delay_seconds,
         "report_reserve_seconds": settings.report_reserve_seconds,
         "termination_log": settings.termination_log,
         "app_port": settings.app_port,

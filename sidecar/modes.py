@@ -81,3 +81,8 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
             )
         )
     return parts
+
+
+def arrival_source(parts: Sequence[Part]) -> ConnectionWatch | None:
+    """The part that counts arrivals at the app port, for the auto hold (--app-port)."""
+    return next((part for part in parts if isinstance(part, ConnectionWatch)), None)

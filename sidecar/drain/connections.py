@@ -225,6 +225,9 @@ class ConnectionWatch(Part):
             return None
         return f"nothing listening on port {self.port}"
 
+    def start(self) -> None:
+        self._check_listeners()
+
     def start_fields(self) -> Mapping[str, object]:
         return {"arrivals_counting": self.counting}
 
@@ -320,7 +323,6 @@ class ConnectionWatch(Part):
             )
 
     async def run(self) -> None:
-        self._check_listeners()
         self._counters_moved()
         self._sample()
         self._count_unseen()

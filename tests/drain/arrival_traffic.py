@@ -37,6 +37,7 @@ async def count_arrivals(count: int, *, server_closes_first: bool) -> dict[str, 
     port = server.sockets[0].getsockname()[1]
     metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
     watch = ConnectionWatch(port, metrics=metrics, observations=Observations(), on_drained=lambda: None)
+    watch.start()
     watching = asyncio.create_task(watch.run())
 
     async def one_request() -> None:
