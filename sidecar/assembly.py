@@ -82,7 +82,9 @@ class Sidecar:
         )
         # The drain ends at the most precise source that is configured (lifecycle.outranks).
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
-        self.hold = Hold(settings.prestop_delay_seconds, settings.hold_rule, arrival_source(self.parts))
+        self.hold = Hold(
+            settings.prestop_delay_seconds, settings.hold_rule, arrival_source(self.parts), metrics=self.metrics
+        )
         self.sequence.hold = self.hold
         self.observations.hold = self.hold.document
         listeners = (

@@ -15,6 +15,7 @@ from sidecar.drain.arrivals import ArrivalLog, PreT0Traffic
 from sidecar.hold_rule import HoldRule, quiet_window, release_at
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
+from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import HoldDocument
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -36,9 +37,16 @@ class Hold:
     on /events carries it); `wait` returns when the hold is over, for every /prestop caller at
     once (they wait on the sequence's one event)."""
 
-    def __init__(self, fixed_seconds: float | None, rule: HoldRule | None, source: ArrivalSource | None) -> None:
+    def __init__(
+        self,
+        fixed_seconds: float | None,
+        rule: HoldRule | None,
+        source: ArrivalSource | None,
+        metrics: ShutdownMetrics | None = None,
+    ) -> None:
         """`fixed_seconds` for a fixed hold; else `rule`, and `source` (None: nothing counts
         arrivals, so the hold lasts its maximum)."""
+        self.metrics = metrics
         self.fixed_seconds = fixed_seconds
         self.rule = rule
         self.source = source
@@ -65,6 +73,21 @@ class Hold:
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
         if current is Phase.PRESTOP_DELAY:
             self.begin(timeline.started_at)
+        elif current is Phase.REPORT:
+            self._observe_convergence()
+
+    def _observe_convergence(self) -> None:
+        """Once per shutdown, at the drain's end (connections keep arriving after the hold when
+        endpoints converge late): when the last new connection came. A pod that had no traffic
+        before t0 and got none after says nothing about convergence and is left out."""
+        _, last = self._since_t0()
+        if self.metrics is None or self.source is None or self._t0 is None:
+            return
+        had_traffic = self.source.arrivals.before(self._t0).arrivals > 0
+        if last is not None:
+            self.metrics.convergence.observe(last - self._t0)
+        elif had_traffic:
+            self.metrics.convergence.observe(0.0)
 
     def begin(self, t0: float) -> None:
         self._t0 = t0
@@ -114,6 +137,9 @@ class Hold:
 
     def _release(self, released_by: str) -> None:
         self._released = (released_by, time.monotonic())
+        if self.metrics is not None and self._t0 is not None:
+            mode = "fixed" if self.rule is None else "auto"
+            self.metrics.hold.labels(mode=mode, released_by=released_by).observe(self._released[1] - self._t0)
         logger.info("hold ended", extra={"fields": dict(self.document(time.monotonic()) or {})})
 
     def document(self, now: float) -> HoldDocument | None:
