@@ -212,7 +212,13 @@ class ConnectionWatch(Part):
         """ "ok", or a short reason the counts are not what they claim."""
         if self.problem is not None:
             return self.problem
-        return "ok" if self.reader.fallback is None else f"from /proc/net/tcp ({self.reader.fallback})"
+        if self.reader.fallback is not None:
+            return f"partial: from /proc/net/tcp ({self.reader.fallback})"
+        if self.other_listeners:
+            ports = ", ".join(str(port) for port in sorted(self.other_listeners)[:5])
+            more = ", ..." if len(self.other_listeners) > 5 else ""
+            return f"partial: other listeners share the network namespace (ports {ports}{more})"
+        return "ok"
 
     def readiness(self) -> Mapping[str, ReadinessCheck]:
         # In both modes: an app container without a readiness probe of its own counts as ready

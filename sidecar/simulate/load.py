@@ -89,24 +89,44 @@ def load_document(client: ClientKind, balancer: BalancerKind, connections: int, 
     }
 
 
+LOAD_SHAPES: Final = ("steady", "onoff")
+# onoff: bursts of this long at twice the rate, then as long quiet: the same mean rate, and a lull
+# before t0 as real bursty traffic has.
+BURST_SECONDS: Final = 1.0
+
+
+def next_send_time(previous: float, start: float, interval: float, shape: str) -> float:
+    """When the next request leaves: `interval` after the last, skipping the quiet half of each
+    on/off cycle."""
+    at = previous + interval
+    if shape == "onoff":
+        into_cycle = (at - start) % (2 * BURST_SECONDS)
+        if into_cycle >= BURST_SECONDS:
+            at += 2 * BURST_SECONDS - into_cycle
+    return at
+
+
 class LoadGenerator:
-    def __init__(self, traffic: Traffic, rate_per_second: float, timeout_seconds: float, tally: Tally) -> None:
+    def __init__(
+        self, traffic: Traffic, rate_per_second: float, timeout_seconds: float, tally: Tally, shape: str = "steady"
+    ) -> None:
         self.tally = tally
         self._traffic = traffic
-        self._interval = 1.0 / rate_per_second
+        self._shape = shape
+        self._interval = 1.0 / rate_per_second / (2 if shape == "onoff" else 1)
         self._timeout_seconds = timeout_seconds
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send on schedule until `stop` is set; then wait for the requests still in flight."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = start = loop.time()
         try:
             while not stop.is_set():
                 task = asyncio.create_task(self._request())
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
-                next_at += self._interval
+                next_at = next_send_time(next_at, start, self._interval, self._shape)
                 delay = next_at - loop.time()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -87,3 +88,13 @@ def test_arrivals_connections_the_client_closes_first_are_counted_in_a_pods_name
     # TcpPassiveOpens sees them, and only a namespace of its own (as a pod's) lets it be read so.
     result = run_in_own_network_namespace("client", 200)
     assert result == {"accepted": 200, "counted": 200, "counting": "ok"}
+
+
+@pytest.mark.anyio
+async def test_arrivals_counting_says_partial_when_other_listeners_share_the_namespace() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        result = await count_arrivals(5, server_closes_first=True)
+    assert result["counted"] == 5
+    assert str(result["counting"]).startswith("partial: other listeners share the network namespace (ports ")
