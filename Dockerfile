@@ -11,8 +11,8 @@ COPY requirements.lock pyproject.toml README.md LICENSE ./
 COPY sidecar ./sidecar
 # One virtual environment, copied whole into the runtime stage. It is made --without-pip: this
 # stage's pip installs into it from outside (--python), so neither pip nor setuptools ends up in it.
-# The dependencies come from the lock, every file checked against its hashes (a rebuild gets the
-# same packages); the project is built into a wheel (its build backend lives only in pip's isolated
+# The dependencies are the `server` extra's, from the lock, every file checked against its hashes (a
+# rebuild gets the same packages); the project is built into a wheel (its build backend lives only in pip's isolated
 # build environment) and installed without dependencies. pip byte-compiles as it installs, so
 # nothing needs to write __pycache__ at run time.
 RUN python -m venv --without-pip /opt/sidecar \

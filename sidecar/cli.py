@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import importlib.util
 import socket
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,18 @@ from sidecar.config import (
 )
 
 EXIT_USAGE: Final = 2
+
+# The `server` extra (pyproject.toml) as modules: `serve`, `run` and `simulate` need them all. The
+# app-side install, `pip install shutdown-sidecar` for sidecar.integrations, has none of them.
+SERVER_MODULES: Final = (
+    "starlette",
+    "uvicorn",
+    "httptools",
+    "prometheus_client",
+    "opentelemetry.sdk",
+    "opentelemetry.exporter.otlp.proto.http",
+)
+SERVER_INSTALL: Final = "pip install 'shutdown-sidecar[server]'"
 
 DESCRIPTION: Final = """\
 Graceful, measured pod shutdown on Kubernetes. Readiness fails the moment shutdown starts
@@ -110,6 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    missing = missing_server_modules()
+    if missing:
+        print(
+            f"shutdown-sidecar: error: {args.mode} needs the server dependencies, missing here "
+            f"({', '.join(missing)}): {SERVER_INSTALL}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.mode == "simulate":
         return simulate(args)
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
@@ -132,6 +153,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
     gc.freeze()
     return asyncio.run(serve(startup.settings, startup.sock, startup.command, startup.tracing))
+
+
+def missing_server_modules() -> list[str]:
+    """The server modules that cannot be imported here; found without importing them (a few
+    milliseconds), so a bad install is said before anything starts."""
+    missing = []
+    for name in SERVER_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -135,3 +136,17 @@ def test_cli_without_a_command_prints_help_and_exits_2(capsys: pytest.CaptureFix
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_status(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"shutdown-sidecar {__version__}"
+
+
+@pytest.mark.parametrize("mode", ["serve", "run", "simulate"])
+@pytest.mark.parametrize("hidden", ["uvicorn", "opentelemetry.sdk"])
+def test_cli_without_the_server_extra_exits_2_with_one_line_naming_the_install(
+    mode: str, hidden: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The app-side install (`pip install shutdown-sidecar`) has no server stack: a mode that needs
+    it says which install brings it, before anything starts (tests/test_packaging.py runs it for real)."""
+    monkeypatch.setitem(sys.modules, hidden, None)  # what find_spec sees for a module that is not installed
+    assert exit_status([mode, "--", "true"] if mode == "run" else [mode]) == EXIT_USAGE
+    [line] = capsys.readouterr().err.splitlines()
+    assert f"{mode} needs the server dependencies, missing here ({hidden}" in line
+    assert line.endswith(": pip install 'shutdown-sidecar[server]'")

@@ -92,8 +92,11 @@ def test_dockerfile_installs_from_the_lock_with_hashes() -> None:
 
 def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     pins = locked()
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # The image is the sidecar: the `server` extra, locked (the base install has no dependency).
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["server"]
     assert dependencies
+    header = [line for line in LOCK.read_text().splitlines() if line.startswith("#")]
+    assert any("pip-compile --extra=server" in line for line in header), "the lock is made from the server extra"
     for dependency in map(Requirement, dependencies):
         name = canonicalize_name(dependency.name)
         assert name in pins, f"{name} is not in requirements.lock"

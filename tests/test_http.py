@@ -220,6 +220,16 @@ async def test_http_drain_with_a_bad_worker_is_400_and_changes_nothing() -> None
 
 
 @pytest.mark.anyio
+async def test_http_drain_with_bad_tasks_is_400_and_changes_nothing() -> None:
+    admin = Admin()
+    assert (await admin.client.post("/drain", json={"inflight": 2, "worker": "a"})).status_code == 200
+    report = {"inflight": 0, "event": "complete", "worker": "a", "tasks": {"cancelled": ["loop"], "later": []}}
+    response = await admin.client.post("/drain", json=report)
+    assert (response.status_code, response.json()["error"]) == (400, 'unknown keys in "tasks": later')
+    assert admin.sample("sidecar_app_inflight") == 2  # its inflight 0 was not applied either
+
+
+@pytest.mark.anyio
 async def test_http_drain_sums_workers_and_refuses_the_257th_with_429() -> None:
     admin = Admin()
     for worker in range(1, 257):

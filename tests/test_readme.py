@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry
 
+from sidecar import __version__
 from sidecar.cli import build_parser
 from sidecar.config import setting_specs
 from sidecar.telemetry.metrics import ShutdownMetrics
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+CHART = ROOT / "charts" / "shutdown-sidecar"
 
 
 def test_readme_names_every_setting_and_its_environment_variable() -> None:
@@ -43,3 +48,20 @@ def test_readme_names_every_simulate_flag() -> None:
 def test_readme_first_command_runs_simulate() -> None:
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert "shutdown-sidecar simulate" in first_block
+    # simulate needs the server extra; the bare install is the app side's (tests/test_packaging.py).
+    assert "pip install '.[server]'" in first_block
+
+
+def test_readme_install_and_deploy_lines_name_the_current_versions() -> None:
+    """What a user copies: the app side's pin, the image build, the chart from the registry."""
+    assert "pip install shutdown-sidecar\n" in README
+    assert f"`shutdown-sidecar=={__version__}`" in README
+    assert f"-t <your registry>/shutdown-sidecar:{__version__} --push ." in README
+    assert "docker buildx build --platform linux/amd64,linux/arm64" in README
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    for text in (README, (CHART / "README.md").read_text()):
+        versions = re.findall(
+            r"helm install \S+ oci://ghcr.io/shutdown-sidecar/charts/shutdown-sidecar --version (\S+)", text
+        )
+        assert versions
+        assert set(versions) == {chart_version}

@@ -17,9 +17,14 @@ from typing import Final
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
-from sidecar.telemetry.report import AppActivity, WorkerActivity
+from sidecar.telemetry.report import AppActivity, TaskOutcome, WorkerActivity
 
-DRAIN_KEYS: Final = frozenset({"inflight", "event", "worker", "pid_namespace"})
+DRAIN_KEYS: Final = frozenset({"inflight", "event", "worker", "pid_namespace", "tasks"})
+# "tasks": what the app's lifespan helper did with its background tasks at its shutdown (names
+# that ended on their own, were cancelled, ignored their cancellation; how long it waited).
+TASK_LISTS: Final = ("finished", "cancelled", "stuck")
+MAX_TASK_NAMES: Final = 32  # per list; the integrations cut theirs to this
+MAX_WAITED_SECONDS: Final = 86400.0
 # "complete": this worker (or the app) has finished its drain; "exit": this worker is leaving on
 # its own (a gunicorn worker recycled by max_requests), in any phase, and counts as finished.
 EVENTS: Final = frozenset({"complete", "exit"})
@@ -51,6 +56,7 @@ class DrainReport:
     exited: bool = False
     worker: str = ""  # "" for a report that names no worker
     pid_namespace: str | None = None  # the reporter's /proc/self/ns/pid, when it sent one
+    tasks: TaskOutcome | None = None  # the background tasks at the app's shutdown, when it said
 
     @property
     def pid(self) -> int | None:
@@ -64,7 +70,8 @@ def _short_text(value: object) -> bool:
 
 def parse_drain_report(body: bytes) -> DrainReport:
     """`{"inflight": N}` and/or `{"event": "complete"|"exit"}`, optionally with `"worker"` (a PID
-    or a short printable id) and `"pid_namespace"`; raises DrainReportError otherwise."""
+    or a short printable id), `"pid_namespace"` and `"tasks"` (see parse_tasks); raises
+    DrainReportError otherwise."""
     try:
         report = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
@@ -91,7 +98,33 @@ def parse_drain_report(body: bytes) -> DrainReport:
     namespace = report.get("pid_namespace")
     if namespace is not None and not _short_text(namespace):
         raise DrainReportError(f'"pid_namespace" must be printable ASCII of 1 to {MAX_WORKER_ID_LENGTH} characters')
-    return DrainReport(inflight, event == "complete", event == "exit", worker, namespace)
+    tasks = parse_tasks(report["tasks"]) if "tasks" in report else None
+    return DrainReport(inflight, event == "complete", event == "exit", worker, namespace, tasks)
+
+
+def parse_tasks(tasks: object) -> TaskOutcome:
+    """`{"finished": [names], "cancelled": [names], "stuck": [names], "waited_seconds": S}`, every
+    key optional; names printable ASCII of 1 to 64 characters, at most 32 a list."""
+    if not isinstance(tasks, dict):
+        raise DrainReportError('"tasks" must be an object')
+    unknown = set(tasks) - {*TASK_LISTS, "waited_seconds"}
+    if unknown:
+        raise DrainReportError(f'unknown keys in "tasks": {", ".join(sorted(unknown))}')
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in TASK_LISTS:
+        names = tasks.get(key, [])
+        if not isinstance(names, list) or len(names) > MAX_TASK_NAMES or not all(map(_short_text, names)):
+            raise DrainReportError(
+                f'"tasks.{key}" must be a list of at most {MAX_TASK_NAMES} names '
+                f"of printable ASCII, 1 to {MAX_WORKER_ID_LENGTH} characters"
+            )
+        lists[key] = tuple(names)
+    waited = tasks.get("waited_seconds")
+    if waited is not None and (
+        type(waited) not in (int, float) or not 0 <= waited <= MAX_WAITED_SECONDS  # NaN fails both
+    ):
+        raise DrainReportError(f'"tasks.waited_seconds" must be a number of seconds from 0 to {MAX_WAITED_SECONDS:g}')
+    return TaskOutcome(lists["finished"], lists["cancelled"], lists["stuck"], None if waited is None else float(waited))
 
 
 def own_pid_namespace() -> str | None:
@@ -139,6 +172,8 @@ class AppReport:
             self._watch(report)
         if report.inflight is not None and not worker.is_finished:
             worker.inflight = report.inflight
+        if report.tasks is not None:
+            worker.tasks = report.tasks
         if report.complete and not worker.complete:
             worker.complete, worker.complete_at, worker.inflight = True, time.time(), 0
         if report.exited:

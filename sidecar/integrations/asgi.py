@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
-from sidecar.integrations import shutdown_state
-from sidecar.integrations import sidecar_url as resolve_sidecar_url
+from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState
 from sidecar.integrations.reporter import DrainReporter
 
@@ -22,13 +22,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's scope
+logger = logging.getLogger("sidecar.integrations")
 GOING_AWAY: Final = 1001  # RFC 6455: the endpoint is going away (a server going down)
-FLUSH_SECONDS: Final = 1.0  # the completion report's send, at most, before lifespan shutdown completes
 
 
 class SidecarMiddleware:
     """`SidecarMiddleware(app)`; the sidecar at `sidecar_url`, else $SHUTDOWN_SIDECAR_URL, else
-    http://127.0.0.1:9180. Handlers find the ShutdownState at scope["sidecar.shutdown"] (or
+    http://127.0.0.1:9180 (one that is not an http:// URL is warned about once, and the app is
+    served without the sidecar). Handlers find the ShutdownState at scope["sidecar.shutdown"] (or
     `sidecar.integrations.shutdown_state()`): `await state.started.wait()`, `state.t0`,
     `state.deadline`, `state.seconds_left()`."""
 
@@ -43,10 +44,11 @@ class SidecarMiddleware:
         """`token`: the sidecar's --admin-token (default $SHUTDOWN_SIDECAR_TOKEN); `state`: default
         this process's (sidecar.integrations.shutdown_state())."""
         self.app = app
-        self.url = resolve_sidecar_url(sidecar_url)
+        self.url = usable_sidecar_url(sidecar_url)  # None: serve without the sidecar
         self.shutdown: ShutdownState = shutdown_state() if state is None else state
         self.reporter = DrainReporter(self.url, token=token)
         self.inflight = 0
+        self._is_following = False
         self._follower: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None  # made at lifespan shutdown, set when inflight is 0
 
@@ -57,12 +59,12 @@ class SidecarMiddleware:
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._follower is None:
+        if not self._is_following:
             self._follow()  # a server run without lifespan
         scope[SCOPE_KEY] = self.shutdown
         if scope.get("http_version") == "1.1":
@@ -99,26 +101,31 @@ class SidecarMiddleware:
             self._idle.set()
 
     def _follow(self) -> None:
-        events = ShutdownEvents(self.url, state=self.shutdown)
-        self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
+        self._is_following = True
+        if self.url is not None:
+            events = ShutdownEvents(self.url, state=self.shutdown)
+            self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup" and self._follower is None:
-                self._follow()
-            return message
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, passed through; when the app below refuses the protocol (Django's
+        ASGI handler raises at a lifespan scope) or returns without finishing it, the middleware
+        answers the server itself, so that the shutdown still ends with the completion report.
+        A failure the app answered (startup.failed, shutdown.failed) or an error after its
+        startup stays the app's: raised to the server as before."""
+        exchange = LifespanExchange(receive, send, at_startup=self._at_lifespan_startup, at_shutdown=self.finish)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception as exc:
+            if exchange.answered:
+                raise
+            # The ASGI spec lets a server go on without lifespan when the app raises here; going
+            # on with it instead is what reports the app's completion.
+            logger.info("app refuses lifespan; SidecarMiddleware answers it error=%r", exc)
+        await exchange.finish()
 
-        return lifespan_receive
-
-    def _lifespan_send(self, send: Send) -> Send:
-        async def lifespan_send(message: Message) -> None:
-            # After the app's own shutdown (its background tasks, its pools): only now has it finished.
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.finish()
-            await send(message)
-
-        return lifespan_send
+    def _at_lifespan_startup(self) -> None:
+        if not self._is_following:
+            self._follow()
 
     async def finish(self) -> None:
         """Report `complete` (or `exit` when no shutdown of the pod has begun: a worker restarted
@@ -130,12 +137,60 @@ class SidecarMiddleware:
                 async with asyncio.timeout(self.shutdown.seconds_left(self.shutdown.report_reserve_seconds) or 0):
                     await self._idle.wait()
         self.reporter.set_inflight(self.inflight)
-        self.reporter.report_event("complete" if self.shutdown.is_started else "exit")
+        self.reporter.report_event("complete" if self.shutdown.is_started else "exit", tasks=self.shutdown.tasks)
         if self._follower is not None:
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
-        # The reporter's thread is a daemon: give it a bounded moment to send before the exit.
-        await asyncio.to_thread(self.reporter.flush, FLUSH_SECONDS)
+        # The reporter's thread is a daemon: give it a bounded moment (one try's timeout) to send
+        # before the exit.
+        await asyncio.to_thread(self.reporter.flush)
+
+
+class LifespanExchange:
+    """One lifespan scope between the server and the app below the middleware: what the app has
+    received and answered, so that `finish()` answers in its place what it left unanswered
+    (https://asgi.readthedocs.io/en/latest/specs/lifespan.html)."""
+
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        *,
+        at_startup: Callable[[], None],
+        at_shutdown: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self._at_startup = at_startup
+        self._at_shutdown = at_shutdown  # after the app's own shutdown: only then has it finished
+        self.received: set[str] = set()
+        self.answered: set[str] = set()
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.received.add(message["type"])
+        if message["type"] == "lifespan.startup":
+            self._at_startup()
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await self._at_shutdown()
+        self.answered.add(message["type"])
+        await self._send(message)
+
+    async def finish(self) -> None:
+        """Answer the startup and the shutdown the app left unanswered; nothing once it answered
+        its shutdown or reported its startup failed."""
+        if self.answered & {"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"}:
+            return
+        if "lifespan.startup.complete" not in self.answered:
+            while "lifespan.startup" not in self.received:
+                await self.receive()
+            await self.send({"type": "lifespan.startup.complete"})
+        while "lifespan.shutdown" not in self.received:
+            await self.receive()
+        await self.send({"type": "lifespan.shutdown.complete"})
 
 
 def closing_from_t0(send: Send, shutdown: ShutdownState) -> Send:

@@ -10,7 +10,7 @@ import threading
 import urllib.request
 from typing import Any, Final
 
-from sidecar.integrations import shutdown_state, sidecar_url
+from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import log_to_logging
 from sidecar.integrations.follower import follow_in_thread
 from sidecar.integrations.reporter import DrainReporter
@@ -18,7 +18,6 @@ from sidecar.integrations.reporter import DrainReporter
 __all__ = ["CeleryIntegration", "connect", "warm_shutdown_problem"]
 
 STATUS_TIMEOUT_SECONDS: Final = 1.0
-FLUSH_SECONDS: Final = 1.0
 
 
 def warm_shutdown_problem(task_time_limit: float | None, status: dict[str, Any]) -> str | None:
@@ -45,7 +44,7 @@ class CeleryIntegration:
     the reporter starts afresh in each, its PID as its id)."""
 
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
-        self.url = sidecar_url(url)
+        self.url = usable_sidecar_url(url)  # None: work without the sidecar
         self.reporter = DrainReporter(self.url, token=token)
         self.inflight = 0
         self.is_shutting_down = False  # SIGTERM reached the main process (its warm shutdown)
@@ -55,6 +54,8 @@ class CeleryIntegration:
 
     def on_worker_init(self, sender: Any = None, **_: Any) -> None:
         """Before the pool starts: check the budget, follow the events, say this worker is here."""
+        if self.url is None:
+            return
         conf = getattr(getattr(sender, "app", None), "conf", None)
         limit = getattr(conf, "task_time_limit", None)
         self.check_budget(None if limit is None else float(limit))
@@ -62,6 +63,8 @@ class CeleryIntegration:
         self.reporter.set_inflight(0)  # the sidecar waits for this worker's word from now on
 
     def check_budget(self, task_time_limit: float | None) -> None:
+        if self.url is None:
+            return
         url = self.url.rstrip("/") + "/status"
         try:
             with urllib.request.urlopen(url, timeout=STATUS_TIMEOUT_SECONDS) as answer:  # noqa: S310 - the sidecar's http:// URL
@@ -81,7 +84,7 @@ class CeleryIntegration:
         started = self.is_shutting_down or shutdown_state().is_started
         self.reporter.set_inflight(self.inflight)
         self.reporter.report_event("complete" if started else "exit")
-        self.reporter.flush(FLUSH_SECONDS)
+        self.reporter.flush()
 
     # --- the process that runs the task (the main one with solo or threads, a prefork child) -------
 
@@ -96,7 +99,7 @@ class CeleryIntegration:
         finished; the main process says `complete`."""
         if pid is None or pid == os.getpid():
             self.reporter.report_event("exit")
-            self.reporter.flush(FLUSH_SECONDS)
+            self.reporter.flush()
         else:  # dispatched in the parent, on the child's behalf: from a thread, never waited for
             reporter = DrainReporter(self.url, worker=pid)
             reporter.report_event("exit")

@@ -46,6 +46,9 @@ class ShutdownState:
     deadline: float | None = None
     report_reserve_seconds: float = 1.0
     phase: str = RUNNING
+    # What the lifespan helper did with the app's background tasks (its DrainResult.report()): sent
+    # with the completion report, so the sidecar's report says what was waited for and cancelled.
+    tasks: dict[str, Any] | None = None
 
     @property
     def is_started(self) -> bool:
@@ -81,12 +84,13 @@ class StreamUnavailable(Exception):
     older sidecar)."""
 
 
-def address_of(url: str) -> tuple[str, int, str]:
-    """(host, port, path of /events) from the sidecar's base URL; ValueError unless http://."""
+def address_of(url: str, endpoint: str = "/events") -> tuple[str, int, str]:
+    """(host, port, path of `endpoint`) from the sidecar's base URL; ValueError unless http://
+    with a host and a valid port."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"not an http:// URL: {url!r}")
-    return parts.hostname, parts.port or 80, parts.path.rstrip("/") + "/events"
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/") + endpoint
 
 
 class ShutdownEvents:

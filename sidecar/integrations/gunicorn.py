@@ -10,7 +10,7 @@ import os
 import urllib.request
 from typing import Any, Final, Protocol
 
-from sidecar.integrations import sidecar_url
+from sidecar.integrations import usable_sidecar_url
 from sidecar.integrations.reporter import DrainReporter
 from sidecar.integrations.wsgi import SidecarWSGIMiddleware
 
@@ -63,8 +63,12 @@ def budget_problem(graceful_timeout: float, status: dict[str, Any]) -> str | Non
 
 def on_starting(server: _Arbiter) -> None:
     """In the master, once: the sidecar's budget (GET /status) against graceful_timeout. An
-    unreachable sidecar is said once and changes nothing."""
-    url = sidecar_url().rstrip("/") + "/status"
+    unreachable sidecar is said once and changes nothing; a URL that is not http:// is said once
+    and the workers then serve without the sidecar."""
+    base = usable_sidecar_url()
+    if base is None:
+        return
+    url = base.rstrip("/") + "/status"
     try:
         with urllib.request.urlopen(url, timeout=STATUS_TIMEOUT_SECONDS) as answer:  # noqa: S310 - http:// checked by the reporter
             status = json.load(answer)
@@ -102,6 +106,6 @@ def child_exit(server: _Arbiter, worker: _Worker) -> None:
     """In the master, for each worker reaped: `exit` on its behalf, so that a worker killed without a
     word (SIGKILL, the OOM killer) does not hold the drain open when the sidecar cannot see its PID
     (no shared process namespace). Sent from a thread: the master never waits for the sidecar."""
-    reporter = DrainReporter(sidecar_url(), worker=worker.pid)
+    reporter = DrainReporter(usable_sidecar_url(), worker=worker.pid)
     reporter.report_event("exit")
     reporter.close()

@@ -9,12 +9,16 @@ import json
 import logging
 import os
 import threading
-import urllib.parse
 import weakref
+from collections.abc import Mapping
 from typing import Final, Literal
 
-from sidecar.integrations.events import log_to_logging
+from sidecar.integrations.events import address_of, log_to_logging
 
+# What the sidecar takes in a report's "tasks" (sidecar.drain.app_report): names longer or more
+# numerous than this are cut here rather than refused there.
+MAX_TASK_NAMES: Final = 32
+MAX_TASK_NAME_LENGTH: Final = 64
 MIN_INTERVAL_SECONDS: Final = 0.1  # coalesced: at most ten reports a second
 TIMEOUT_SECONDS: Final = 0.5
 TOKEN_ENV: Final = "SHUTDOWN_SIDECAR_TOKEN"  # noqa: S105 - a variable name: holds the --admin-token
@@ -38,13 +42,11 @@ class DrainReporter:
     The sending thread starts at the first report, in the process that makes it: a reporter made
     before a fork starts afresh in the child."""
 
-    def __init__(self, url: str, *, token: str | None = None, worker: str | int | None = None) -> None:
-        """`worker`: the id sent with each report; default this process's PID."""
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"not an http:// URL: {url!r}")
-        self._host, self._port = parts.hostname, parts.port or 80
-        self._path = parts.path.rstrip("/") + "/drain"
+    def __init__(self, url: str | None, *, token: str | None = None, worker: str | int | None = None) -> None:
+        """`url`: the sidecar's base URL (ValueError unless http://), or None for no sidecar: the
+        reports then go nowhere. `worker`: the id sent with each report; default this process's PID."""
+        # None: no sidecar to send to; nothing starts a thread then.
+        self._address = None if url is None else address_of(url, "/drain")
         token = os.environ.get(TOKEN_ENV) if token is None else token
         self._headers = {"Content-Type": "application/json"}
         if token:
@@ -59,6 +61,7 @@ class DrainReporter:
         self._namespace = pid_namespace() if self._fixed_worker is None else None
         self._inflight: int | None = None
         self._event: Event | None = None
+        self._tasks: Mapping[str, object] | None = None
         self._version = 0  # bumped by each change; the sender records the last it has tried
         self._tried = 0
         self._wake = threading.Event()
@@ -76,17 +79,22 @@ class DrainReporter:
             self._start()
             self._wake.set()
 
-    def report_event(self, event: Event) -> None:
-        self._event = event
+    def report_event(self, event: Event, *, tasks: Mapping[str, object] | None = None) -> None:
+        """`tasks`: what the lifespan helper did with the background tasks, sent with the event."""
+        self._event, self._tasks = event, tasks
         self._version += 1
         self._start()
         self._wake.set()
 
     # --- shutdown --------------------------------------------------------------------------------
 
-    def flush(self, timeout_seconds: float = 1.0) -> bool:
-        """Wait (blocking, at most `timeout_seconds`) until everything reported so far has been
-        tried; True when it has. For the end of a worker: the thread is a daemon."""
+    def flush(self, timeout_seconds: float = TIMEOUT_SECONDS) -> bool:
+        """Wait (blocking, at most `timeout_seconds`: by default one try's timeout, so a sidecar
+        that accepts and never answers holds the app's exit no longer than that) until everything
+        reported so far has been tried; True when it has. For the end of a worker: the thread is a
+        daemon. At once when there is no sidecar."""
+        if self._address is None:
+            return True
         wanted = self._version
         with self._tried_changed:
             return self._tried_changed.wait_for(lambda: self._tried >= wanted, timeout_seconds)
@@ -98,11 +106,13 @@ class DrainReporter:
     # --- the sending thread ----------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="sidecar-drain-reporter", daemon=True)
+        if self._thread is None and self._address is not None:
+            self._thread = threading.Thread(
+                target=self._run, args=(self._address,), name="sidecar-drain-reporter", daemon=True
+            )
             self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, address: tuple[str, int, str]) -> None:
         warned = False
         while True:
             if not self._stop.is_set():  # close() may have come before the last clear(): no wait then
@@ -112,7 +122,7 @@ class DrainReporter:
                 return
             version, body = self._version, self._body()
             if body is not None:
-                problem = self._send(body)
+                problem = send_report(address, body, self._headers)
                 if problem is not None:
                     self.failures += 1
                     if not warned:
@@ -128,28 +138,50 @@ class DrainReporter:
         report: dict[str, object] = {"worker": self._worker}
         if self._namespace is not None:
             report["pid_namespace"] = self._namespace
-        inflight, event = self._inflight, self._event
-        self._event = None
+        inflight, event, tasks = self._inflight, self._event, self._tasks
+        self._event = self._tasks = None
         if inflight is not None and (inflight != self._sent_inflight or event is not None):
             report["inflight"] = inflight
         if event is not None:
             report["event"] = event
+            if tasks is not None:
+                report["tasks"] = tasks_for_report(tasks)
         if len(report) == 1 + (self._namespace is not None):
             return None  # nothing new
         self._sent_inflight = inflight
         return json.dumps(report, separators=(",", ":")).encode()
 
-    def _send(self, body: bytes) -> str | None:
-        connection = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_SECONDS)
-        try:
-            connection.request("POST", self._path, body, self._headers)
-            response = connection.getresponse()
-            response.read()
-            return None if response.status == 200 else f"POST {self._path} answered {response.status}"
-        except (OSError, http.client.HTTPException) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            connection.close()
+
+def tasks_for_report(tasks: Mapping[str, object]) -> dict[str, object]:
+    """The lifespan helper's result in the shape the sidecar accepts: each list at most 32 names of
+    printable ASCII (others replaced by "?"), 1 to 64 characters."""
+    document: dict[str, object] = {}
+    for key, value in tasks.items():
+        if isinstance(value, list | tuple):
+            document[key] = [task_name(str(name)) for name in value[:MAX_TASK_NAMES]]
+        else:
+            document[key] = value
+    return document
+
+
+def task_name(name: str) -> str:
+    printable = "".join(c if c.isascii() and c.isprintable() else "?" for c in name[:MAX_TASK_NAME_LENGTH])
+    return printable or "?"
+
+
+def send_report(address: tuple[str, int, str], body: bytes, headers: dict[str, str]) -> str | None:
+    """One POST, bounded by TIMEOUT_SECONDS per socket operation; what went wrong, or None."""
+    host, port, path = address
+    connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_SECONDS)
+    try:
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        response.read()
+        return None if response.status == 200 else f"POST {path} answered {response.status}"
+    except (OSError, http.client.HTTPException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
 
 
 def _after_fork_in_child() -> None:

@@ -9,14 +9,12 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final, Protocol
 
-from sidecar.integrations import shutdown_state
-from sidecar.integrations import sidecar_url as resolve_sidecar_url
+from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import ShutdownState
 from sidecar.integrations.follower import follow_in_thread
-from sidecar.integrations.reporter import DrainReporter
+from sidecar.integrations.reporter import TIMEOUT_SECONDS, DrainReporter
 
 ENVIRON_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's environ
-FLUSH_SECONDS: Final = 1.0  # the completion report's send, at most, as the worker exits
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -32,7 +30,8 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 class SidecarWSGIMiddleware:
     """`SidecarWSGIMiddleware(app)`; the sidecar at `sidecar_url`, else $SHUTDOWN_SIDECAR_URL, else
-    http://127.0.0.1:9180. One per process: each worker reports on its own, its PID as its id.
+    http://127.0.0.1:9180 (one that is not an http:// URL is warned about once, and the app is
+    served without the sidecar). One per process: each worker reports on its own, its PID as its id.
     `at_t0` runs once when shutdown starts (gunicorn's config sets keepalive 0 there). Handlers
     find the ShutdownState at environ["sidecar.shutdown"]: `state.is_started`, `state.is_stopping`,
     `state.seconds_left()`."""
@@ -47,24 +46,26 @@ class SidecarWSGIMiddleware:
         at_t0: Callable[[], None] | None = None,
     ) -> None:
         self.app = app
-        self.url = resolve_sidecar_url(sidecar_url)
+        self.url = usable_sidecar_url(sidecar_url)  # None: serve without the sidecar
         self.shutdown: ShutdownState = shutdown_state() if state is None else state
         self.reporter = DrainReporter(self.url, token=token)
         self.inflight = 0
         self._at_t0 = at_t0
         self._lock = threading.Lock()
-        self._follower: threading.Thread | None = None
+        self._is_started = False
 
     def start(self) -> None:
         """Follow the events and say this worker is here (`inflight` 0), so that the sidecar waits
         for it; idempotent. Otherwise done at the first request."""
         with self._lock:
-            if self._follower is None:
-                self._follower = follow_in_thread(self.url, self.shutdown, self._at_t0)
+            if not self._is_started:
+                self._is_started = True
+                if self.url is not None:
+                    follow_in_thread(self.url, self.shutdown, self._at_t0)
                 self.reporter.set_inflight(self.inflight)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self._follower is None:
+        if not self._is_started:
             self.start()
         environ[ENVIRON_KEY] = self.shutdown
         self._count(+1)
@@ -81,9 +82,10 @@ class SidecarWSGIMiddleware:
             self.inflight += change
             self.reporter.set_inflight(self.inflight)
 
-    def finish(self, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def finish(self, flush_seconds: float = TIMEOUT_SECONDS) -> None:
         """As the worker exits: `complete` during the pod's shutdown, else `exit` (a worker recycled
-        on its own); then wait at most `flush_seconds` for the send (the thread is a daemon)."""
+        on its own); then wait at most `flush_seconds` (default one try's timeout) for the send
+        (the thread is a daemon)."""
         self.reporter.report_event("complete" if self.shutdown.is_started else "exit")
         self.reporter.flush(flush_seconds)
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import NotRequired, TypedDict
+from typing import Final, NotRequired, TypedDict
 
 from sidecar.lifecycle import SHUTDOWN_PHASES, DrainEndSource, Timeline
 
+# Names per list of the app's background tasks kept in the report (the termination log's 4096 bytes).
+MAX_TASKS_IN_REPORT: Final = 8
 ShutdownEvent = tuple[str, float, Mapping[str, str]]  # for the trace: name, Unix seconds, attributes
 
 
@@ -34,6 +36,16 @@ class WorkerDocument(TypedDict):
     complete_at: float | None
 
 
+class TasksDocument(TypedDict):
+    """What the app's lifespan helper did with its background tasks, over its workers: the names
+    (at most MAX_TASKS_IN_REPORT a list) and the longest wait."""
+
+    finished: list[str]  # ended on their own (waited for)
+    cancelled: list[str]  # cancelled, then ended
+    stuck: list[str]  # ignored their cancellation
+    waited_seconds: float | None
+
+
 class AppDocument(TypedDict):
     """The app's own reports (POST /drain). In-flight counts are sums over the workers."""
 
@@ -42,6 +54,7 @@ class AppDocument(TypedDict):
     inflight_peak: int | None  # the highest sum from t0 to the drain's end
     complete_at: float | None  # when the last worker said complete (or was seen gone)
     workers: dict[str, WorkerDocument]  # by the "worker" id; empty when no report named one
+    tasks: TasksDocument | None  # None unless a worker reported its background tasks
 
 
 class HoldDocument(TypedDict):
@@ -105,12 +118,23 @@ class ConnectionCounts:
     at_stop_opened_before_t0: int | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskOutcome:
+    """One worker's background tasks at its shutdown, as it reported them (names sorted)."""
+
+    finished: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+    stuck: tuple[str, ...] = ()
+    waited_seconds: float | None = None
+
+
 @dataclasses.dataclass
 class WorkerActivity:
     inflight: int = 0
     complete: bool = False
     exited: bool = False
     complete_at: float | None = None  # Unix seconds
+    tasks: TaskOutcome | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -183,6 +207,24 @@ def connections_document(counts: ConnectionCounts) -> ConnectionsDocument:
     }
 
 
+def tasks_document(outcomes: list[TaskOutcome]) -> TasksDocument | None:
+    """The workers' task outcomes merged: each name once, at most MAX_TASKS_IN_REPORT a list (the
+    termination log has 4096 bytes), and the longest wait."""
+    if not outcomes:
+        return None
+    waits = [outcome.waited_seconds for outcome in outcomes if outcome.waited_seconds is not None]
+
+    def merged(names: list[str]) -> list[str]:
+        return sorted(set(names))[:MAX_TASKS_IN_REPORT]
+
+    return {
+        "finished": merged([name for outcome in outcomes for name in outcome.finished]),
+        "cancelled": merged([name for outcome in outcomes for name in outcome.cancelled]),
+        "stuck": merged([name for outcome in outcomes for name in outcome.stuck]),
+        "waited_seconds": _round(max(waits)) if waits else None,
+    }
+
+
 def app_document(app: AppActivity) -> AppDocument | None:
     if not app.workers:
         return None
@@ -201,6 +243,7 @@ def app_document(app: AppActivity) -> AppDocument | None:
             }
             for key, worker in named.items()
         },
+        "tasks": tasks_document([worker.tasks for worker in app.workers.values() if worker.tasks is not None]),
     }
 
 

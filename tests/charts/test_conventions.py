@@ -6,8 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.charts.helm import all_on_values, container, kinds, manifests, render
+from tests.charts.helm import CHART, all_on_values, container, kinds, manifests, render
+
+APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+IMAGE = "shutdown-sidecar/shutdown-sidecar"
 
 
 def deployment(values: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -17,7 +21,7 @@ def deployment(values: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_conventions_default_app_is_the_demo_from_the_sidecar_image() -> None:
     _, app = container(deployment(), "app")
     _, sidecar = container(deployment(), "shutdown-sidecar")
-    assert app["image"] == sidecar["image"] == "shutdown-sidecar:0.1.0"
+    assert app["image"] == sidecar["image"] == f"ghcr.io/shutdown-sidecar/shutdown-sidecar:{APP_VERSION}"
     assert app["command"] == ["/opt/sidecar/bin/python", "-m", "sidecar.demo"]
     assert app["args"] == ["--host=0.0.0.0", "--port=8080"]
 
@@ -32,17 +36,33 @@ def test_conventions_an_app_image_of_ones_own_keeps_its_entrypoint() -> None:
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        pytest.param({}, "shutdown-sidecar:0.1.0", id="tag"),
-        pytest.param({"global": {"imageRegistry": "mirror.example"}}, "mirror.example/shutdown-sidecar:0.1.0", id="g"),
+        pytest.param({}, f"ghcr.io/{IMAGE}:{APP_VERSION}", id="published-release"),
+        pytest.param({"sidecar": {"image": {"tag": "1.2.3"}}}, f"ghcr.io/{IMAGE}:1.2.3", id="tag"),
+        pytest.param({"global": {"imageRegistry": "mirror.example"}}, f"mirror.example/{IMAGE}:{APP_VERSION}", id="g"),
         pytest.param(
             {"global": {"imageRegistry": "mirror.example"}, "sidecar": {"image": {"registry": "own.example/"}}},
-            "own.example/shutdown-sidecar:0.1.0",
+            f"own.example/{IMAGE}:{APP_VERSION}",
             id="own-registry-wins",
         ),
         pytest.param(
             {"sidecar": {"image": {"digest": "sha256:" + "a" * 64}}},
-            "shutdown-sidecar@sha256:" + "a" * 64,
+            f"ghcr.io/{IMAGE}@sha256:" + "a" * 64,
             id="digest-wins-over-tag",
+        ),
+        pytest.param(
+            {"sidecar": {"image": {"registry": "registry.example", "repository": "team/sidecar", "tag": "dev"}}},
+            "registry.example/team/sidecar:dev",
+            id="own-build",
+        ),
+        pytest.param(
+            {"sidecar": {"image": {"repository": "registry.example:5000/team/sidecar", "tag": "dev"}}},
+            "registry.example:5000/team/sidecar:dev",
+            id="own-build-as-one-reference",
+        ),
+        pytest.param(
+            {"sidecar": {"image": {"repository": "localhost/sidecar", "tag": "dev"}}},
+            "localhost/sidecar:dev",
+            id="own-build-on-localhost",
         ),
     ],
 )
@@ -51,11 +71,12 @@ def test_conventions_image_reference(values: dict[str, Any], expected: str) -> N
     assert sidecar["image"] == expected
 
 
-def test_conventions_image_without_tag_or_digest_fails() -> None:
+def test_conventions_app_image_without_tag_or_digest_fails() -> None:
+    """The sidecar's tag defaults to the chart's appVersion; an app's image has no such default."""
     import helm_python as helm
 
-    with pytest.raises(helm.HelmRenderError, match="image shutdown-sidecar: set its tag or its digest"):
-        render({"sidecar": {"image": {"tag": ""}}})
+    with pytest.raises(helm.HelmRenderError, match="image web: set its tag or its digest"):
+        render({"app": {"image": {"repository": "web"}}})
 
 
 def test_conventions_pull_secrets_global_first_names_or_objects() -> None:
@@ -110,3 +131,13 @@ def test_conventions_all_on_values_reach_the_objects() -> None:
     assert settings["metadata"]["name"] == "web-web-settings"
     test_pod = next(o for o in objects if o["kind"] == "Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+
+@pytest.mark.parametrize(("tag", "expected"), [pytest.param("", APP_VERSION, id="default"), ("1.2.3", "1.2.3")])
+def test_conventions_version_label_and_notes_name_the_sidecar_image_tag(tag: str, expected: str) -> None:
+    rendered = render({"sidecar": {"image": {"tag": tag}}})
+    objects = manifests(rendered)
+    assert objects
+    assert {item["metadata"]["labels"]["app.kubernetes.io/version"] for item in objects} == {expected}
+    [notes] = [text for path, text in rendered.items() if path.endswith("NOTES.txt")]
+    assert f"shutdown-sidecar {expected} (" in notes

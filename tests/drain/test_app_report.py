@@ -17,6 +17,7 @@ from sidecar.drain.app_report import (
 )
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.telemetry.metrics import ShutdownMetrics
+from sidecar.telemetry.report import TaskOutcome
 
 
 @pytest.mark.parametrize(
@@ -87,6 +88,42 @@ def test_app_report_parses_worker_ids_as_text_and_pids() -> None:
     assert (report.worker, report.pid, report.pid_namespace) == ("4242", 4242, "pid:[1]")
     named = parse_drain_report(b'{"event": "exit", "worker": "web-1"}')
     assert (named.worker, named.pid, named.exited, named.complete) == ("web-1", None, True, False)
+
+
+def test_app_report_parses_the_apps_background_tasks() -> None:
+    body = b'{"event": "complete", "tasks": {"finished": ["flush"], "cancelled": ["refresh"], "waited_seconds": 1}}'
+    report = parse_drain_report(body)
+    assert report.tasks == TaskOutcome(("flush",), ("refresh",), (), 1.0)
+    assert parse_drain_report(b'{"event": "complete"}').tasks is None
+
+
+@pytest.mark.parametrize(
+    "tasks",
+    [
+        pytest.param(b"[]", id="not-an-object"),
+        pytest.param(b'{"running": []}', id="unknown-key"),
+        pytest.param(b'{"cancelled": "refresh"}', id="not-a-list"),
+        pytest.param(b'{"cancelled": [""]}', id="empty-name"),
+        pytest.param(b'{"cancelled": ["' + b"t" * 65 + b'"]}', id="long-name"),
+        pytest.param('{"cancelled": ["t\u00e4sk"]}'.encode(), id="non-ascii-name"),
+        pytest.param(b'{"cancelled": [7]}', id="name-not-text"),
+        pytest.param(b'{"stuck": [' + b",".join(b'"t%d"' % n for n in range(33)) + b"]}", id="33-names"),
+        pytest.param(b'{"waited_seconds": -1}', id="negative-wait"),
+        pytest.param(b'{"waited_seconds": NaN}', id="nan-wait"),
+        pytest.param(b'{"waited_seconds": 1e999}', id="infinite-wait"),
+        pytest.param(b'{"waited_seconds": true}', id="bool-wait"),
+        pytest.param(b'{"waited_seconds": "1"}', id="text-wait"),
+    ],
+)
+def test_app_report_rejects_bad_tasks(tasks: bytes) -> None:
+    with pytest.raises(DrainReportError, match="tasks"):
+        parse_drain_report(b'{"event": "complete", "tasks": ' + tasks + b"}")
+
+
+def test_app_report_keeps_each_workers_tasks() -> None:
+    app_report = new_app_report([])
+    app_report.apply(parse_drain_report(b'{"event": "complete", "worker": 7, "tasks": {"cancelled": ["loop"]}}'))
+    assert app_report.activity.workers["7"].tasks == TaskOutcome(cancelled=("loop",))
 
 
 def new_app_report(ends: list[str], *, max_workers: int = 256, namespace: str = "pid:[test]") -> AppReport:

@@ -100,6 +100,82 @@ async def test_asgi_lifespan_shutdown_reports_complete_after_the_apps_own_shutdo
         assert sidecar.reports[-1]["inflight"] == 0
 
 
+async def refuses_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Django's ASGIHandler, at a lifespan scope."""
+    raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+
+
+async def ignores_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    return None
+
+
+async def takes_startup_then_returns(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+
+
+async def run_lifespan(app: Any, answered: list[str]) -> list[dict[str, Any]]:
+    """The server's side: startup, then shutdown once started. `answered` gets what the app (or
+    the middleware) answered; returns what the sidecar was told."""
+    with DrainRecorder() as sidecar:
+        state = ShutdownState()
+        state.update("drain", {"t0": 1.0, "deadline": 31.0})
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        inbox.put_nowait({"type": "lifespan.startup"})
+
+        async def send(message: Message) -> None:
+            answered.append(message["type"])
+            if message["type"] == "lifespan.startup.complete":
+                inbox.put_nowait({"type": "lifespan.shutdown"})
+
+        await SidecarMiddleware(app, sidecar_url=sidecar.url, state=state)({"type": "lifespan"}, inbox.get, send)
+        wait_until(lambda: sidecar.reports, 10, what="a report")
+        return list(sidecar.reports)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "app",
+    [
+        pytest.param(refuses_lifespan, id="raises-at-the-scope"),
+        pytest.param(ignores_lifespan, id="returns-at-once"),
+        pytest.param(takes_startup_then_returns, id="returns-after-startup"),
+    ],
+)
+async def test_asgi_an_app_that_refuses_lifespan_gets_it_answered_and_completion_reported(app: Any) -> None:
+    answered: list[str] = []
+    reports = await run_lifespan(app, answered)
+    assert answered == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert [report.get("event") for report in reports] == ["complete"]
+
+
+async def startup_fails(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.failed", "message": "no database"})
+    raise RuntimeError("no database")
+
+
+async def crashes_after_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    raise RuntimeError("lifespan task crashed")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("app", "answer"),
+    [
+        pytest.param(startup_fails, "lifespan.startup.failed", id="startup-failed"),
+        pytest.param(crashes_after_startup, "lifespan.startup.complete", id="error-after-startup"),
+    ],
+)
+async def test_asgi_a_lifespan_error_after_the_apps_own_answer_stays_the_apps(app: Any, answer: str) -> None:
+    answered: list[str] = []
+    with pytest.raises(RuntimeError):
+        await run_lifespan(app, answered)
+    assert answered == [answer]  # nothing answered in the app's place: the server sees its error
+
+
 @pytest.mark.anyio
 async def test_asgi_a_worker_that_stops_outside_a_pod_shutdown_reports_exit() -> None:
     with DrainRecorder() as sidecar:

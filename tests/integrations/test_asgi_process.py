@@ -119,8 +119,7 @@ def test_asgi_middleware_drains_a_real_server_on_the_sidecars_clock(
     server: ASGIServer, start_sidecar: Callable[..., SidecarProcess], start_app: Callable[..., AppServer]
 ) -> None:
     sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "1")
-    # Most of the budget kept in reserve: the app's never-ending background task is cancelled soon.
-    env = {"SHUTDOWN_SIDECAR_URL": sidecar.url(""), "TEST_APP_RESERVE_SECONDS": "7.5"}
+    env = {"SHUTDOWN_SIDECAR_URL": sidecar.url("")}
     app = start_app(*server.args, env=env)
     port = server.port(app)
     base = f"http://127.0.0.1:{port}"
@@ -181,4 +180,5 @@ def test_asgi_middleware_drains_a_real_server_on_the_sidecars_clock(
     assert section["workers"] == {
         worker: {"inflight": 0, "complete": True, "exited": False, "complete_at": section["complete_at"]}
     }
-    assert "cancelling background tasks still running at the budget tasks=forever" in app.output
+    assert "cancelling background tasks still running tasks=forever" in app.output
+    assert (section["tasks"]["finished"], section["tasks"]["cancelled"]) == ([], ["forever"])

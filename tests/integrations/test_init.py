@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sidecar.integrations import DEFAULT_SIDECAR_URL, sidecar_url
+from sidecar.integrations import DEFAULT_SIDECAR_URL, sidecar_url, usable_sidecar_url
 
 HEAVY = ("starlette", "uvicorn", "prometheus_client", "opentelemetry", "httptools", "gunicorn", "celery")
 
@@ -42,3 +42,15 @@ def test_integrations_sidecar_url_from_argument_environment_or_default(
     else:
         monkeypatch.setenv("SHUTDOWN_SIDECAR_URL", env)
     assert sidecar_url(given) == expected
+
+
+def test_integrations_an_unusable_sidecar_url_is_said_once_without_its_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = "https://admin:s3cret@sidecar:9180"
+    assert usable_sidecar_url(url) is None
+    assert usable_sidecar_url(url) is None
+    [record] = [r for r in caplog.records if "sidecar url unusable" in r.getMessage()]
+    assert "s3cret" not in record.getMessage()
+    assert "'https://***@sidecar:9180'" in record.getMessage()
+    assert usable_sidecar_url("http://sidecar:9180/") == "http://sidecar:9180/"

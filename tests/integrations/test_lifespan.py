@@ -28,10 +28,68 @@ async def test_lifespan_waits_then_cancels_then_waits_and_names_the_cancelled(ca
     tasks = BackgroundTasks()
     tasks.spawn(asyncio.sleep(0), name="quick")
     tasks.spawn(asyncio.Event().wait(), name="forever")
-    result = await tasks.drain(state=state_with_seconds_left(1.5), reserve_seconds=0.5)
+    state = state_with_seconds_left(1.5)
+    result = await tasks.drain(state=state, reserve_seconds=0.5)
     assert (result.finished, result.cancelled, result.stuck) == (("quick",), ("forever",), ())
     assert "tasks=forever" in caplog.text
     assert len(tasks) == 0
+    # Recorded for the middleware's completion report.
+    assert state.tasks == {
+        "finished": ["quick"],
+        "cancelled": ["forever"],
+        "stuck": [],
+        "waited_seconds": round(result.waited_seconds, 3),
+    }
+
+
+@pytest.mark.anyio
+async def test_lifespan_a_loop_is_cancelled_after_the_short_wait_not_at_the_budget() -> None:
+    tasks = BackgroundTasks()
+
+    refreshed = 0
+
+    async def refresh() -> None:
+        nonlocal refreshed
+        while True:
+            refreshed += 1
+            await asyncio.sleep(1)
+
+    tasks.spawn(refresh(), name="refresh")
+    result = await tasks.drain(state=state_with_seconds_left(30), wait_seconds=0.05)
+    assert result.cancelled == ("refresh",)
+    # 80% of the ~28.5 s budget before the change; the short wait plus the unwinding now.
+    assert result.waited_seconds < 5
+
+
+@pytest.mark.anyio
+async def test_lifespan_a_task_declared_waited_for_gets_the_budget_while_the_loops_are_cancelled() -> None:
+    tasks = BackgroundTasks()
+    loop_cancelled = asyncio.Event()
+
+    async def loop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            loop_cancelled.set()
+
+    async def upload() -> str:
+        await loop_cancelled.wait()  # still running when the short wait is over
+        await asyncio.sleep(0)
+        return "uploaded"
+
+    tasks.spawn(loop(), name="loop")
+    upload_task = tasks.spawn(upload(), name="upload", wait=True)
+    result = await tasks.drain(state=state_with_seconds_left(10), wait_seconds=0.05)
+    assert (result.finished, result.cancelled, result.stuck) == (("upload",), ("loop",), ())
+    assert upload_task.result() == "uploaded"
+
+
+@pytest.mark.anyio
+async def test_lifespan_a_declared_task_still_running_at_the_budget_is_cancelled_too() -> None:
+    tasks = BackgroundTasks()
+    tasks.spawn(asyncio.Event().wait(), name="endless-upload", wait=True)
+    result = await tasks.drain(state=state_with_seconds_left(1.2), reserve_seconds=0.5)
+    assert result.cancelled == ("endless-upload",)
 
 
 @pytest.mark.anyio

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 
 import pytest
 
+from sidecar.drain.app_report import parse_drain_report
 from sidecar.integrations.reporter import DrainReporter, pid_namespace
 from tests.e2e.sidecar_process import wait_until
 from tests.integrations.drain_recorder import DrainRecorder
@@ -62,6 +64,14 @@ def test_reporter_refuses_what_is_not_an_http_url() -> None:
         DrainReporter("https://127.0.0.1:9180")
 
 
+def test_reporter_without_a_sidecar_sends_nothing_and_flushes_at_once() -> None:
+    reporter = DrainReporter(None)
+    reporter.set_inflight(1)
+    reporter.report_event("complete")
+    assert reporter.flush(10)
+    assert reporter._thread is None
+
+
 def test_reporter_close_right_after_a_report_sends_it_and_ends_the_thread() -> None:
     with DrainRecorder() as sidecar:
         reporter = DrainReporter(sidecar.url, worker=4242)
@@ -71,3 +81,19 @@ def test_reporter_close_right_after_a_report_sends_it_and_ends_the_thread() -> N
         reporter._thread.join(10)
         assert not reporter._thread.is_alive()
     assert sidecar.reports == [{"path": "/drain", "worker": 4242, "event": "exit"}]
+
+
+def test_reporter_sends_the_tasks_with_the_event_in_a_shape_the_sidecar_accepts() -> None:
+    names = ["refresh-cache", "t\u00e4sk", "x" * 100, "", *(f"loop-{n}" for n in range(40))]
+    with DrainRecorder() as sidecar:
+        reporter = DrainReporter(sidecar.url, worker=4242)
+        tasks = {"finished": [], "cancelled": names, "stuck": [], "waited_seconds": 1.0}
+        reporter.report_event("complete", tasks=tasks)
+        assert reporter.flush(10)
+        reporter.close()
+    [report] = sidecar.reports
+    report.pop("path")
+    parsed = parse_drain_report(json.dumps(report).encode())  # the sidecar's own parser: no 400
+    assert parsed.tasks is not None
+    assert parsed.tasks.cancelled[:4] == ("refresh-cache", "t?sk", "x" * 64, "?")
+    assert len(parsed.tasks.cancelled) == 32

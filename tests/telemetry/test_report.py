@@ -3,9 +3,11 @@ from __future__ import annotations
 from sidecar.deadline import Budget
 from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.report import (
+    MAX_TASKS_IN_REPORT,
     AppActivity,
     ConnectionCounts,
     Observations,
+    TaskOutcome,
     WorkerActivity,
     build_report,
 )
@@ -62,7 +64,25 @@ def test_report_app_is_null_until_the_app_reports_then_sums_its_named_workers() 
             "7": {"inflight": 0, "complete": True, "exited": False, "complete_at": 1_700_000_009.5},
             "8": {"inflight": 2, "complete": False, "exited": False, "complete_at": None},
         },
+        "tasks": None,  # no worker reported its background tasks
     }
     single = build_report(finished_timeline(), 21, Observations(app=AppActivity(workers={"": WorkerActivity(3)})))
     assert single["app"] is not None
     assert single["app"]["workers"] == {}  # a report that names no worker is not listed as one
+
+
+def test_report_app_tasks_merge_the_workers_names_capped_and_take_the_longest_wait() -> None:
+    many = tuple(f"loop-{n:02}" for n in range(MAX_TASKS_IN_REPORT + 3))
+    workers = {
+        "7": WorkerActivity(complete=True, tasks=TaskOutcome(("flush",), ("refresh",), (), 1.0)),
+        "8": WorkerActivity(complete=True, tasks=TaskOutcome(("flush",), ("refresh", *many), ("stubborn",), 2.5)),
+        "9": WorkerActivity(complete=True),  # said nothing of its tasks
+    }
+    app = build_report(finished_timeline(), 21, Observations(app=AppActivity(workers=workers)))["app"]
+    assert app is not None
+    assert app["tasks"] == {
+        "finished": ["flush"],
+        "cancelled": list(many[:MAX_TASKS_IN_REPORT]),  # sorted, each once, at most MAX_TASKS_IN_REPORT
+        "stuck": ["stubborn"],
+        "waited_seconds": 2.5,
+    }

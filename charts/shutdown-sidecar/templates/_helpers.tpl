@@ -31,7 +31,7 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 
 {{- define "shutdown-sidecar.labels" -}}
 {{ include "shutdown-sidecar.selectorLabels" . }}
-app.kubernetes.io/version: {{ .values.sidecar.image.tag | quote }}
+app.kubernetes.io/version: {{ include "shutdown-sidecar.sidecarTag" . | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "shutdown-sidecar-%s" (.root.Chart.Version | replace "+" "_") | trunc 63 | trimSuffix "-" }}
 {{- with .values.commonLabels }}
@@ -41,27 +41,43 @@ helm.sh/chart: {{ printf "shutdown-sidecar-%s" (.root.Chart.Version | replace "+
 
 {{/*
 An image reference: [registry/]repository, then @digest when set (a digest pins the content, so it
-wins over the tag), else :tag. Takes (dict "image" <image values> "global" <global values>).
+wins over the tag), else :tag. Takes (dict "image" <image values> "global" <global values>), and
+optionally "defaultRegistry" (after the image's registry and global.imageRegistry, and not when the
+repository names its own registry host, by Docker's rule: a first part with "." or ":", or
+"localhost") and "defaultTag".
 */}}
 {{- define "shutdown-sidecar.imageRef" -}}
 {{- $registry := .image.registry | default (dig "imageRegistry" "" (.global | default dict)) -}}
+{{- $parts := splitList "/" .image.repository -}}
+{{- $host := first $parts -}}
+{{- $namesHost := and (gt (len $parts) 1) (or (contains "." $host) (contains ":" $host) (eq $host "localhost")) -}}
+{{- if not (or $registry $namesHost) -}}
+{{- $registry = .defaultRegistry -}}
+{{- end -}}
+{{- $tag := .image.tag | default .defaultTag -}}
 {{- $repository := .image.repository -}}
 {{- if $registry -}}
 {{- $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository -}}
 {{- end -}}
-{{- if not (or .image.tag .image.digest) -}}
+{{- if not (or $tag .image.digest) -}}
 {{- fail (printf "image %s: set its tag or its digest" $repository) -}}
 {{- end -}}
 {{- if .image.digest -}}
 {{- printf "%s@%s" $repository .image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" $repository .image.tag -}}
+{{- printf "%s:%s" $repository $tag -}}
 {{- end -}}
 {{- end -}}
 
-{{/* The sidecar's image. */}}
+{{/* The sidecar's image tag: its own, else the chart's appVersion (the release that published both). */}}
+{{- define "shutdown-sidecar.sidecarTag" -}}
+{{- .values.sidecar.image.tag | default .root.Chart.AppVersion -}}
+{{- end -}}
+
+{{/* The sidecar's image: by default where the release workflow publishes it, ghcr.io. */}}
 {{- define "shutdown-sidecar.sidecarImage" -}}
-{{- include "shutdown-sidecar.imageRef" (dict "image" .values.sidecar.image "global" .values.global) -}}
+{{- $ref := dict "image" .values.sidecar.image "global" .values.global "defaultRegistry" "ghcr.io" -}}
+{{- include "shutdown-sidecar.imageRef" (merge $ref (dict "defaultTag" (include "shutdown-sidecar.sidecarTag" .))) -}}
 {{- end -}}
 
 {{/* The app's image: its own, or (empty repository) the sidecar's, which carries the demo app. */}}
