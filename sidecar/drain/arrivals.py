@@ -7,11 +7,13 @@ counts and times; it reads nothing itself.
 A connection the server closes first stays in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN,
 include/net/tcp.h), and one that lives until the next dump is seen in its state: both are
 counted by identity. A connection the client closes first can be gone from the server side
-(LAST_ACK done, one round trip after the app's close) before the next dump. Those are counted
-from the namespace's TcpPassiveOpens (Documentation/networking/snmp_counter.rst): what it counted
-beyond the sidecar's own accepts and the identities seen (UnseenArrivals). That is sound only
-when no other listener shares the namespace; otherwise (another port of the app, a mesh proxy,
-`simulate`'s pods on one loopback) such connections are missed, and the report says so."""
+(LAST_ACK done, one round trip after the app's close) before the next dump. So, when no other
+listener shares the namespace (a pod with the app's port and the sidecar's), every arrival is
+counted from the namespace's TcpPassiveOpens (Documentation/networking/snmp_counter.rst): what
+it counted beyond the sidecar's own accepts and the node's probes (UnseenArrivals), and the
+dumps only tell the probes apart. With another listener (another port of the app, a mesh
+proxy, `simulate`'s pods on one loopback) only the dumps count, such connections are missed,
+and the report says so."""
 
 from __future__ import annotations
 
@@ -108,12 +110,12 @@ class OwnListener:
 
 
 class UnseenArrivals:
-    """Passive opens no dump explained: TcpPassiveOpens since start-up, minus the sidecar's own
-    accepts and every identity the dumps saw arrive (probes included). The counter is read one
-    tick behind the accepts: the kernel counts a connection when its handshake completes, the
-    sidecar when its event loop accepts it, and this tick runs on that loop, so anything counted
-    a tick ago has been accepted. Only increases of the running maximum are arrivals: a dump
-    that ran ahead of the counter makes the residual dip, never count twice."""
+    """Arrivals from the namespace's TcpPassiveOpens: the passive opens since the baseline, minus
+    the sidecar's own accepts and the node's probes the dumps saw. The counter is read one tick
+    behind the accepts: the kernel counts a connection when its handshake completes, the sidecar
+    when its event loop accepts it, and this tick runs on that loop, so anything counted a tick
+    ago has been accepted. Only increases of the running maximum are arrivals: a probe a dump saw
+    before the counter did makes the residual dip, never count twice."""
 
     def __init__(self) -> None:
         self._start: tuple[int, int] | None = None  # passive opens, own accepts
@@ -121,7 +123,8 @@ class UnseenArrivals:
         self._counted = 0
 
     def update(self, passive_opens: int, own_accepted: int, seen: int) -> int:
-        """New unseen arrivals; `seen`: identities the dumps saw arrive since the first call."""
+        """New arrivals; `seen`: passive opens that are not arrivals (the node's probes the dumps
+        saw) since the first call."""
         if self._start is None:
             self._start = (passive_opens, own_accepted)
             self._previous = passive_opens

@@ -278,7 +278,9 @@ class ConnectionWatch(Part):
         else:
             established = frozenset(f"{addr}:{rport}" for addr, rport, _ in found.established)
             snapshot = PortSnapshot(found.listening, established)
-            self._count(self._diff.arrivals(found.connections), now)
+            arrivals = self._diff.arrivals(found.connections)
+            if not self._counted_by_counter:  # else TcpPassiveOpens counts them (_count_unseen)
+                self._count(arrivals, now)
         self.last = snapshot
         self.listener_seen = self.listener_seen or snapshot.listening
         self.metrics.app_connections.set(len(snapshot.established))
@@ -312,11 +314,19 @@ class ConnectionWatch(Part):
             self._unseen.reset()
         self.other_listeners = others
 
+    @property
+    def _counted_by_counter(self) -> bool:
+        """True while TcpPassiveOpens is the app port's and the sidecar's alone (no other listener)."""
+        return self.other_listeners == frozenset()
+
     def _count_unseen(self) -> None:
-        if self.other_listeners is None or self.other_listeners or self._last_counters is None:
+        """In a namespace of its own, every arrival is counted from TcpPassiveOpens, less the
+        sidecar's own accepts and the node's probes the dumps saw: the dumps alone would count
+        a connection twice (once from the counter before any dump, once when a dump sees it)."""
+        if not self._counted_by_counter or self._last_counters is None:
             return
         passive_opens = self._last_counters[0]
-        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.seen), time.monotonic())
+        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.ignored), time.monotonic())
 
     def _warn_if_never_bound(self) -> None:
         if self.listener_seen or self._warned_no_listener:
@@ -345,8 +355,7 @@ class ConnectionWatch(Part):
                 last_listener_check = time.monotonic()
             moved = self._counters_moved()
             self._count_unseen()  # every tick: it reads the counter a tick behind
-            counted_by_counter = self.other_listeners == frozenset()
-            if moved and (shutting_down or listener_due or not counted_by_counter):
+            if moved and (shutting_down or listener_due or not self._counted_by_counter):
                 snapshot = self._sample()
             elif shutting_down or listener_due:
                 snapshot = self._sample(listener_only=True)

@@ -58,9 +58,9 @@ def test_unseen_arrivals_are_passive_opens_nothing_else_explains() -> None:
     unseen = UnseenArrivals()
     assert unseen.update(100, 10, 0) == 0  # the baseline
     assert unseen.update(105, 11, 0) == 0  # read a tick behind: the five are not judged yet
-    # Of the five: one was the sidecar's own accept, two were seen by the dumps.
+    # Of the five: one was the sidecar's own accept, two were the node's probes (seen by the dumps).
     assert unseen.update(105, 11, 2) == 2
-    assert unseen.update(105, 11, 4) == 0  # dumps caught up: a dip, never a negative count
+    assert unseen.update(105, 11, 4) == 0  # two more probes seen early: a dip, never a negative count
     assert unseen.update(106, 11, 4) == 0
 
 
@@ -81,6 +81,12 @@ def run_in_own_network_namespace(mode: str, count: int) -> dict[str, object]:
     assert done.returncode == 0, done.stderr
     result: dict[str, object] = json.loads(done.stdout)
     return result
+
+
+def test_arrivals_connections_the_server_closes_are_counted_once_in_a_pods_namespace() -> None:
+    # The counter counts them at once, and a later dump sees them in TIME_WAIT: not twice.
+    result = run_in_own_network_namespace("server", 200)
+    assert result == {"accepted": 200, "counted": 200, "counting": "ok"}
 
 
 def test_arrivals_connections_the_client_closes_first_are_counted_in_a_pods_namespace() -> None:
