@@ -111,6 +111,7 @@ def test_benchmark_arrivals_cost_idle_and_at_500_connections_a_second() -> None:
         )
         loaded = (cpu_seconds(sidecar.proc.pid) - before) / SECONDS
         rss = rss_mb(sidecar.proc.pid)
+        time.sleep(1.0)  # the counter is read a tick behind (0.25 s before t0): let it catch up
         counted = sidecar.get("/metrics").text.partition("\nsidecar_app_arrivals_total ")[2].partition("\n")[0]
         with open("/proc/net/tcp") as table:
             sockets = len(table.readlines()) - 1
@@ -130,6 +131,9 @@ def test_benchmark_arrivals_cost_idle_and_at_500_connections_a_second() -> None:
                 ),
             ],
         )
+        for line in sidecar.lines:
+            if line.get("level") == "warning":
+                print("  sidecar warned:", line)
     finally:
         end_session(app)
         app.stdout.close()
