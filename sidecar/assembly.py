@@ -14,15 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
-from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
-from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
+from sidecar.admin.events import ShutdownEvents
+from sidecar.admin.protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin.routes import create_app
+from sidecar.admin.server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.drain.app_report import AppReport
 from sidecar.drain.arrivals import OwnListener
-from sidecar.events import ShutdownEvents
 from sidecar.hold import Hold
-from sidecar.http import create_app
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.modes import PartContext, arrival_source, choose_parts
@@ -30,7 +30,7 @@ from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
 from sidecar.signals import install_signal_handlers, signal_name
 from sidecar.supervisor import SpawnError, kill_started_groups
-from sidecar.telemetry.delivery import deliver_report
+from sidecar.telemetry.delivery import deliver_report, termination_log_problem
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Observations, Report, build_report
 from sidecar.telemetry.sinks import ReportSinks
@@ -47,6 +47,7 @@ def log_phase_change(previous: Phase, current: Phase, timeline: Timeline) -> Non
     if current is Phase.REPORT and timeline.outcome is not None:
         fields["outcome"] = timeline.outcome.value
         fields["drain_end_source"] = None if timeline.drain_end_source is None else timeline.drain_end_source.value
+        fields["outcome_reason"] = timeline.outcome_reason
     logger.info("phase changed", extra={"fields": fields})
 
 
@@ -72,6 +73,7 @@ class Sidecar:
             metrics=self.metrics,
             report_end=lambda: self.sequence.report_drain_end(DrainEndSource.APP_REPORT),
             activity=self.observations.app,
+            on_report=self.sequence.app_reporting,
         )
         # The admin port's accepts, for the app's share of the namespace's TcpPassiveOpens.
         self.own_listener = OwnListener(accepted=lambda: self.admin_connections.accepted)
@@ -80,7 +82,8 @@ class Sidecar:
             command,
             PartContext(self.timeline, self.metrics, self.observations, self.sequence, self.own_listener),
         )
-        # The drain ends at the most precise source that is configured (lifecycle.outranks).
+        # The drain ends at the most precise source watching (lifecycle.outranks): these, and the
+        # app's own report once the app has reported.
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
         self.hold = Hold(
             settings.prestop_delay_seconds, settings.hold_rule, arrival_source(self.parts), metrics=self.metrics
@@ -169,6 +172,7 @@ class Sidecar:
     async def run(self, sock: socket.socket) -> int:
         self.watchdog.start()
         self.own_listener.port = sock.getsockname()[1]
+        self._warn_of_termination_log()
         # Before anything is spawned (a child inherits the signal mask) and before the server
         # accepts: a signal held since start-up (sidecar.signals.hold_signals) is delivered here.
         uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal, self.on_other_signal)
@@ -217,6 +221,15 @@ class Sidecar:
         self.app_report.close()
         for part in self.parts:
             part.close()
+
+    def _warn_of_termination_log(self) -> None:
+        # Found at start, not at the deadline: the report would be missing from the pod's status.
+        path = self.settings.termination_log
+        if path is not None and (reason := termination_log_problem(path)) is not None:
+            logger.warning(
+                "termination log not writable: the report will not be written there",
+                extra={"fields": {"path": path, "reason": reason}},
+            )
 
     def _start_fields(self, sock: socket.socket) -> Mapping[str, object]:
         host, port = sock.getsockname()[:2]

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.supervisor import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, Child, SpawnError, exit_status_of
+from sidecar.supervisor import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    Child,
+    SpawnError,
+    exit_status_of,
+)
 from tests.e2e.sidecar_process import wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from sidecar.integrations import shutdown_state, usable_sidecar_url
-from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState
+from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState, log_to_logging
 from sidecar.integrations.reporter import DrainReporter
 
 Scope = MutableMapping[str, Any]
@@ -22,7 +21,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's scope
-logger = logging.getLogger("sidecar.integrations")
 GOING_AWAY: Final = 1001  # RFC 6455: the endpoint is going away (a server going down)
 
 
@@ -104,23 +102,40 @@ class SidecarMiddleware:
         self._is_following = True
         if self.url is not None:
             events = ShutdownEvents(self.url, state=self.shutdown)
-            self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
+            follow = self._follow_events(events)
+            self._follower = asyncio.get_running_loop().create_task(follow, name="sidecar-events")
+            self.reporter.set_inflight(self.inflight)  # this worker is here: the sidecar awaits its `complete`
+
+    async def _follow_events(self, events: ShutdownEvents) -> None:
+        """The events, and at t0 this worker's count once more: if the sidecar was not up yet when
+        the app started, it learns now, before the stop, that this app will say `complete` (and
+        ends the drain then, not when the listener closes)."""
+        at_t0 = asyncio.ensure_future(self._report_at_t0())
+        try:
+            await events.follow()
+        finally:
+            at_t0.cancel()
+
+    async def _report_at_t0(self) -> None:
+        await self.shutdown.started.wait()
+        self.reporter.set_inflight(self.inflight)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app's lifespan, passed through; when the app below refuses the protocol (Django's
         ASGI handler raises at a lifespan scope) or returns without finishing it, the middleware
         answers the server itself, so that the shutdown still ends with the completion report.
-        A failure the app answered (startup.failed, shutdown.failed) or an error after its
-        startup stays the app's: raised to the server as before."""
+        A failure the app answered (startup.failed, shutdown.failed), an error once it has taken
+        the startup message (its startup failing), or an error after its startup stays the
+        app's: raised to the server as before (`--lifespan on` then stops uvicorn)."""
         exchange = LifespanExchange(receive, send, at_startup=self._at_lifespan_startup, at_shutdown=self.finish)
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except Exception as exc:
-            if exchange.answered:
+            if exchange.answered or exchange.received:
                 raise
             # The ASGI spec lets a server go on without lifespan when the app raises here; going
             # on with it instead is what reports the app's completion.
-            logger.info("app refuses lifespan; SidecarMiddleware answers it error=%r", exc)
+            log_to_logging("app refuses lifespan; SidecarMiddleware answers it", error=repr(exc))
         await exchange.finish()
 
     def _at_lifespan_startup(self) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from sidecar.simulate.endpoints import Propagation
-from sidecar.simulate.kubelet import PodStartError
+from sidecar.simulate.kubelet import PodStartError, PodStartTimeout
+from sidecar.simulate.lateness import Lateness
 from sidecar.simulate.lifeline import Lifeline
 from sidecar.simulate.load import load_document
 from sidecar.simulate.options import Options
@@ -30,6 +32,12 @@ from sidecar.simulate.verdict import Document, result_document
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1
 EXIT_USAGE: Final = 2
+# The machine ran the rehearsal too late to judge it (SPEC.md): a failure its own lateness could
+# have caused, or lateness that could have hidden one. Not the app's fault, not a pass either.
+EXIT_INCONCLUSIVE: Final = 3
+# Loop stalls adding up to this much make a start that timed out worth a word about the machine.
+BUSY_STALLED_SECONDS: Final = 1.0
+EXIT_BY_VERDICT: Final = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 # What stops a rehearsal early, each with exit status 128 + its number: a terminal's Ctrl-C, a
 # CI runner's or `timeout`'s SIGTERM, a closed terminal's SIGHUP.
 INTERRUPTING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -38,6 +46,15 @@ INTERRUPTING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class SetupError(Exception):
     """The rehearsal cannot run as asked (a chart that does not render, an app that cannot
     start): exit 2 with this one line."""
+
+
+class StartStarved(Exception):
+    """A pod was not ready in time while the machine starved the rehearsal: exit 3 (inconclusive)
+    with this line, not the app's fault as far as anyone can tell. `lateness`: what was measured."""
+
+    def __init__(self, message: str, lateness: Lateness) -> None:
+        super().__init__(message)
+        self.lateness = lateness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +67,19 @@ class Rehearsed:
 
 
 def rehearsed(options: Options) -> Rehearsed:
-    if options.manifest is None:
+    """The flags' pod, or the workload of --manifest or --chart: a chart's render goes through the
+    manifest's translation (replicas, strategy, what is not modelled), as it would reach a cluster."""
+    chart, manifest = options.chart, options.manifest
+    if chart is None and manifest is None:
         return Rehearsed(pod_template(options), options.pods, options.strategy)
-    from sidecar.simulate.helm import ChartError
+    from sidecar.simulate.helm import ChartError, render_chart  # Helm loads only for --chart
     from sidecar.simulate.workload import read_manifest, workload_from_manifests
 
     try:
-        workload = workload_from_manifests(read_manifest(options.manifest), options.app_command)
+        if chart is not None:
+            workload = workload_from_manifests(render_chart(chart, options.values), options.app_command, flag="--chart")
+        elif manifest is not None:
+            workload = workload_from_manifests(read_manifest(manifest), options.app_command)
     except ChartError as exc:
         raise SetupError(str(exc)) from None
     if workload.not_modelled:
@@ -66,22 +89,14 @@ def rehearsed(options: Options) -> Rehearsed:
 
 
 def pod_template(options: Options) -> PodTemplate:
-    if options.chart is None:
-        return template_for_mode(
-            options.mode,
-            options.budget,
-            options.app_command,
-            hold=options.hold_rule,
-            stop_signal=signal.Signals[options.stop_signal],
-            readiness_until_stop=options.readiness_until == "stop",
-        )
-    from sidecar.simulate.chart import load_chart_template  # Helm loads only for --chart
-    from sidecar.simulate.helm import ChartError
-
-    try:
-        return load_chart_template(options.chart, options.values, options.app_command)
-    except ChartError as exc:
-        raise SetupError(str(exc)) from None
+    return template_for_mode(
+        options.mode,
+        options.budget,
+        options.app_command,
+        hold=options.hold_rule,
+        stop_signal=signal.Signals[options.stop_signal],
+        readiness_until_stop=options.readiness_until == "stop",
+    )
 
 
 def flag_value(argv: Sequence[str], flag: str) -> float | None:
@@ -120,12 +135,32 @@ def settings_document(options: Options, rollout: Rehearsed) -> Document:
 
 @contextlib.contextmanager
 def log_directory(keep: Path | None) -> Iterator[Path]:
+    """--logs DIR, or a temporary directory removed at the end, unless a pod could not start: its
+    error names a container's log in it, which must still be there to be read."""
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         yield keep
         return
-    with tempfile.TemporaryDirectory(prefix="shutdown-sidecar-simulate-") as path:
-        yield Path(path)
+    path = Path(tempfile.mkdtemp(prefix="shutdown-sidecar-simulate-"))
+    try:
+        yield path
+    except (SetupError, StartStarved):
+        raise
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def busy_machine_note(lateness: Lateness) -> str:
+    """What the machine's load did to the rehearsal, for a start that timed out; empty when nothing."""
+    figures = lateness.document()
+    stalled = figures["loop"]["stalled_seconds"]
+    slowest = figures["process_start"]["max_seconds_to_ready"]
+    if stalled < BUSY_STALLED_SECONDS:
+        return ""
+    ready = f"the containers that became ready took up to {slowest:.1f}s" if slowest else "no container became ready"
+    return f"; the machine is busy: the rehearsal's event loop stalled {stalled:.1f}s in all, and {ready}"
 
 
 class Progress:
@@ -198,7 +233,10 @@ async def rehearse_uninterrupted(options: Options) -> int:
         try:
             await rollout.run()
         except PodStartError as exc:
-            raise SetupError(str(exc)) from None
+            note = busy_machine_note(rollout.lateness)
+            if isinstance(exc, PodStartTimeout) and note:
+                raise StartStarved(f"{exc}{note}", rollout.lateness) from None
+            raise SetupError(f"{exc}{note}") from None
         result = result_document(
             template.mode,
             settings_document(options, what),
@@ -207,9 +245,11 @@ async def rehearse_uninterrupted(options: Options) -> int:
             rollout.clock(),
             crashes=rollout.crashes,
             load=load_document(options.client, options.balancer, options.connections, rollout.tally),
+            lateness=rollout.lateness,
+            every_pod=rollout.records,
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
-    return EXIT_PASS if result["verdict"] == "pass" else EXIT_FAIL
+    return EXIT_BY_VERDICT[result["verdict"]]
 
 
 def print_result(result: Document, *, as_json: bool, stream: TextIO) -> None:
@@ -226,3 +266,9 @@ def simulate(options: Options) -> int:
         except SetupError as exc:
             print(f"shutdown-sidecar simulate: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except StartStarved as exc:
+            print(f"shutdown-sidecar simulate: inconclusive: {exc}", file=sys.stderr)
+            if options.json:
+                starved = {"verdict": "inconclusive", "reasons": [str(exc)], "doubts": [str(exc)]}
+                print_result({**starved, "lateness": exc.lateness.document()}, as_json=True, stream=sys.stdout)
+            return EXIT_INCONCLUSIVE

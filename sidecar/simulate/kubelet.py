@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
-from sidecar.simulate.listeners import unreachable_listeners, unreachable_message
+from sidecar.simulate.listeners import ListenerTable, listening_table, unreachable_listeners, unreachable_message
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
+    APP_PID_PLACEHOLDER,
     APP_PORT,
     HOST_PLACEHOLDER,
     POD_NAME_PLACEHOLDER,
@@ -25,7 +26,9 @@ from sidecar.simulate.podspec import (
     SIDECAR_PLACEHOLDER,
     TERMINATION_LOG_PLACEHOLDER,
     ContainerSpec,
+    HttpGet,
     PodTemplate,
+    Probe,
     filled_command,
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
@@ -35,10 +38,16 @@ from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS, run_pre_stop_hoo
 SIGTERM_MINIMUM_GRACE_SECONDS: Final = float(MINIMUM_GRACE_SECONDS)  # its former name
 # How often a starting pod's ports are checked for a listener its kubelet cannot reach.
 LISTENER_CHECK_SECONDS: Final = 0.5
+# One read of the machine's TCP tables per check period, for every pod of the rehearsal.
+LISTENERS: Final = ListenerTable(LISTENER_CHECK_SECONDS)
 
 
 class PodStartError(Exception):
     """A pod that could not start: a command not found, an app that exited or never listened."""
+
+
+class PodStartTimeout(PodStartError):
+    """A pod that was not ready in time: on a busy machine, possibly the machine's fault."""
 
 
 class Pod:
@@ -121,10 +130,41 @@ class Pod:
                     await self._start_container(spec)
                 await self._wait_for(lambda: self._is_ready)
         except TimeoutError:
-            raise PodStartError(f"{self.name}: not ready after {timeout_seconds:g}s{self._hint()}") from None
+            raise PodStartTimeout(f"{self.name}: {self._not_ready(timeout_seconds)}") from None
         finally:
             checker.cancel()
+        # Ready, but perhaps before the shared table was read again: one look of its own (in a
+        # thread, off the loop), so a pod listening at the wrong address never serves.
+        problem = self._listener_problem(await asyncio.to_thread(listening_table))
+        if problem is not None:
+            raise PodStartError(problem)
         self._event("ready")
+
+    def _not_ready(self, timeout_seconds: float) -> str:
+        """Which container holds the pod's start, and where its log is (kept by the caller)."""
+        for spec in self.template.sidecars:
+            if spec.name not in self._started:
+                waiting = ", ".join(c.name for c in self.template.containers)
+                return (
+                    f"{spec.name} not started after {timeout_seconds:g}s{self._probe_hint(spec, spec.startup)}; "
+                    f"{waiting} not started: the kubelet starts them once the native sidecar has"
+                )
+        for spec in self.template.all_containers:
+            if not self._ready.get(spec.name, False):
+                hint = self._hint() if spec.serves_traffic else self._probe_hint(spec, spec.readiness)
+                return f"{spec.name} not ready after {timeout_seconds:g}s{hint}"
+        return f"not ready after {timeout_seconds:g}s"
+
+    def _probe_hint(self, spec: ContainerSpec, probe: Probe | None) -> str:
+        log = log_path(self.workdir, spec.name)
+        if spec.name not in self._containers:
+            return " (its process was not started)"
+        if probe is None:
+            return f" (see {log})"
+        action = probe.action
+        port = self.ports[action.port]
+        what = f"GET {action.path}" if isinstance(action, HttpGet) else "a TCP connection"
+        return f" (its probe, {what} at {self.address}:{port}, has not passed; see {log})"
 
     def _hint(self) -> str:
         app = next(c for c in self.template.containers if c.serves_traffic)
@@ -141,14 +181,20 @@ class Pod:
         # hooks or the balancer, which all go to the pod IP: in a cluster the pod would never be
         # ready (or its hook would fail). Said at once, with what cannot reach it.
         while True:
-            unreachable = unreachable_listeners(self.ports, self.address)
-            if unreachable:
-                symbol, where = next(iter(unreachable.items()))
-                reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
-                self._start_failure = f"{self.name}: {reason}"
+            problem = self._listener_problem(await LISTENERS.current())
+            if problem is not None:
+                self._start_failure = problem
                 self._changed.set()
                 return
             await asyncio.sleep(LISTENER_CHECK_SECONDS)
+
+    def _listener_problem(self, table: Mapping[int, set[str]]) -> str | None:
+        unreachable = unreachable_listeners(self.ports, self.address, table)
+        if not unreachable:
+            return None
+        symbol, where = next(iter(unreachable.items()))
+        reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
+        return f"{self.name}: {reason}"
 
     async def _start_container(self, spec: ContainerSpec) -> None:
         argv, env = filled_command(
@@ -160,6 +206,7 @@ class Pod:
                 TERMINATION_LOG_PLACEHOLDER: str(termination_log_path(self.workdir, spec.name)),
                 POD_NAME_PLACEHOLDER: self.name,
                 SIDECAR_PLACEHOLDER: self.sidecar_url,
+                APP_PID_PLACEHOLDER: self._app_pid(),
             },
         )
         record = self.record.containers[spec.name]
@@ -173,6 +220,11 @@ class Pod:
         self._ready[spec.name] = False
         self._spawn_task(self._reapers, self._reap(spec.name), f"{spec.name}/reap")
         self._spawn_task(self._probers, self._probe(spec), f"{spec.name}/probes")
+
+    def _app_pid(self) -> str:
+        """The app container's PID once it has started (containers start in order), else empty."""
+        app = self._containers.get(self.record.traffic_container)
+        return "" if app is None else str(app.pid)
 
     async def _probe(self, spec: ContainerSpec) -> None:
         # As the kubelet does: no readiness probe until the startup probe has passed; a container
@@ -224,6 +276,9 @@ class Pod:
         return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}{hint}")
 
     def _set_container_ready(self, container: str, ready: bool) -> None:
+        record = self.record.containers[container]
+        if ready and record.ready_at is None:
+            record.ready_at = self._clock()
         if self._ready.get(container) != ready:
             self._ready[container] = ready
             self._update_readiness()
@@ -237,6 +292,8 @@ class Pod:
         ready = running and all(self._ready.values())
         if ready != self._is_ready:
             self._is_ready = ready
+            if not self.is_deleted:
+                self.record.readiness_changes.append((self._clock(), ready))
             self._on_readiness(self, ready)
         self._changed.set()
 

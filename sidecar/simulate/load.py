@@ -12,8 +12,9 @@ import dataclasses
 from typing import Final
 
 from sidecar.simulate.client import Failure, Result
+from sidecar.simulate.lateness import Lateness
 from sidecar.simulate.pool import BalancerKind, ClientKind
-from sidecar.simulate.records import RequestPhase
+from sidecar.simulate.records import FailedRequest, RequestPhase
 from sidecar.simulate.traffic import Traffic
 
 NO_ENDPOINTS: Final = "no_endpoints"  # the balancer knew of no ready pod: kube-proxy rejects
@@ -33,6 +34,7 @@ class Tally:
     sent_on: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # by connection
     failed_on: collections.Counter[tuple[str, str]] = dataclasses.field(default_factory=collections.Counter)
     connections_opened: int = 0
+    failures: list[FailedRequest] = dataclasses.field(default_factory=list)  # each, for the judgement
 
     def add(self, phase: str, result: Result, *, reused: bool = False) -> None:
         on = CONNECTIONS[reused]
@@ -108,14 +110,26 @@ def next_send_time(previous: float, start: float, interval: float, shape: str) -
 
 class LoadGenerator:
     def __init__(
-        self, traffic: Traffic, rate_per_second: float, timeout_seconds: float, tally: Tally, shape: str = "steady"
+        self,
+        traffic: Traffic,
+        rate_per_second: float,
+        timeout_seconds: float,
+        tally: Tally,
+        shape: str = "steady",
+        *,
+        lateness: Lateness | None = None,
+        origin: float = 0.0,
     ) -> None:
+        """`lateness`: where sends behind the schedule are recorded; `origin`: the loop's time at
+        the rehearsal's start (the simulation clock's zero), for the times recorded."""
         self.tally = tally
         self._traffic = traffic
         self._shape = shape
         self._interval = 1.0 / rate_per_second / (2 if shape == "onoff" else 1)
         self._timeout_seconds = timeout_seconds
         self._inflight: set[asyncio.Task[None]] = set()
+        self._lateness = lateness
+        self._origin = origin
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send on schedule until `stop` is set; then wait for the requests still in flight."""
@@ -123,7 +137,8 @@ class LoadGenerator:
         next_at = start = loop.time()
         try:
             while not stop.is_set():
-                task = asyncio.create_task(self._request())
+                late = loop.time() - next_at
+                task = asyncio.create_task(self._request(late))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
                 next_at = next_send_time(next_at, start, self._interval, self._shape)
@@ -140,10 +155,17 @@ class LoadGenerator:
             await asyncio.gather(*inflight, return_exceptions=True)
             self._traffic.close()
 
-    async def _request(self) -> None:
+    async def _request(self, late_seconds: float = 0.0) -> None:
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time() - self._origin
+        if self._lateness is not None:
+            self._lateness.send_late(sent_at - late_seconds, late_seconds)
         route = self._traffic.route()
         if route is None:
             self.tally.add(NO_ENDPOINTS, Result(None, Failure.REFUSED))
+            self.tally.failures.append(
+                FailedRequest("", NO_ENDPOINTS, Failure.REFUSED.value, sent_at, sent_at, late_seconds)
+            )
             return
         record = route.pod.record
         # The phase when the request leaves: what it would meet on arrival.
@@ -155,5 +177,10 @@ class LoadGenerator:
         result = await self._traffic.send(route, timeout_seconds=self._timeout_seconds)
         self.tally.connections_opened = self._traffic.connections_opened
         self.tally.add(phase, result, reused=route.is_reused)
+        if result.failure is not None:
+            ended_at = loop.time() - self._origin
+            kind = result.failure.value
+            failure = FailedRequest(route.pod.name, phase, kind, sent_at, ended_at, late_seconds, route.is_reused)
+            self.tally.failures.append(failure)
         if after_removal and not result.is_ok:
             record.failed_after_endpoint_removal += 1

@@ -49,7 +49,8 @@ REPORT_RESERVE_SECONDS: Final = 1.0
 # The CLI's namespace already has `mode` (its subcommand): simulate's values are kept apart.
 DEST_PREFIX: Final = "simulate_"
 BUILT_IN_APPS: Final = ("demo", "asgi")
-# Besides the --chart ones: what a workload manifest says (a DaemonSet's nodes stay --pods' default).
+# Besides the from_chart ones: what a workload says, in a manifest or a chart's render (a
+# DaemonSet's nodes stay --pods' default).
 FROM_MANIFEST: Final = frozenset({"pods", "kind", "strategy_type", "max_surge", "max_unavailable", "min_ready_seconds"})
 
 EPILOG: Final = f"""\
@@ -69,8 +70,10 @@ address, {HOST_PLACEHOLDER} in the command or $HOST (or 0.0.0.0), on the port gi
 command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
-not; 2 for bad input or an app that cannot start; 128+N when stopped by signal N (SIGINT,
-SIGTERM, SIGHUP), with nothing it started left running."""
+not; 3 (inconclusive) when this machine ran the rehearsal so late (a stalled event loop, late
+kubelet or balancer actions, a load behind its schedule) that the lateness could have caused
+every failure or hidden one; 2 for bad input or an app that cannot start; 128+N when stopped by
+signal N (SIGINT, SIGTERM, SIGHUP), with nothing it started left running."""
 
 
 def option(
@@ -272,7 +275,7 @@ class Options:
     chart: Path | None = option(  # noqa: RUF009
         "--chart",
         None,
-        "take the pod (grace period, hooks, probes, sidecar flags) from this Helm chart",
+        "take the workload (replicas, strategy, grace period, hooks, probes, sidecar flags) from this Helm chart",
         parse=Path,
         metavar="DIR",
     )
@@ -394,7 +397,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                 raise SettingsError(spec.flag, "comes from the manifest with --manifest; set it there")
     if given["chart"] is not None:
         for spec in specs:
-            if spec.from_chart and given[spec.name] is not None:
+            if (spec.from_chart or spec.name in FROM_MANIFEST) and given[spec.name] is not None:
                 raise SettingsError(
                     spec.flag, "comes from the chart with --chart; set it in the chart's values (--values)"
                 )

@@ -78,8 +78,9 @@ def pod_lines(pod: Document) -> list[str]:
     facts = []
     if hook is not None:
         facts.append(f"preStop {hook['result']} after {hook['returned_after_seconds']:.2f}s")
-    if app["sigterm_after_seconds"] is not None and app["exited_after_seconds"] is not None:
-        facts.append(f"app drained {app['exited_after_seconds'] - app['sigterm_after_seconds']:.2f}s")
+    drain = drain_fact(app)
+    if drain is not None:
+        facts.append(drain)
     facts.append(f"app exit status {app['exit_status']}")
     after = pod.get("requests_after_endpoint_removal")
     if after is not None and after["sent"]:
@@ -87,6 +88,20 @@ def pod_lines(pod: Document) -> list[str]:
     lines.append(f"  {' ' * 8} {', '.join(facts)}")
     lines.append(f"  {' ' * 8} {report_line(pod)}")
     return lines
+
+
+def drain_fact(app: Document) -> str | None:
+    """What the app did after its stop signal: drained and exited, or was still running when the
+    grace period ran out and the kubelet SIGKILLed it (its exit then is the kill, not a drain)."""
+    signalled, exited, killed = app["sigterm_after_seconds"], app["exited_after_seconds"], app["sigkill_after_seconds"]
+    signal_name = app.get("stop_signal") or "stop signal"
+    if killed is not None:
+        if signalled is None:
+            return f"app never got its {signal_name}: SIGKILLed at {killed:.2f}s"
+        return f"app still running {killed - signalled:.2f}s after its {signal_name}: SIGKILLed at {killed:.2f}s"
+    if signalled is not None and exited is not None:
+        return f"app drained {exited - signalled:.2f}s"
+    return None
 
 
 def report_line(pod: Document) -> str:
@@ -133,6 +148,20 @@ def connections_line(requests: Document) -> list[str]:
     return ["  failed: " + "; ".join(parts)]
 
 
+def lateness_line(lateness: Document | None) -> list[str]:
+    """How late the rehearsal itself ran: its event loop, its kubelet and balancer, its load."""
+    if lateness is None:
+        return []
+    loop, load, start = lateness["loop"], lateness["load"], lateness["process_start"]
+    actions = ", ".join(f"{what} {late:.2f}s" for what, late in lateness["actions_max_late_seconds"].items())
+    return [
+        f"rehearsal lateness: event loop stalled {loop['stalled_seconds']:.2f}s "
+        f"(longest {loop['max_lag_seconds']:.2f}s); "
+        f"late actions: {actions or 'none'}; load up to {load['max_late_seconds']:.2f}s behind; "
+        f"containers ready in up to {start['max_seconds_to_ready']:.2f}s"
+    ]
+
+
 def requests_table(requests: Document) -> list[str]:
     header = f"  {'phase':<13}{'sent':>7}{'failed':>8}" + "".join(f"{kind:>9}" for kind in KINDS)
     lines = [f"requests: {requests['sent']} sent, {requests['failed']} failed", header]
@@ -151,8 +180,15 @@ def verdict_lines(result: Document) -> list[str]:
         if result["mode"] != "none" and result["settings"]["chart"] is None:
             lines.append("  the same rollout without the sidecar: add --mode none")
         return lines
+    if result["verdict"] == "inconclusive":
+        return [
+            "verdict: INCONCLUSIVE - this machine ran the rehearsal too late to judge the app (exit status 3):",
+            *(f"  - {doubt}" for doubt in result["doubts"]),
+            "  run it again on a quieter machine, or with fewer --pods",
+        ]
     lines = ["verdict: FAIL"]
     lines += [f"  - {reason}" for reason in result["reasons"]]
+    lines += [f"  - not counted, the rehearsal ran late: {doubt}" for doubt in result.get("doubts", [])]
     hint = advice(result)
     if hint:
         lines.append(f"  hint: {hint}")
@@ -193,6 +229,7 @@ def render(result: Document) -> str:
     lines += load_line(result.get("load"))
     lines += requests_table(result["requests"])
     lines += connections_line(result["requests"])
+    lines += lateness_line(result.get("lateness"))
     lines.append("")
     lines += verdict_lines(result)
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ from typing import Any, Final
 from sidecar.simulate.controllers import roll
 from sidecar.simulate.endpoints import Balancer, Conditions, Propagation
 from sidecar.simulate.kubelet import Pod, PodStartError
+from sidecar.simulate.lateness import ENDPOINT_UPDATE, Lateness, watch_loop_lag
 from sidecar.simulate.load import LoadGenerator, Tally
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
 from sidecar.simulate.pool import BalancerKind, ClientKind
@@ -130,6 +131,7 @@ class Rollout:
         self._tasks: list[asyncio.Task[None]] = []  # pod starts and deletions
         self._deletions: list[asyncio.Task[None]] = []
         self._ready_since: dict[Pod, float] = {}
+        self.lateness = Lateness()  # how late the rehearsal itself ran: complete once run() returns
 
     def clock(self) -> float:
         """Seconds since the rollout began."""
@@ -148,9 +150,18 @@ class Rollout:
         )
         self._balancer = balancer
         traffic = traffic_for(plan.client, plan.balancer, balancer, plan.connections, plan.latency_seconds)
-        load = LoadGenerator(traffic, plan.rate_per_second, plan.request_timeout_seconds, self.tally, plan.load_shape)
+        load = LoadGenerator(
+            traffic,
+            plan.rate_per_second,
+            plan.request_timeout_seconds,
+            self.tally,
+            plan.load_shape,
+            lateness=self.lateness,
+            origin=self._start,
+        )
         stop_load = asyncio.Event()
         load_task: asyncio.Task[None] | None = None
+        lag_task = asyncio.create_task(watch_loop_lag(self.lateness, self.clock), name="loop-lag")
         try:
             old = [self._new_pod(f"old-{n}") for n in range(1, plan.pods + 1)]
             await start_together(old)
@@ -178,6 +189,13 @@ class Rollout:
             await asyncio.gather(*(pod.kill() for pod in self._pods), return_exceptions=True)
             if load_task is not None:
                 await asyncio.gather(load_task, return_exceptions=True)
+            lag_task.cancel()
+            self.lateness.add_records(pod.record for pod in self._pods)
+
+    @property
+    def records(self) -> list[PodRecord]:
+        """Every pod's record, old and new."""
+        return [pod.record for pod in self._pods]
 
     @property
     def crashes(self) -> list[str]:
@@ -250,8 +268,12 @@ class Rollout:
         self._changed.set()
 
     def _endpoint_changed(self, pod: Pod, ready: bool) -> None:
+        now = self.clock()
+        due = now - self._balancer.applied_late_seconds
+        self.lateness.action_late(pod.name, ENDPOINT_UPDATE, due, now)
         if not ready and pod.is_deleted and pod.record.endpoint_removed_at is None:
-            pod.record.endpoint_removed_at = self.clock()
+            pod.record.endpoint_removed_at = now
+            pod.record.endpoint_removal_due_at = due
             self._on_event(f"{pod.name} endpoint removed from the balancer")
         self._balancer_changed.set()
 
