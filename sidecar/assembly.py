@@ -21,9 +21,11 @@ from sidecar.admin.server import AdminConnectionsCollector, AdminServer, build_c
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.drain.app_report import AppReport
+from sidecar.drain.arrivals import OwnListener
+from sidecar.hold import Hold
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
-from sidecar.modes import PartContext, choose_parts
+from sidecar.modes import PartContext, arrival_source, choose_parts
 from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
 from sidecar.signals import install_signal_handlers, signal_name
@@ -73,17 +75,27 @@ class Sidecar:
             activity=self.observations.app,
             on_report=self.sequence.app_reporting,
         )
+        # The admin port's accepts, for the app's share of the namespace's TcpPassiveOpens.
+        self.own_listener = OwnListener(accepted=lambda: self.admin_connections.accepted)
         self.parts = choose_parts(
-            settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
+            settings,
+            command,
+            PartContext(self.timeline, self.metrics, self.observations, self.sequence, self.own_listener),
         )
         # The drain ends at the most precise source watching (lifecycle.outranks): these, and the
         # app's own report once the app has reported.
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
+        self.hold = Hold(
+            settings.prestop_delay_seconds, settings.hold_rule, arrival_source(self.parts), metrics=self.metrics
+        )
+        self.sequence.hold = self.hold
+        self.observations.hold = self.hold.document
         listeners = (
             self.metrics.on_phase_change,
             log_phase_change,
             self._on_phase_change,
             self.app_report.on_phase_change,
+            self.hold.on_phase_change,
         )
         for listener in listeners:
             self.timeline.add_listener(listener)
@@ -159,6 +171,7 @@ class Sidecar:
 
     async def run(self, sock: socket.socket) -> int:
         self.watchdog.start()
+        self.own_listener.port = sock.getsockname()[1]
         self._warn_of_termination_log()
         # Before anything is spawned (a child inherits the signal mask) and before the server
         # accepts: a signal held since start-up (sidecar.signals.hold_signals) is delivered here.
@@ -246,7 +259,7 @@ def settings_fields(settings: Settings) -> dict[str, object]:
     """The settings worth a start-up log line; the admin token only as whether it is set."""
     return {
         "grace_period_seconds": settings.grace_period_seconds,
-        "prestop_delay_seconds": settings.prestop_delay_seconds,
+        "prestop_delay_seconds": "auto" if settings.prestop_delay_seconds is None else settings.prestop_delay_seconds,
         "report_reserve_seconds": settings.report_reserve_seconds,
         "termination_log": settings.termination_log,
         "app_port": settings.app_port,

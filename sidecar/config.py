@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from sidecar.deadline import MAX_SECONDS, MIN_REPORT_RESERVE_SECONDS, Budget
+from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule
 
 ENV_PREFIX: Final = "SIDECAR_"
 SECONDS_SUFFIX: Final = "_seconds"
@@ -26,6 +27,7 @@ T = TypeVar("T")
 
 # Typed as optional so the setting's parser may return None (an empty value switches it off).
 _DEFAULT_TERMINATION_LOG_VALUE: str | None = DEFAULT_TERMINATION_LOG
+_DEFAULT_PRESTOP_DELAY: float | None = 5.0  # None: auto
 
 
 class SettingsError(ValueError):
@@ -57,6 +59,26 @@ def parse_positive_seconds(text: str) -> float:
     value = parse_seconds(text)
     if value == 0:
         raise ValueError("must be greater than 0")
+    return value
+
+
+def parse_prestop_delay(text: str) -> float | None:
+    """Seconds, or `auto` (None): the hold then ends on observed quiet (sidecar.hold)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or auto") from None
+
+
+def parse_confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a probability between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise ValueError(f"expected a probability strictly between 0 and 1 (e.g. 0.999), got {text!r}")
     return value
 
 
@@ -102,6 +124,13 @@ def parse_host(text: str) -> str:
         if text != "localhost":
             raise ValueError(f"expected an IP address (0.0.0.0, ::, 127.0.0.1) or localhost, got {text!r}") from None
     return text
+
+
+def parse_ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"expected an IP address, got {text!r}") from None
 
 
 def parse_nonempty(text: str) -> str:
@@ -190,8 +219,32 @@ class Settings:
     grace_period_seconds: float = setting(
         30.0, "seconds; must equal the pod's terminationGracePeriodSeconds", parse=parse_positive_seconds, metavar="S"
     )
-    prestop_delay_seconds: float = setting(
-        5.0, "seconds readiness fails before the app is told to stop", parse=parse_seconds, metavar="S"
+    prestop_delay_seconds: float | None = setting(
+        _DEFAULT_PRESTOP_DELAY,
+        "seconds readiness fails before the app is told to stop; auto: until new connections to --app-port "
+        "stop arriving (the quiet window; bounded by --prestop-delay-min/-max)",
+        parse=parse_prestop_delay,
+        metavar="S|auto",
+    )
+    prestop_delay_min_seconds: float = setting(
+        DEFAULT_HOLD_RULE.minimum_seconds,
+        "auto: the shortest hold, and the shortest quiet window",
+        parse=parse_seconds,
+        metavar="S",
+    )
+    prestop_delay_max_seconds: float = setting(
+        DEFAULT_HOLD_RULE.maximum_seconds,
+        "auto: the longest hold (traffic that never stops, or arrivals that cannot be counted); "
+        "with --report-reserve it must fit in --grace-period",
+        parse=parse_positive_seconds,
+        metavar="S",
+    )
+    prestop_quiet_confidence: float = setting(
+        DEFAULT_HOLD_RULE.confidence,
+        "auto: how sure a quiet window must make us that the pod no longer receives traffic, at the "
+        "arrival rate before t0 (window = ln(1/(1-confidence))/rate, and at least the longest quiet gap before t0)",
+        parse=parse_confidence,
+        metavar="P",
     )
     report_reserve_seconds: float = setting(
         1.0,
@@ -211,6 +264,13 @@ class Settings:
         "the app's port: readiness waits for its listener; its connections end the drain",
         parse=parse_app_port,
         metavar="PORT",
+    )
+    node_ip: str | None = setting(
+        None,
+        "the node's address: the kubelet's probes of the app port come from it and are not counted as "
+        "traffic (default: HOST_IP, the downward API's status.hostIP)",
+        parse=parse_ip_address,
+        metavar="ADDR",
     )
     watch_pid: int | None = setting(None, "a PID to watch (shared process namespace)", parse=parse_pid, metavar="PID")
     watch_process: str | None = setting(
@@ -260,8 +320,21 @@ class Settings:
     log_level: str = setting("info", "debug, info, warning or error", parse=one_of(*LOG_LEVELS), metavar="LEVEL")
 
     @property
+    def hold_rule(self) -> HoldRule | None:
+        """The auto hold's bounds, or None for a fixed prestop delay."""
+        if self.prestop_delay_seconds is not None:
+            return None
+        return HoldRule(self.prestop_delay_min_seconds, self.prestop_delay_max_seconds, self.prestop_quiet_confidence)
+
+    @property
     def budget(self) -> Budget:
-        return Budget(self.grace_period_seconds, self.prestop_delay_seconds, self.report_reserve_seconds)
+        # An auto hold is budgeted at its maximum: the grace period must hold the longest hold.
+        delay = self.prestop_delay_seconds
+        return Budget(
+            self.grace_period_seconds,
+            self.prestop_delay_max_seconds if delay is None else delay,
+            self.report_reserve_seconds,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +387,11 @@ def load_settings(flags: Mapping[str, str | None], environ: Mapping[str, str] | 
     if "workload" not in values:
         values["workload"] = workload_of_pod(environ.get("POD_NAME", ""))
     values.setdefault("namespace", environ.get("POD_NAMESPACE") or None)
+    if "node_ip" not in values and environ.get("HOST_IP"):
+        try:
+            values["node_ip"] = parse_ip_address(environ["HOST_IP"])
+        except ValueError as exc:
+            raise SettingsError("--node-ip (from HOST_IP)", str(exc)) from None
     settings = Settings(**values)  # type: ignore[arg-type]
     check_timing(settings)
     if "termination_log" not in values:
@@ -366,9 +444,12 @@ def load_tracing_environment(environ: Mapping[str, str] | None = None) -> Tracin
 
 
 def check_timing(settings: Settings) -> None:
+    rule = settings.hold_rule
+    if rule is not None and (problem := rule.problem()) is not None:
+        raise SettingsError("--prestop-delay-min", problem)
     problem = settings.budget.problem()
     if problem is not None:
-        raise SettingsError("--prestop-delay", problem)
+        raise SettingsError("--prestop-delay" if rule is None else "--prestop-delay-max", problem)
 
 
 def default_termination_log() -> str | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from sidecar.app_process import AppProcess
 from sidecar.config import Settings
+from sidecar.drain.arrivals import OwnListener
 from sidecar.drain.connections import ConnectionWatch
 from sidecar.drain.process import WatchedProcess
 from sidecar.drain.sidecar_sigterm import SidecarSigterm
@@ -32,6 +33,7 @@ class PartContext:
     metrics: ShutdownMetrics
     observations: Observations
     sequence: ShutdownSequence
+    own_listener: OwnListener = dataclasses.field(default_factory=OwnListener)
 
     def drain_ended(self, source: DrainEndSource) -> Callable[[], None]:
         """The one callback a drain-end source is handed to report the end."""
@@ -61,6 +63,8 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
                 metrics=context.metrics,
                 observations=context.observations,
                 on_drained=context.drain_ended(DrainEndSource.CONNECTIONS),
+                probe_sources=() if settings.node_ip is None else (settings.node_ip,),
+                own_listener=context.own_listener,
             )
         )
     if settings.native_sidecar:
@@ -78,3 +82,8 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
             )
         )
     return parts
+
+
+def arrival_source(parts: Sequence[Part]) -> ConnectionWatch | None:
+    """The part that counts arrivals at the app port, for the auto hold (--app-port)."""
+    return next((part for part in parts if isinstance(part, ConnectionWatch)), None)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sidecar.deadline import wait_for_any
+from sidecar.hold import Hold
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline, Trigger, decide_outcome, outranks
 from sidecar.logs import LOGGER_NAME
 
@@ -32,6 +33,9 @@ class ShutdownSequence:
         self.timeline = timeline
         self._report = report
         self.sources = sources
+        # The prestop hold (settable until the first event): fixed at the budget's delay unless
+        # the assembly hands an auto one.
+        self.hold = Hold(timeline.budget.prestop_delay_seconds, None, None)
         self.observed: dict[DrainEndSource, float] = {}  # every source's first event, for the report
         self.app_reports = False  # the app has reported on POST /drain: its `complete` is awaited
         self._app_exited_first = False
@@ -142,7 +146,7 @@ class ShutdownSequence:
         await self._begun.wait()
         timeline = self.timeline
         # The app keeps serving while endpoint removal propagates; readiness already fails.
-        await wait_for_any((self._interrupted,), timeline.prestop_delay_deadline)
+        await self.hold.wait(timeline.started_at, self._interrupted)
         timeline.advance(Phase.DRAIN, time.monotonic())
         self._prestop_delay_over.set()
 

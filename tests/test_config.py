@@ -67,6 +67,27 @@ def test_config_flags_win_over_the_environment() -> None:
         pytest.param({"watch_process": "app(["}, {}, "--watch-process", id="bad-regex"),
         pytest.param({"admin_token": "t\u00f6ken"}, {}, "--admin-token", id="non-ascii-token"),
         pytest.param({"admin_token": "two words"}, {}, "--admin-token", id="token-with-space"),
+        pytest.param({"prestop_delay_seconds": "automatic"}, {}, "--prestop-delay", id="delay-neither-number-nor-auto"),
+        pytest.param(
+            {"prestop_delay_seconds": "auto", "prestop_delay_min_seconds": "8", "prestop_delay_max_seconds": "4"},
+            {},
+            "--prestop-delay-min",
+            id="auto-min-above-max",
+        ),
+        pytest.param({"prestop_quiet_confidence": "1"}, {}, "--prestop-quiet-confidence", id="confidence-one"),
+        pytest.param({"prestop_quiet_confidence": "0"}, {}, "--prestop-quiet-confidence", id="confidence-zero"),
+        pytest.param(
+            {"prestop_delay_seconds": "auto", "grace_period_seconds": "10"},
+            {},
+            "--prestop-delay-max",
+            id="auto-max-past-the-grace-budget",
+        ),
+        pytest.param(
+            {},
+            {"SIDECAR_PRESTOP_DELAY": "auto", "SIDECAR_GRACE_PERIOD": "12"},
+            "--prestop-delay-max",
+            id="auto-from-env-past-the-budget",
+        ),
     ],
 )
 def test_config_bad_value_raises_naming_the_setting(flags: dict[str, str], environ: dict[str, str], flag: str) -> None:
@@ -119,3 +140,22 @@ def test_config_report_reserve_floor_and_a_week_of_grace_are_accepted() -> None:
 
 def test_config_watch_process_takes_a_valid_regular_expression() -> None:
     assert load_settings({"watch_process": r"^python .*app\.py"}, {}).watch_process == r"^python .*app\.py"
+
+
+def test_config_prestop_delay_auto_budgets_its_maximum() -> None:
+    settings = load_settings({"prestop_delay_max_seconds": "9"}, {"SIDECAR_PRESTOP_DELAY": "auto"})
+    assert settings.prestop_delay_seconds is None
+    assert settings.hold_rule is not None
+    assert settings.hold_rule.maximum_seconds == 9
+    assert settings.budget.prestop_delay_seconds == 9
+
+
+def test_config_prestop_delay_number_keeps_its_meaning_and_ignores_the_auto_bounds() -> None:
+    settings = load_settings({"prestop_delay_seconds": "3", "prestop_delay_max_seconds": "100"}, {})
+    assert settings.hold_rule is None
+    assert settings.budget.prestop_delay_seconds == 3
+
+
+def test_config_node_ip_comes_from_host_ip() -> None:
+    assert load_settings({}, {"HOST_IP": "10.0.0.7"}).node_ip == "10.0.0.7"
+    assert load_settings({"node_ip": "::1"}, {"HOST_IP": "10.0.0.7"}).node_ip == "::1"

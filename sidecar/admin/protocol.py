@@ -81,6 +81,9 @@ class AdminConnections:
         self.max_connections = max_connections
         self.closed: collections.Counter[str] = collections.Counter({reason: 0 for reason in CLOSE_REASONS})
         self._open: dict[BoundedHttpToolsProtocol, None] = {}
+        # Every connection taken from the kernel, refused ones too: the admin port's share of the
+        # network namespace's TcpPassiveOpens (sidecar.drain.arrivals counts the app's from it).
+        self.accepted = 0
 
     def __len__(self) -> int:
         return len(self._open)
@@ -89,6 +92,7 @@ class AdminConnections:
         """Make room for `protocol`: at the cap the oldest connection not owed a response is
         closed; when every one is owed (answers under way), the newcomer is admitted over the cap,
         up to OVERFLOW_FACTOR times it. False (refuse the newcomer) only beyond that."""
+        self.accepted += 1
         at_cap = len(self._open) >= self.max_connections
         if at_cap and not self.evict_oldest() and len(self._open) >= self.max_connections * OVERFLOW_FACTOR:
             self.closed["refused"] += 1

@@ -1,28 +1,50 @@
-"""connections: the app's listener and its established connections, read from /proc/net/tcp and
-/proc/net/tcp6 (containers of a pod share one network namespace). There is no event for "the
-last connection closed", so this samples: every IDLE_INTERVAL before t0 (for the gauge and run
-mode's readiness), every SHUTDOWN_INTERVAL after. A connection that opens and closes between
-two samples is not seen: late-connection counts are a lower bound."""
+"""connections: the app's listener, its connections and the arrivals of new ones, read from the
+pod's shared network namespace. The port's sockets are dumped over NETLINK_SOCK_DIAG with an
+in-kernel filter (sidecar.drain.sockdiag; /proc/net/tcp{,6} where the kernel refuses it), and
+only when the namespace's TCP counters moved: an idle pod costs one small /proc read a tick.
+There is no event for "the last connection closed", so this ticks: every IDLE_TICK before t0,
+every SHUTDOWN_TICK after. Arrivals are counted by identity (sidecar.drain.arrivals)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from sidecar.deadline import wait_for_any
+from sidecar.drain.arrivals import ArrivalLog, IdentityDiff, OwnListener, UnseenArrivals
+from sidecar.drain.sockdiag import (
+    TCP_LISTEN,
+    PortSockets,
+    SockDiag,
+    SockDiagError,
+    read_tcp_counters,
+)
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
+from sidecar.logs import LOGGER_NAME
 from sidecar.parts import Part, ReadinessCheck
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import ConnectionCounts, Observations
 
+logger = logging.getLogger(LOGGER_NAME)
+
 TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
 STATE_ESTABLISHED: Final = "01"
 STATE_LISTEN: Final = "0A"
-IDLE_INTERVAL_SECONDS: Final = 1.0
-SHUTDOWN_INTERVAL_SECONDS: Final = 0.05
+# Before t0 a tick decides whether the port's sockets are dumped (the counters moved) and so how
+# precisely an arrival is timed; a dump costs the kernel a walk of its whole connection table.
+IDLE_TICK_SECONDS: Final = 0.25
+SHUTDOWN_TICK_SECONDS: Final = 0.05
+# Before t0 the listener is looked at this often when nothing else moved (readiness, the gauge),
+# and, while TcpPassiveOpens counts the arrivals, the port dumped at most this often: the dumps then
+# only tell the node's probes apart, and each one walks the kernel's whole connection table.
+LISTENER_CHECK_SECONDS: Final = 1.0
+# An app that has not bound its port this long after start-up is named in the log, once.
+NO_LISTENER_WARNING_SECONDS: Final = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +56,7 @@ class PortSnapshot:
 def parse_tcp_table(text: str, port: int) -> tuple[bool, set[str]]:
     """(is something listening on `port`, remote endpoints of established connections to it)."""
     listening, established = False, set()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        local, remote, state = fields[1], fields[2], fields[3]
-        if int(local.rpartition(":")[2], 16) != port:
-            continue
+    for _local, remote, state in _table_rows(text, port):
         if state == STATE_LISTEN:
             listening = True
         elif state == STATE_ESTABLISHED:
@@ -48,24 +64,106 @@ def parse_tcp_table(text: str, port: int) -> tuple[bool, set[str]]:
     return listening, established
 
 
-def read_port_snapshot(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSnapshot:
-    listening, established = False, set()
+def _table_rows(text: str, port: int) -> Iterable[tuple[str, str, str]]:
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 4 and int(fields[1].rpartition(":")[2], 16) == port:
+            yield fields[1], fields[2], fields[3]
+
+
+def decode_table_address(hex_address: str) -> str:
+    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order, little-endian here)."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(words) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, words).removeprefix("::ffff:")
+
+
+def parse_port_sockets(text: str, port: int) -> PortSockets:
+    """The sockets of `port` in a /proc/net/tcp{,6} table, as sock_diag would give them."""
+    listening, connections = False, {}
+    for local, remote, state in _table_rows(text, port):
+        if int(state, 16) == TCP_LISTEN:
+            listening = True
+            continue
+        address, _, remote_port = remote.rpartition(":")
+        identity = (decode_table_address(address), int(remote_port, 16), decode_table_address(local.rpartition(":")[0]))
+        connections[identity] = int(state, 16)
+    return PortSockets(listening, 0, connections)
+
+
+def read_port_sockets(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSockets:
+    """The fallback reader: every socket of the namespace formatted as text, then filtered here."""
+    listening, connections = False, {}
     for table in tables:
         try:
             with open(table) as stream:
-                table_listening, table_established = parse_tcp_table(stream.read(), port)
+                found = parse_port_sockets(stream.read(), port)
         except FileNotFoundError:  # no IPv6 in this kernel
             continue
-        listening = listening or table_listening
-        established |= table_established
-    return PortSnapshot(listening, frozenset(established))
+        listening = listening or found.listening
+        connections.update(found.connections)
+    return PortSockets(listening, 0, connections)
+
+
+def read_port_snapshot(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSnapshot:
+    found = read_port_sockets(port, tables)
+    return PortSnapshot(found.listening, frozenset(f"{addr}:{rport}" for addr, rport, _ in found.established))
+
+
+class PortReader:
+    """Dumps the port over sock_diag, or reads /proc/net/tcp{,6} when the kernel refuses
+    sock_diag (`fallback` then says why). The netlink socket is opened at the first read, so
+    building the reader holds nothing. Raises OSError when neither can be read."""
+
+    def __init__(self, port: int, tables: Iterable[str] | None = None) -> None:
+        self.port = port
+        self.tables = tuple(tables) if tables is not None else None
+        self.fallback: str | None = None
+        self._diag: SockDiag | None = None
+
+    def _dumper(self) -> SockDiag | None:
+        if self._diag is None and self.fallback is None and self.tables is None:
+            try:
+                self._diag = SockDiag()
+            except SockDiagError as exc:
+                self.fallback = str(exc)
+                logger.warning("counting connections from /proc instead", extra={"fields": {"reason": exc}})
+        return self._diag
+
+    def read(self, *, listener_only: bool = False) -> PortSockets:
+        diag = self._dumper()
+        if diag is not None:
+            try:
+                return diag.dump(self.port, listener_only=listener_only)
+            except OSError as exc:
+                self.fallback = f"sock_diag failed: {exc}"
+                self.close()
+                logger.warning("counting connections from /proc instead", extra={"fields": {"reason": self.fallback}})
+        return read_port_sockets(self.port, self.tables or TCP_TABLES)
+
+    def listening_ports(self) -> set[int] | None:
+        """Every listening port of the namespace, or None when only /proc is read."""
+        diag = self._dumper()
+        if diag is None:
+            return None
+        try:
+            return diag.listening_ports()
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        if self._diag is not None:
+            self._diag.close()
+            self._diag = None
 
 
 class ConnectionWatch(Part):
-    """Samples the app port: readiness waits for its listener, late connections after t0 are
-    tallied, and `on_drained` is called once the listener is gone and no established connection
-    is left (only if a listener was ever seen: a wrong --app-port must not end the drain at once).
-    The connections at t0, at the stop and at the drain end go into the report: those at the stop
+    """Watches the app port: readiness waits for its listener, every new connection is counted
+    as an arrival (before and after t0, for the hold and the late-connection figures), and
+    `on_drained` is called once the listener is gone and no established connection is left
+    (only if a listener was ever seen: a wrong --app-port must not end the drain at once). The
+    connections at t0, at the stop and at the drain end go into the report: those at the stop
     that predate t0 are pooled keep-alive connections that endpoint removal never moves."""
 
     drain_sources = frozenset({DrainEndSource.CONNECTIONS})
@@ -77,21 +175,50 @@ class ConnectionWatch(Part):
         metrics: ShutdownMetrics,
         observations: Observations,
         on_drained: Callable[[], None],
-        tables: Iterable[str] = TCP_TABLES,
+        tables: Iterable[str] | None = None,
+        probe_sources: Collection[str] = (),
+        counters: Callable[[], tuple[int, int] | None] = read_tcp_counters,
+        own_listener: OwnListener | None = None,
     ) -> None:
+        """`tables`: read these /proc tables instead of sock_diag (tests). `probe_sources`: the
+        node's addresses, whose connections are the kubelet's probes, not traffic."""
         self.port = port
-        self.tables = tuple(tables)
+        self.reader = PortReader(port, tables)
         self.metrics = metrics
         self.observations = observations
         self._on_drained = on_drained
+        self._counters = counters
         self._shutdown = asyncio.Event()
+        self.arrived = asyncio.Event()  # set at each arrival; the hold clears it
+        self.started_at = time.monotonic()
+        self.arrivals = ArrivalLog(self.started_at)
+        self._diff = IdentityDiff(probe_sources)
         self._t0: float | None = None
         self._at_t0: frozenset[str] = frozenset()
+        self._last_counters: tuple[int, int] | None = None
+        self._own = own_listener or OwnListener()
+        self._unseen = UnseenArrivals()
+        self.other_listeners: frozenset[int] | None = None  # None: not known (no sock_diag)
         self.last: PortSnapshot | None = None
         self.listener_seen = False
+        self.problem: str | None = None  # why arrivals cannot be counted, when they cannot
+        self._warned_no_listener = False
         self.counts = ConnectionCounts()
         observations.connections = self.counts  # the report reads them there
         metrics.app_connections_at_stop.set(0)
+
+    @property
+    def counting(self) -> str:
+        """ "ok", or a short reason the counts are not what they claim."""
+        if self.problem is not None:
+            return self.problem
+        if self.reader.fallback is not None:
+            return f"partial: from /proc/net/tcp ({self.reader.fallback})"
+        if self.other_listeners:
+            ports = ", ".join(str(port) for port in sorted(self.other_listeners)[:5])
+            more = ", ..." if len(self.other_listeners) > 5 else ""
+            return f"partial: other listeners share the network namespace (ports {ports}{more})"
+        return "ok"
 
     def readiness(self) -> Mapping[str, ReadinessCheck]:
         # In both modes: an app container without a readiness probe of its own counts as ready
@@ -104,10 +231,16 @@ class ConnectionWatch(Part):
             return None
         return f"nothing listening on port {self.port}"
 
+    def start(self) -> None:
+        self._check_listeners()
+
+    def start_fields(self) -> Mapping[str, object]:
+        return {"arrivals_counting": self.counting}
+
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
-        # Read at the transition itself (a small /proc read), not at the next sample: the stop is
-        # the instant the app is told to stop, and what is still connected then is what it drops
-        # unless it closes those connections itself.
+        # Read at the transition itself, not at the next tick: the stop is the instant the app is
+        # told to stop, and what is still connected then is what it drops unless it closes those
+        # connections itself.
         if current is Phase.PRESTOP_DELAY:
             self.shutdown_began(timeline.started_at)
         elif current is Phase.DRAIN:
@@ -119,38 +252,116 @@ class ConnectionWatch(Part):
             self.counts.at_drain_end = len(self._sample().established)
 
     def shutdown_began(self, t0: float) -> None:
-        """Sample fast from now on; the connections now are the baseline for late connections."""
+        """Tick fast from now on; the connections now are the baseline for late connections.
+        Arrivals up to now are counted first, so those just before t0 are not taken for late."""
         self._t0 = t0
         self._at_t0 = self._sample().established
         self.counts.at_t0 = len(self._at_t0)
         self._shutdown.set()
 
-    def _sample(self) -> PortSnapshot:
-        snapshot = read_port_snapshot(self.port, self.tables)
+    def close(self) -> None:
+        self.reader.close()
+
+    def _sample(self, *, listener_only: bool = False) -> PortSnapshot:
+        """Read the port; unless `listener_only`, count arrivals since the last full read."""
+        now = time.monotonic()
+        try:
+            found = self.reader.read(listener_only=listener_only)
+        except OSError as exc:
+            if self.problem is None:
+                self.problem = f"cannot read the app port's sockets: {exc}"
+                logger.warning("arrivals cannot be counted", extra={"fields": {"reason": self.problem}})
+            found = PortSockets(self.last is not None and self.last.listening, 0, {})
+            listener_only = True
+        if listener_only and self.last is not None:
+            snapshot = PortSnapshot(found.listening, self.last.established)
+        else:
+            established = frozenset(f"{addr}:{rport}" for addr, rport, _ in found.established)
+            snapshot = PortSnapshot(found.listening, established)
+            arrivals = self._diff.arrivals(found.connections)
+            if not self._counted_by_counter:  # else TcpPassiveOpens counts them (_count_unseen)
+                self._count(arrivals, now)
         self.last = snapshot
         self.listener_seen = self.listener_seen or snapshot.listening
         self.metrics.app_connections.set(len(snapshot.established))
         return snapshot
 
-    def _count_late(self, count: int, after_t0_seconds: float) -> None:
-        self.observations.add_late_connections(count, after_t0_seconds)
-        self.metrics.late_connections.inc(count)
-        self.metrics.last_late_connection.set(after_t0_seconds)
+    def _count(self, count: int, now: float) -> None:
+        if count <= 0:
+            return
+        self.arrivals.add(now, count)
+        self.arrived.set()
+        self.metrics.app_arrivals.inc(count)
+        if self._t0 is not None and now > self._t0:
+            after_t0_seconds = now - self._t0
+            self.observations.add_late_connections(count, after_t0_seconds)
+            self.metrics.late_connections.inc(count)
+            self.metrics.last_late_connection.set(after_t0_seconds)
+
+    def _counters_moved(self) -> bool:
+        """True when the namespace's TCP counters moved since the last look, or cannot be read."""
+        counters = self._counters()
+        moved = counters is None or counters != self._last_counters
+        self._last_counters = counters
+        return moved
+
+    def _check_listeners(self) -> None:
+        """TcpPassiveOpens is the app's only while every listener of the namespace is the app's
+        port or the sidecar's own; the residual restarts whenever that changes."""
+        ports = self.reader.listening_ports()
+        others = None if ports is None else frozenset(ports - {self.port, self._own.port})
+        if others != self.other_listeners:
+            self._unseen.reset()
+        self.other_listeners = others
+
+    @property
+    def _counted_by_counter(self) -> bool:
+        """True while TcpPassiveOpens is the app port's and the sidecar's alone (no other listener)."""
+        return self.other_listeners == frozenset()
+
+    def _count_unseen(self) -> None:
+        """In a namespace of its own, every arrival is counted from TcpPassiveOpens, less the
+        sidecar's own accepts and the node's probes the dumps saw: the dumps alone would count
+        a connection twice (once from the counter before any dump, once when a dump sees it)."""
+        if not self._counted_by_counter or self._last_counters is None:
+            return
+        passive_opens = self._last_counters[0]
+        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.ignored), time.monotonic())
+
+    def _warn_if_never_bound(self) -> None:
+        if self.listener_seen or self._warned_no_listener:
+            return
+        if time.monotonic() - self.started_at >= NO_LISTENER_WARNING_SECONDS:
+            self._warned_no_listener = True
+            logger.warning(
+                "nothing listening on the app port",
+                extra={"fields": {"app_port": self.port, "after_seconds": NO_LISTENER_WARNING_SECONDS}},
+            )
 
     async def run(self) -> None:
-        seen: frozenset[str] | None = None  # every connection seen since t0
+        self._counters_moved()
+        self._sample()
+        self._count_unseen()
+        last_listener_check = time.monotonic()
         while True:
-            snapshot = self._sample()
-            if self._t0 is not None:
-                seen = self._at_t0 if seen is None else seen
-                late = snapshot.established - seen
-                if late:
-                    self._count_late(len(late), time.monotonic() - self._t0)
-                seen |= snapshot.established
-                if self.listener_seen and not snapshot.listening and not snapshot.established:
-                    self._on_drained()
-                    return
             if self._shutdown.is_set():
-                await asyncio.sleep(SHUTDOWN_INTERVAL_SECONDS)
-            else:  # idle: sample slowly, but wake at t0 at once
-                await wait_for_any((self._shutdown,), time.monotonic() + IDLE_INTERVAL_SECONDS)
+                await asyncio.sleep(SHUTDOWN_TICK_SECONDS)
+            else:  # idle: tick slowly, but wake at t0 at once
+                await wait_for_any((self._shutdown,), time.monotonic() + IDLE_TICK_SECONDS)
+            shutting_down = self._shutdown.is_set()
+            listener_due = time.monotonic() - last_listener_check >= LISTENER_CHECK_SECONDS
+            if listener_due:
+                self._check_listeners()
+                last_listener_check = time.monotonic()
+            moved = self._counters_moved()
+            self._count_unseen()  # every tick: it reads the counter a tick behind
+            if moved and (shutting_down or listener_due or not self._counted_by_counter):
+                snapshot = self._sample()
+            elif shutting_down or listener_due:
+                snapshot = self._sample(listener_only=True)
+            else:
+                continue
+            self._warn_if_never_bound()
+            if shutting_down and self.listener_seen and not snapshot.listening and not snapshot.established:
+                self._on_drained()
+                return

@@ -94,6 +94,7 @@ def pod_template(options: Options) -> PodTemplate:
         options.mode,
         options.budget,
         options.app_command,
+        hold=options.hold_rule,
         stop_signal=signal.Signals[options.stop_signal],
         readiness_until_stop=options.readiness_until == "stop",
     )
@@ -208,6 +209,8 @@ async def rehearse_uninterrupted(options: Options) -> int:
             balancer=options.balancer,
             connections=options.connections,
             strategy=what.strategy,
+            latency_seconds=options.network_latency_seconds,
+            load_shape=options.load_shape,
         )
         rollout = Rollout(plan, progress)
         progress.rollout = rollout

@@ -115,6 +115,23 @@ def load_document(client: ClientKind, balancer: BalancerKind, connections: int, 
     }
 
 
+LOAD_SHAPES: Final = ("steady", "onoff")
+# onoff: bursts of this long at twice the rate, then as long quiet: the same mean rate, and a lull
+# before t0 as real bursty traffic has.
+BURST_SECONDS: Final = 1.0
+
+
+def next_send_time(previous: float, start: float, interval: float, shape: str) -> float:
+    """When the next request leaves: `interval` after the last, skipping the quiet half of each
+    on/off cycle."""
+    at = previous + interval
+    if shape == "onoff":
+        into_cycle = (at - start) % (2 * BURST_SECONDS)
+        if into_cycle >= BURST_SECONDS:
+            at += 2 * BURST_SECONDS - into_cycle
+    return at
+
+
 class LoadGenerator:
     def __init__(
         self,
@@ -122,6 +139,7 @@ class LoadGenerator:
         rate_per_second: float,
         timeout_seconds: float,
         tally: Tally,
+        shape: str = "steady",
         *,
         lateness: Lateness | None = None,
         origin: float = 0.0,
@@ -130,7 +148,8 @@ class LoadGenerator:
         the rehearsal's start (the simulation clock's zero), for the times recorded."""
         self.tally = tally
         self._traffic = traffic
-        self._interval = 1.0 / rate_per_second
+        self._shape = shape
+        self._interval = 1.0 / rate_per_second / (2 if shape == "onoff" else 1)
         self._timeout_seconds = timeout_seconds
         self._inflight: set[asyncio.Task[None]] = set()
         self._lateness = lateness
@@ -139,14 +158,14 @@ class LoadGenerator:
     async def run(self, stop: asyncio.Event) -> None:
         """Send on schedule until `stop` is set; then wait for the requests still in flight."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = start = loop.time()
         try:
             while not stop.is_set():
                 late = loop.time() - next_at
                 task = asyncio.create_task(self._request(late))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
-                next_at += self._interval
+                next_at = next_send_time(next_at, start, self._interval, self._shape)
                 delay = next_at - loop.time()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):

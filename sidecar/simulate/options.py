@@ -15,8 +15,17 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from sidecar.config import SettingsError, parse_int, parse_positive_seconds, parse_seconds, parse_signal_name
+from sidecar.config import (
+    SettingsError,
+    parse_int,
+    parse_positive_seconds,
+    parse_prestop_delay,
+    parse_seconds,
+    parse_signal_name,
+)
 from sidecar.deadline import Budget
+from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule
+from sidecar.simulate.load import LOAD_SHAPES
 from sidecar.simulate.podspec import (
     HOST_PLACEHOLDER,
     PORT_PLACEHOLDER,
@@ -159,8 +168,35 @@ class Options:
         metavar="S",
         from_chart=True,
     )
-    prestop_delay_seconds: float = option(
-        "--prestop-delay", "3", "the sidecar's --prestop-delay", parse=parse_seconds, metavar="S", from_chart=True
+    prestop_delay_seconds: float | None = option(
+        "--prestop-delay",
+        "3",
+        "the sidecar's --prestop-delay: seconds, or auto (the hold ends once new connections stop)",
+        parse=parse_prestop_delay,
+        metavar="S|auto",
+        from_chart=True,
+    )
+    prestop_delay_max_seconds: float = option(
+        "--prestop-delay-max",
+        "8",
+        "with --prestop-delay auto: the sidecar's --prestop-delay-max (8 fits the default 10 s grace period)",
+        parse=parse_positive_seconds,
+        metavar="S",
+    )
+    network_latency_seconds: float = option(
+        "--network-latency",
+        "0.0005",
+        "one network hop, one way (about one cross-node hop; 0: loopback as it is): requests, "
+        "responses and connects cross it, and a server's close reaches the client as late",
+        parse=parse_seconds,
+        metavar="S",
+    )
+    load_shape: str = option(
+        "--load-shape",
+        "steady",
+        "steady: --rps evenly; onoff: 1 s at twice --rps, then 1 s quiet (the same mean)",
+        parse=str,
+        choices=LOAD_SHAPES,
     )
     propagation_delay_seconds: float = option(
         "--propagation-delay",
@@ -283,8 +319,17 @@ class Options:
     app_command: tuple[str, ...]
 
     @property
+    def hold_rule(self) -> HoldRule | None:
+        """The auto hold's bounds, or None for a fixed --prestop-delay."""
+        if self.prestop_delay_seconds is not None:
+            return None
+        return dataclasses.replace(DEFAULT_HOLD_RULE, maximum_seconds=self.prestop_delay_max_seconds)
+
+    @property
     def budget(self) -> Budget:
-        return Budget(self.grace_period_seconds, self.prestop_delay_seconds, REPORT_RESERVE_SECONDS)
+        delay = self.prestop_delay_seconds
+        held = self.prestop_delay_max_seconds if delay is None else delay  # auto: budgeted at its maximum
+        return Budget(self.grace_period_seconds, held, REPORT_RESERVE_SECONDS)
 
     @property
     def strategy(self) -> Strategy:

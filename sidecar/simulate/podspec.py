@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from sidecar.deadline import Budget
+from sidecar.hold_rule import HoldRule
 
 # Each simulated pod gets its own loopback address (127.0.0.2, .3, ...: all of 127/8 is local on
 # Linux), as each real pod gets its own IP, and its own ports (unique in the run, so that an app
@@ -116,7 +117,19 @@ def demo_app_command() -> tuple[str, ...]:
     return (sys.executable, "-m", "sidecar.demo", "--port", PORT_PLACEHOLDER)
 
 
-def sidecar_command(subcommand: str, budget: Budget, *extra: str) -> tuple[str, ...]:
+def prestop_delay_flags(budget: Budget, hold: HoldRule | None) -> tuple[str, ...]:
+    """--prestop-delay as a number, or auto with the hold's bounds (budgeted at its maximum)."""
+    if hold is None:
+        return (f"--prestop-delay={budget.prestop_delay_seconds:g}",)
+    return (
+        "--prestop-delay=auto",
+        f"--prestop-delay-min={hold.minimum_seconds:g}",
+        f"--prestop-delay-max={hold.maximum_seconds:g}",
+        f"--prestop-quiet-confidence={hold.confidence:g}",
+    )
+
+
+def sidecar_command(subcommand: str, budget: Budget, *extra: str, hold: HoldRule | None = None) -> tuple[str, ...]:
     return (
         sys.executable,
         "-m",
@@ -127,7 +140,7 @@ def sidecar_command(subcommand: str, budget: Budget, *extra: str) -> tuple[str, 
         f"--host={HOST_PLACEHOLDER}",
         f"--port={ADMIN_PORT_PLACEHOLDER}",
         f"--grace-period={budget.grace_period_seconds:g}",
-        f"--prestop-delay={budget.prestop_delay_seconds:g}",
+        *prestop_delay_flags(budget, hold),
         f"--report-reserve={budget.report_reserve_seconds:g}",
         f"--app-port={PORT_PLACEHOLDER}",
         f"--termination-log={TERMINATION_LOG_PLACEHOLDER}",
@@ -151,6 +164,7 @@ def template_for_mode(
     *,
     stop_signal: signal.Signals = signal.SIGTERM,
     readiness_until_stop: bool = False,
+    hold: HoldRule | None = None,
 ) -> PodTemplate:
     """The pod for `--mode`: the app with the sidecar as the chart wires it, or without it. The
     app container gets `stop_signal` (run mode: the wrapper gets it and passes it on as its
@@ -165,7 +179,7 @@ def template_for_mode(
     if mode is Mode.RUN:
         wrapper = ContainerSpec(
             "app",
-            (*sidecar_command("run", budget, f"--stop-signal={stop_signal.name}"), "--", *app_command),
+            (*sidecar_command("run", budget, f"--stop-signal={stop_signal.name}", hold=hold), "--", *app_command),
             pre_stop=PRESTOP_HOOK,
             readiness=sidecar_readiness,  # in run mode /readyz also checks the app and its port
             serves_traffic=True,
@@ -180,7 +194,7 @@ def template_for_mode(
     mode_flag = "--native-sidecar=true" if native else f"--watch-pid={APP_PID_PLACEHOLDER}"
     sidecar = ContainerSpec(
         "shutdown-sidecar",
-        sidecar_command("serve", budget, mode_flag),
+        sidecar_command("serve", budget, mode_flag, hold=hold),
         readiness=sidecar_readiness,
         startup=SIDECAR_STARTUP,
         reports=True,

@@ -42,6 +42,8 @@ class Plan:
     balancer: BalancerKind = BalancerKind.L4
     connections: int = 16
     strategy: Strategy = dataclasses.field(default_factory=Strategy)
+    latency_seconds: float = 0.0  # one network hop, one way (sidecar.simulate.traffic)
+    load_shape: str = "steady"  # sidecar.simulate.load.LOAD_SHAPES
 
 
 class RolloutHalted(Exception):
@@ -85,12 +87,13 @@ class Rollout:
             on_applied=self._endpoint_changed,
         )
         self._balancer = balancer
-        traffic = traffic_for(plan.client, plan.balancer, balancer, plan.connections)
+        traffic = traffic_for(plan.client, plan.balancer, balancer, plan.connections, plan.latency_seconds)
         load = LoadGenerator(
             traffic,
             plan.rate_per_second,
             plan.request_timeout_seconds,
             self.tally,
+            plan.load_shape,
             lateness=self.lateness,
             origin=self._start,
         )

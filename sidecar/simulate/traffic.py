@@ -16,6 +16,14 @@ from sidecar.simulate.pool import BalancerKind, ClientKind, Connection, Pool, ex
 PATH = "/"
 
 
+async def travel(seconds: float) -> None:
+    """A message crossing the network one way: on loopback it takes microseconds, between nodes
+    0.2 to 2 ms. While a request travels, the server may close the connection it is on (the
+    keep-alive race at an app's stop); the client learns of a close as late."""
+    if seconds > 0:
+        await asyncio.sleep(seconds)
+
+
 async def dropped(timeout_seconds: float) -> Result:
     """A new connection to a pod that is gone: its IP no longer exists, the packets are dropped
     and the client's connect times out (a live pod's closed port would refuse at once)."""
@@ -52,8 +60,9 @@ class FreshTraffic:
     """A new connection per request, to the pod the balancer picks: what today's clients that
     do not reuse connections see; l4 and l7 do not differ for them."""
 
-    def __init__(self, balancer: Balancer[Pod]) -> None:
+    def __init__(self, balancer: Balancer[Pod], one_way_seconds: float = 0.0) -> None:
         self._balancer = balancer
+        self._one_way = one_way_seconds
         self.connections_opened = 0
 
     def route(self) -> Route | None:
@@ -65,7 +74,11 @@ class FreshTraffic:
         if route.pod.is_gone:
             return await dropped(timeout_seconds)
         record = route.pod.record
-        return await http_get(record.app_port, PATH, timeout_seconds=timeout_seconds, host=record.address)
+        # SYN, SYN-ACK and the request cross the network before the app sees the request.
+        await travel(3 * self._one_way)
+        result = await http_get(record.app_port, PATH, timeout_seconds=timeout_seconds, host=record.address)
+        await travel(self._one_way)
+        return result
 
     def close(self) -> None:
         pass
@@ -77,9 +90,12 @@ class PooledTraffic:
     endpoint is removed. l7: one proxy that picks a pod per request and reuses an idle connection
     to it, keeping up to `connections` idle over all pods."""
 
-    def __init__(self, balancer: Balancer[Pod], kind: BalancerKind, connections: int) -> None:
+    def __init__(
+        self, balancer: Balancer[Pod], kind: BalancerKind, connections: int, one_way_seconds: float = 0.0
+    ) -> None:
         self._balancer = balancer
         self._kind = kind
+        self._one_way = one_way_seconds
         if kind is BalancerKind.L4:
             self._pools: list[Pool[Pod]] = [Pool(max_idle=1) for _ in range(connections)]
         else:
@@ -118,15 +134,21 @@ class PooledTraffic:
                     return await dropped(timeout_seconds)
                 try:
                     async with asyncio.timeout_at(deadline):
+                        await travel(self._one_way)  # the SYN
                         connection = await open_to(route.pod, port, pool, host)
+                        await travel(self._one_way)  # the SYN-ACK
                 except TimeoutError:
                     return Result(None, Failure.TIMEOUT)
                 except ConnectionRefusedError:
                     return Result(None, Failure.REFUSED)
                 except OSError:
                     return Result(None, Failure.RESET)
+            # The request crosses the network on a connection the client believes open; the
+            # server may close it meanwhile.
+            await travel(self._one_way)
             left = max(0.0, deadline - loop.time())
             result, keep = await exchange(connection, port, PATH, timeout_seconds=left, host=host)
+            await travel(self._one_way)
             return result
         finally:
             # Kept: back to its pool for the next request. Not kept, failed or cancelled: closed,
@@ -142,7 +164,13 @@ class PooledTraffic:
             pool.close()
 
 
-def traffic_for(client: ClientKind, kind: BalancerKind, balancer: Balancer[Pod], connections: int) -> Traffic:
+def traffic_for(
+    client: ClientKind, kind: BalancerKind, balancer: Balancer[Pod], connections: int, latency_seconds: float = 0.0
+) -> Traffic:
+    """`latency_seconds`: one network hop, one way. kube-proxy (l4, and fresh connections through a
+    Service) rewrites packets in the client node's kernel: one hop to the pod; an l7 proxy is a
+    hop of its own: client to proxy, proxy to pod."""
+    hops = 2 if kind is BalancerKind.L7 and client is ClientKind.POOLED else 1
     if client is ClientKind.FRESH:
-        return FreshTraffic(balancer)
-    return PooledTraffic(balancer, kind, connections)
+        return FreshTraffic(balancer, hops * latency_seconds)
+    return PooledTraffic(balancer, kind, connections, hops * latency_seconds)

@@ -16,6 +16,17 @@ from sidecar.signals import HANDLED_SIGNALS, SHUTDOWN_SIGNALS, signal_name
 # the buckets are dense around common grace periods (30 s, 60 s) so "p95 vs grace" is readable.
 DURATION_BUCKETS: Final = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 45, 60, 90, 120, 180, 300, 600)
 
+# Endpoint convergence and prestop holds: seconds to tens of seconds, dense where fixed delays sit.
+HOLD_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5, 10, 12.5, 15, 20, 30, 60)
+# The hold's (mode, released_by) pairs that can happen (sidecar.hold), each a series from start-up.
+HOLD_LABELS: Final = (
+    ("fixed", "fixed"),
+    ("fixed", "interrupted"),
+    ("auto", "quiet"),
+    ("auto", "maximum"),
+    ("auto", "interrupted"),
+)
+
 # Bounded label values, created at start-up so each series starts at zero: the signals that start
 # a shutdown. The other handled signals (logged and ignored) are counted from their first arrival;
 # their names are a fixed set too, but forty zero series per pod would say nothing.
@@ -79,12 +90,30 @@ class ShutdownMetrics:
             registry=registry,
         )
         self.app_inflight = Gauge("sidecar_app_inflight", "In-flight requests the app reported", registry=registry)
+        self.app_arrivals = Counter(
+            "sidecar_app_arrivals",
+            "New connections to the app port, the node's probes excluded, from start-up on",
+            registry=registry,
+        )
         self.late_connections = Counter(
             "sidecar_late_connections", "Connections the app accepted after t0", registry=registry
         )
         self.last_late_connection = Gauge(
             "sidecar_last_late_connection_seconds",
             "Seconds after t0 of the last late connection: the measured endpoint convergence",
+            registry=registry,
+        )
+        self.convergence = Histogram(
+            "sidecar_endpoint_convergence_seconds",
+            "Per shutdown with traffic: seconds after t0 of the last new connection to the app port (0: none came)",
+            buckets=HOLD_BUCKETS,
+            registry=registry,
+        )
+        self.hold = Histogram(
+            "sidecar_prestop_hold_seconds",
+            "How long the prestop hold lasted, by mode and by what released it",
+            ["mode", "released_by"],
+            buckets=HOLD_BUCKETS,
             registry=registry,
         )
         self.build_info = Gauge("sidecar_build_info", "Build information", ["version"], registry=registry)
@@ -102,6 +131,8 @@ class ShutdownMetrics:
             self.signals.labels(signal=name)
         for code in PRESTOP_CODES:
             self.prestop_requests.labels(code=code)
+        for mode, released_by in HOLD_LABELS:
+            self.hold.labels(mode=mode, released_by=released_by)
 
     def count_signal(self, name: str) -> None:
         if name in COUNTED_SIGNALS:

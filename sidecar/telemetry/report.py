@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, NotRequired, TypedDict
 
 from sidecar.lifecycle import SHUTDOWN_PHASES, DrainEndSource, Timeline
@@ -57,6 +57,22 @@ class AppDocument(TypedDict):
     tasks: TasksDocument | None  # None unless a worker reported its background tasks
 
 
+class HoldDocument(TypedDict):
+    """How the prestop hold ended (or, while it lasts, how it stands): fixed, or auto on the
+    arrivals counted before and after t0 (sidecar.hold)."""
+
+    mode: str  # fixed | auto
+    released_by: str | None  # fixed | quiet | maximum | interrupted; None while holding
+    duration_seconds: float | None  # t0 -> release; None while holding
+    maximum_seconds: float  # the fixed delay, or the auto hold's bound: it ends by t0 + this
+    window_seconds: float | None  # auto: the quiet stretch that ends it; None: hold to the maximum
+    rate_per_second: float | None  # auto: arrivals a second before t0
+    longest_gap_seconds: float | None  # auto: the longest quiet stretch before t0
+    arrivals_after_t0: int
+    last_arrival_seconds: float | None  # after t0
+    counting: str  # "ok", or why the counts are partial or missing
+
+
 class Report(TypedDict):
     """The one document of SPEC.md's final report: what /status shows, and at the end what the
     termination log, the log line, the span and the Pushgateway push carry. Times are Unix
@@ -82,6 +98,7 @@ class Report(TypedDict):
     # Established connections to the app port (--app-port), or None when not watched.
     connections: ConnectionsDocument | None
     app: AppDocument | None  # None until the app has reported on POST /drain
+    hold: HoldDocument | None  # None before t0
     errors: list[str]
     drain_end_observed: NotRequired[dict[str, float]]  # every source's first event, seconds after t0
     app_exit_status: NotRequired[int | None]  # run mode only
@@ -155,6 +172,7 @@ class Observations:
     events: list[ShutdownEvent] = dataclasses.field(default_factory=list)
     connections: ConnectionCounts | None = None  # set when the app port is watched
     app: AppActivity = dataclasses.field(default_factory=AppActivity)  # POST /drain
+    hold: Callable[[float], HoldDocument | None] = lambda now: None  # sidecar.hold's view at `now`
     has_app_process: bool = False  # run mode: the report then has app_exit_status and stop_signal
     app_exit_status: int | None = None
     stop_signal: str | None = None
@@ -247,7 +265,11 @@ def build_report(
     budget = timeline.budget
     begun = timeline.t0 is not None
     last_late = seen.last_late_connection_seconds
-    covered = None if last_late is None else last_late <= budget.prestop_delay_seconds
+    hold = seen.hold(now)
+    held = budget.prestop_delay_seconds
+    if hold is not None and hold["duration_seconds"] is not None:
+        held = hold["duration_seconds"]  # an auto hold: what it lasted, not its bound
+    covered = None if last_late is None else last_late <= held
     report: Report = {
         "phase": timeline.phase.value,
         "trigger": None if timeline.trigger is None else timeline.trigger.value,
@@ -268,6 +290,7 @@ def build_report(
         "prestop_delay_covered_late_connections": covered,
         "connections": None if seen.connections is None else connections_document(seen.connections),
         "app": app_document(seen.app),
+        "hold": hold,
         "errors": list(seen.errors),
     }
     if timeline.t0 is not None and drain_end_observed:

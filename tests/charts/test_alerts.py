@@ -25,6 +25,8 @@ ALERTS = {
     "ShutdownSidecarVanishedMidDrain",
     "ShutdownSidecarAdminTokenRefused",
     "ShutdownSidecarAdminPortAbused",
+    "ShutdownSidecarConvergenceNearHold",
+    "ShutdownSidecarAutoHoldAtMaximum",
 }
 
 

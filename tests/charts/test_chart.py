@@ -135,7 +135,12 @@ def test_chart_sidecar_gets_downward_api_identity() -> None:
         for e in sidecar["env"]
         if "fieldRef" in e.get("valueFrom", {})
     }
-    assert fields == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "NODE_NAME": "spec.nodeName"}
+    assert fields == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "NODE_NAME": "spec.nodeName",
+        "HOST_IP": "status.hostIP",  # the kubelet's probes come from it: not arrivals
+    }
 
 
 def test_chart_sidecar_security_context_is_locked_down() -> None:
@@ -297,6 +302,12 @@ def test_chart_dashboard_uid_differs_between_releases_and_fits_grafana() -> None
         pytest.param({"strategy": {"type": "Sideways"}}, "at '/strategy/type'", id="strategy-type"),
         pytest.param({"networkPolicy": {"enabled": True, "admin": {"nodeCIDRs": ["nodes"]}}}, "nodeCIDRs/0", id="cidr"),
         pytest.param({"serviceAccount": {"create": "yes"}}, "at '/serviceAccount/create'", id="sa-create-type"),
+        pytest.param({"prestopDelaySeconds": "automatic"}, "at '/prestopDelaySeconds'", id="delay-not-auto"),
+        pytest.param({"prestopHold": {"quietConfidence": 1}}, "at '/prestopHold/quietConfidence'", id="confidence-one"),
+        pytest.param(
+            {"prestopHold": {"quietConfidence": 0}}, "at '/prestopHold/quietConfidence'", id="confidence-zero"
+        ),
+        pytest.param({"prestopHold": {"maxSeconds": 0}}, "at '/prestopHold/maxSeconds'", id="hold-max-zero"),
     ],
 )
 def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any], message: str) -> None:
@@ -319,6 +330,22 @@ def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any
             "timing: prestopDelaySeconds (5) + reportReserveSeconds (1) must be less than "
             "terminationGracePeriodSeconds (6)",
             id="sidecar-own-check",
+        ),
+        pytest.param(
+            {"prestopDelaySeconds": "auto", "prestopHold": {"minSeconds": 8, "maxSeconds": 4}},
+            "timing: prestopHold.minSeconds (8) must not exceed prestopHold.maxSeconds (4)",
+            id="hold-min-above-max",
+        ),
+        pytest.param(
+            {"prestopDelaySeconds": "auto", "terminationGracePeriodSeconds": 16, "expectedDrainSeconds": 0},
+            "timing: prestopHold.maxSeconds (15, prestopDelaySeconds: auto) + reportReserveSeconds (1) must be "
+            "less than terminationGracePeriodSeconds (16)",
+            id="hold-max-past-the-grace-budget",
+        ),
+        pytest.param(
+            {"prestopDelaySeconds": "auto", "sidecar": {"watchAppPort": False}},
+            "prestopDelaySeconds: auto counts the connections to the app port: it needs sidecar.watchAppPort: true",
+            id="auto-without-the-app-port",
         ),
         pytest.param(
             {"sidecar": {"adminToken": {"enabled": True, "existingSecret": "ops-token"}}},
@@ -347,6 +374,17 @@ def test_chart_native_mode_fails_on_kubernetes_before_1_29() -> None:
 def test_chart_classic_mode_renders_on_kubernetes_before_1_29() -> None:
     objects = kinds(manifests(render_for_kubernetes("v1.27.0", {"sidecar": {"mode": "classic"}})))
     assert container(objects["Deployment"], "shutdown-sidecar")[0] == "containers"
+
+
+def test_chart_prestop_delay_auto_passes_the_hold_bounds_to_the_sidecar() -> None:
+    values = {"prestopDelaySeconds": "auto", "prestopHold": {"minSeconds": 2, "maxSeconds": 9, "quietConfidence": 0.99}}
+    _, sidecar = container(rendered_kinds(values)["Deployment"], "shutdown-sidecar")
+    assert [arg for arg in sidecar["args"] if arg.startswith("--prestop")] == [
+        "--prestop-delay=auto",
+        "--prestop-delay-min=2",
+        "--prestop-delay-max=9",
+        "--prestop-quiet-confidence=0.99",
+    ]
 
 
 def test_chart_timing_at_the_limit_renders() -> None:

@@ -38,7 +38,12 @@ METRICS = {
     "sidecar_build_info",
 } | {
     f"{histogram}{suffix}"
-    for histogram in ("sidecar_shutdown_phase_duration_seconds", "sidecar_shutdown_duration_seconds")
+    for histogram in (
+        "sidecar_shutdown_phase_duration_seconds",
+        "sidecar_shutdown_duration_seconds",
+        "sidecar_endpoint_convergence_seconds",
+        "sidecar_prestop_hold_seconds",
+    )
     for suffix in ("_bucket", "_sum", "_count")
 }
 # What Grafana puts in place of its variables, in forms PromQL accepts.

@@ -9,7 +9,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.deadline import Budget
-from sidecar.drain.connections import ConnectionWatch, PortSnapshot, parse_tcp_table, read_port_snapshot
+from sidecar.drain.connections import (
+    ConnectionWatch,
+    PortSnapshot,
+    decode_table_address,
+    parse_port_sockets,
+    parse_tcp_table,
+    read_port_snapshot,
+)
 from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import ConnectionCounts, Observations
@@ -40,7 +47,23 @@ def test_connections_missing_table_is_skipped(tmp_path: Path) -> None:
     table = tmp_path / "tcp"
     table.write_text(TCP_TABLE)
     snapshot = read_port_snapshot(8080, (str(table), str(tmp_path / "tcp6")))
-    assert snapshot == PortSnapshot(True, frozenset({"0100007F:D431", "0100007F:D432"}))
+    assert snapshot == PortSnapshot(True, frozenset({"127.0.0.1:54321", "127.0.0.1:54322"}))
+
+
+def test_connections_table_sockets_name_every_connection_in_every_state() -> None:
+    found = parse_port_sockets(TCP_TABLE, 8080)
+    assert found.listening
+    assert found.connections == {
+        ("127.0.0.1", 0xD431, "127.0.0.1"): 1,
+        ("127.0.0.1", 0xD432, "127.0.0.1"): 1,
+        ("127.0.0.1", 0xD433, "127.0.0.1"): 6,  # TIME_WAIT: an arrival all the same
+    }
+
+
+def test_connections_table_address_decodes_ipv6_and_mapped_ipv4() -> None:
+    assert decode_table_address("0100007F") == "127.0.0.1"
+    assert decode_table_address("00000000000000000000000001000000") == "::1"
+    assert decode_table_address("0000000000000000FFFF00000100007F") == "127.0.0.1"
 
 
 @pytest.mark.anyio
@@ -102,6 +125,7 @@ async def test_connections_counted_at_t0_the_stop_and_the_drain_end_with_those_t
     await server.wait_closed()
     await wait_for_port_to_drain(port)
     timeline.end_drain(DrainEndSource.CONNECTIONS, Outcome.CLEAN, time.monotonic())
+    watch.close()
     assert observations.connections == ConnectionCounts(at_t0=2, at_stop=3, at_drain_end=0, at_stop_opened_before_t0=2)
     assert metrics.registry.get_sample_value("sidecar_app_connections_at_stop") == 3
 

@@ -260,3 +260,16 @@ def test_serve_app_port_reports_keep_alive_connections_still_open_at_the_stop(
     report = sidecar.report()
     assert report["drain_end_source"] == "connections"
     assert report["connections"]["at_drain_end"] == 0
+
+
+def test_serve_app_port_never_bound_is_named_in_the_log_once(start_sidecar: StartSidecar) -> None:
+    # Issue #21: a wrong --app-port (or an app that never binds it) left the log silent, and only
+    # /readyz?verbose said why the pod never became ready.
+    port = free_port()
+    sidecar = start_sidecar("--grace-period", "10", "--app-port", str(port))
+    warning = sidecar.wait_for_log(lambda line: line.get("msg") == "nothing listening on the app port", 15)
+    assert warning["app_port"] == port
+    assert warning["level"] == "warning"
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=15) is not None
+    assert sum(line.get("msg") == "nothing listening on the app port" for line in sidecar.lines) == 1

@@ -269,3 +269,14 @@ async def test_load_generator_counts_requests_sent_after_the_endpoint_removal_on
     assert [(kind, phase) for _, kind, phase in record.failed_requests] == (
         [("reset", "prestop")] * tally.total_sent if failed else []
     )
+
+
+def test_load_onoff_shape_sends_in_the_first_half_of_each_cycle_only() -> None:
+    from sidecar.simulate.load import BURST_SECONDS, next_send_time
+
+    at, times = 0.0, []
+    while at < 4 * BURST_SECONDS:
+        times.append(at)
+        at = next_send_time(at, 0.0, 0.25, "onoff")
+    assert times == [0.0, 0.25, 0.5, 0.75, 2.0, 2.25, 2.5, 2.75]
+    assert next_send_time(0.75, 0.0, 0.25, "steady") == 1.0

@@ -233,3 +233,33 @@ def test_options_app_asgi_runs_the_built_in_uvicorn_app_with_the_middleware() ->
     assert command[1:3] == ("-m", "sidecar.simulate.asgi_app")
     with pytest.raises(SettingsError, match="--app"):
         options("--app", "asgi", "--", "true")
+
+
+def test_options_prestop_delay_auto_is_budgeted_at_its_maximum_and_reaches_the_sidecar() -> None:
+    from sidecar.simulate.podspec import template_for_mode
+
+    chosen = options("--prestop-delay", "auto", "--prestop-delay-max", "6")
+    assert chosen.hold_rule is not None
+    assert chosen.budget.prestop_delay_seconds == 6
+    template = template_for_mode(chosen.mode, chosen.budget, chosen.app_command, hold=chosen.hold_rule)
+    (sidecar,) = template.sidecars
+    flags = [arg for arg in sidecar.argv if arg.startswith("--prestop")]
+    assert flags == [
+        "--prestop-delay=auto",
+        "--prestop-delay-min=1",
+        "--prestop-delay-max=6",
+        "--prestop-quiet-confidence=0.999",
+    ]
+
+
+def test_options_prestop_delay_auto_maximum_must_fit_the_grace_period() -> None:
+    with pytest.raises(SettingsError) as raised:
+        options("--prestop-delay", "auto", "--prestop-delay-max", "12")
+    assert raised.value.flag == "--grace-period"
+
+
+def test_options_network_latency_and_load_shape_defaults() -> None:
+    chosen = options()
+    assert (chosen.network_latency_seconds, chosen.load_shape) == (0.0005, "steady")
+    with pytest.raises(SystemExit):
+        options("--load-shape", "square")

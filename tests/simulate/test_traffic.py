@@ -194,3 +194,34 @@ async def test_new_connection_to_a_pod_that_is_gone_times_out_rather_than_being_
         result = await traffic.send(route, timeout_seconds=0.05)
         assert result.failure is Failure.TIMEOUT
     assert c.servers["a"].requests_by_connection == []
+
+
+@pytest.mark.anyio
+async def test_latency_a_request_and_its_answer_each_cross_the_network() -> None:
+    async with cluster() as c:
+        await c.publish("a", True)
+        traffic = traffic_for(ClientKind.POOLED, BalancerKind.L4, c.balancer, 1, latency_seconds=0.05)  # type: ignore[arg-type]
+        await send(traffic)  # opens the connection
+        started = asyncio.get_running_loop().time()
+        assert await send(traffic) == ("a", True, None)
+        assert asyncio.get_running_loop().time() - started >= 0.1  # there and back, one hop each way
+        traffic.close()
+
+
+@pytest.mark.anyio
+async def test_latency_makes_the_keep_alive_race_of_a_closing_server_visible() -> None:
+    # On loopback a server's close reaches the client before its next request leaves; between
+    # nodes a request already on its way meets the closed connection (reset).
+    async with cluster() as c:
+        await c.publish("a", True)
+        traffic = traffic_for(ClientKind.POOLED, BalancerKind.L4, c.balancer, 1, latency_seconds=0.05)  # type: ignore[arg-type]
+        await send(traffic)
+        route = traffic.route()
+        assert route is not None
+        assert route.is_reused  # the client believes its idle connection open
+        sending = asyncio.create_task(traffic.send(route, timeout_seconds=WAIT_SECONDS))
+        await asyncio.sleep(0.01)  # the request is on its way
+        for writer in list(c.servers["a"].writers):
+            writer.close()  # the app's stop closes its idle connections
+        assert (await sending).failure is Failure.RESET
+        traffic.close()

@@ -176,15 +176,29 @@ hold the prestop delay, the expected drain and the report reserve.
 {{- define "shutdown-sidecar.checkTiming" -}}
 {{- $v := .values -}}
 {{- $grace := float64 $v.terminationGracePeriodSeconds -}}
-{{- $delay := float64 $v.prestopDelaySeconds -}}
+{{- $auto := eq (toString $v.prestopDelaySeconds) "auto" -}}
+{{- $delay := 0.0 -}}
+{{- $what := printf "prestopDelaySeconds (%v)" $v.prestopDelaySeconds -}}
+{{- if $auto -}}
+{{- $delay = float64 $v.prestopHold.maxSeconds -}}
+{{- $what = printf "prestopHold.maxSeconds (%v, prestopDelaySeconds: auto)" $v.prestopHold.maxSeconds -}}
+{{- if gt (float64 $v.prestopHold.minSeconds) $delay -}}
+{{- fail (printf "timing: prestopHold.minSeconds (%v) must not exceed prestopHold.maxSeconds (%v), or the sidecar refuses to start" $v.prestopHold.minSeconds $v.prestopHold.maxSeconds) -}}
+{{- end -}}
+{{- if not $v.sidecar.watchAppPort -}}
+{{- fail "timing: prestopDelaySeconds: auto counts the connections to the app port: it needs sidecar.watchAppPort: true" -}}
+{{- end -}}
+{{- else -}}
+{{- $delay = float64 $v.prestopDelaySeconds -}}
+{{- end -}}
 {{- $drain := float64 $v.expectedDrainSeconds -}}
 {{- $reserve := float64 $v.reportReserveSeconds -}}
 {{- $needed := addf $delay $drain $reserve -}}
 {{- if lt $grace $needed -}}
-{{- fail (printf "timing: terminationGracePeriodSeconds (%v) must be at least prestopDelaySeconds (%v) + expectedDrainSeconds (%v) + reportReserveSeconds (%v) = %v" $v.terminationGracePeriodSeconds $v.prestopDelaySeconds $v.expectedDrainSeconds $v.reportReserveSeconds $needed) -}}
+{{- fail (printf "timing: terminationGracePeriodSeconds (%v) must be at least %s + expectedDrainSeconds (%v) + reportReserveSeconds (%v) = %v" $v.terminationGracePeriodSeconds $what $v.expectedDrainSeconds $v.reportReserveSeconds $needed) -}}
 {{- end -}}
 {{- if ge (addf $delay $reserve) $grace -}}
-{{- fail (printf "timing: prestopDelaySeconds (%v) + reportReserveSeconds (%v) must be less than terminationGracePeriodSeconds (%v), or the sidecar refuses to start" $v.prestopDelaySeconds $v.reportReserveSeconds $v.terminationGracePeriodSeconds) -}}
+{{- fail (printf "timing: %s + reportReserveSeconds (%v) must be less than terminationGracePeriodSeconds (%v), or the sidecar refuses to start" $what $v.reportReserveSeconds $v.terminationGracePeriodSeconds) -}}
 {{- end -}}
 {{- end -}}
 
@@ -231,6 +245,11 @@ startupProbe:
 - --port={{ $s.port }}
 - --grace-period={{ $v.terminationGracePeriodSeconds }}
 - --prestop-delay={{ $v.prestopDelaySeconds }}
+{{- if eq (toString $v.prestopDelaySeconds) "auto" }}
+- --prestop-delay-min={{ $v.prestopHold.minSeconds }}
+- --prestop-delay-max={{ $v.prestopHold.maxSeconds }}
+- --prestop-quiet-confidence={{ $v.prestopHold.quietConfidence }}
+{{- end }}
 - --report-reserve={{ $v.reportReserveSeconds }}
 - --log-format={{ $s.logFormat }}
 - --log-level={{ $s.logLevel }}
@@ -316,6 +335,12 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: spec.nodeName
+  # The kubelet probes the app port from the node's address: those connections are not traffic
+  # for the arrivals the hold is decided on (--node-ip).
+  - name: HOST_IP
+    valueFrom:
+      fieldRef:
+        fieldPath: status.hostIP
   - name: SIDECAR_WORKLOAD  # the Pushgateway grouping key; the pod name's suffixes can mislead
     value: {{ include "shutdown-sidecar.fullname" . | quote }}
   {{- if $s.adminToken.enabled }}

@@ -1,0 +1,167 @@
+"""The prestop hold: from t0 until the app is told to stop. Fixed, it lasts --prestop-delay;
+auto, it lasts until the pod has been quiet (no new connection to the app port) for the window
+the arrivals before t0 call for (sidecar.hold_rule), within its bounds. It waits on events and
+timers; the counting is sidecar.drain.connections', the rule sidecar.hold_rule's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from sidecar.deadline import wait_for_any
+from sidecar.drain.arrivals import ArrivalLog, PreT0Traffic
+from sidecar.hold_rule import HoldRule, quiet_window, release_at
+from sidecar.lifecycle import Phase, Timeline
+from sidecar.logs import LOGGER_NAME
+from sidecar.telemetry.metrics import ShutdownMetrics
+from sidecar.telemetry.report import HoldDocument
+
+logger = logging.getLogger(LOGGER_NAME)
+
+
+class ArrivalSource(Protocol):
+    """What the auto hold reads: sidecar.drain.connections.ConnectionWatch."""
+
+    arrivals: ArrivalLog
+    arrived: asyncio.Event  # set at each arrival; the hold clears it
+    problem: str | None  # why arrivals cannot be counted at all
+
+    @property
+    def counting(self) -> str: ...
+
+
+class Hold:
+    """One shutdown's hold. A Timeline listener (the window is decided at t0, so the t0 event
+    on /events carries it); `wait` returns when the hold is over, for every /prestop caller at
+    once (they wait on the sequence's one event)."""
+
+    def __init__(
+        self,
+        fixed_seconds: float | None,
+        rule: HoldRule | None,
+        source: ArrivalSource | None,
+        metrics: ShutdownMetrics | None = None,
+    ) -> None:
+        """`fixed_seconds` for a fixed hold; else `rule`, and `source` (None: nothing counts
+        arrivals, so the hold lasts its maximum)."""
+        self.metrics = metrics
+        self.fixed_seconds = fixed_seconds
+        self.rule = rule
+        self.source = source
+        self._t0: float | None = None
+        self._traffic: PreT0Traffic | None = None
+        self._window: float | None = None
+        self._released: tuple[str, float] | None = None  # released by, at
+
+    @property
+    def maximum_seconds(self) -> float:
+        if self.rule is None:
+            return self.fixed_seconds or 0.0
+        return self.rule.maximum_seconds
+
+    @property
+    def counting(self) -> str:
+        if self.source is None:
+            return "no --app-port: arrivals are not counted"
+        return self.source.counting
+
+    def _can_count(self) -> bool:
+        return self.source is not None and self.source.problem is None
+
+    def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
+        if current is Phase.PRESTOP_DELAY:
+            self.begin(timeline.started_at)
+        elif current is Phase.REPORT:
+            self._observe_convergence()
+
+    def _observe_convergence(self) -> None:
+        """Once per shutdown, at the drain's end (connections keep arriving after the hold when
+        endpoints converge late): when the last new connection came. A pod that had no traffic
+        before t0 and got none after says nothing about convergence and is left out."""
+        _, last = self._since_t0()
+        if self.metrics is None or self.source is None or self._t0 is None:
+            return
+        had_traffic = self.source.arrivals.before(self._t0).arrivals > 0
+        if last is not None:
+            self.metrics.convergence.observe(last - self._t0)
+        elif had_traffic:
+            self.metrics.convergence.observe(0.0)
+
+    def begin(self, t0: float) -> None:
+        self._t0 = t0
+        if self.rule is None:
+            return
+        if not self._can_count():  # a failure never shortens the hold
+            logger.warning("holding to the maximum", extra={"fields": {"reason": self.counting}})
+            return
+        assert self.source is not None  # noqa: S101 - _can_count() says so
+        self._traffic = self.source.arrivals.before(t0)
+        self._window = quiet_window(self._traffic, self.rule)
+
+    async def wait(self, t0: float, interrupted: asyncio.Event) -> None:
+        """Until the hold that began at `t0` is over, or `interrupted`."""
+        if self._t0 is None:  # not a Timeline listener (tests, a bare sequence)
+            self.begin(t0)
+        if self.rule is None:
+            ended = not await wait_for_any((interrupted,), t0 + (self.fixed_seconds or 0.0))
+            self._release("fixed" if ended else "interrupted")
+            return
+        source = self.source
+        while True:
+            if source is not None:
+                source.arrived.clear()
+            release = self._release_at(t0)
+            if release <= time.monotonic():
+                break
+            events = (interrupted,) if source is None or not self._can_count() else (interrupted, source.arrived)
+            await wait_for_any(events, release)
+            if interrupted.is_set():
+                self._release("interrupted")
+                return
+        maximum = t0 + self.rule.maximum_seconds
+        self._release("maximum" if self._window is None or release >= maximum else "quiet")
+
+    def _release_at(self, t0: float) -> float:
+        assert self.rule is not None  # noqa: S101
+        if not self._can_count():
+            return t0 + self.rule.maximum_seconds
+        _, last = self._since_t0()
+        return release_at(t0, self._window, last, self.rule)
+
+    def _since_t0(self) -> tuple[int, float | None]:
+        if self.source is None or self._t0 is None:
+            return 0, None
+        return self.source.arrivals.since(self._t0)
+
+    def _release(self, released_by: str) -> None:
+        self._released = (released_by, time.monotonic())
+        if self.metrics is not None and self._t0 is not None:
+            mode = "fixed" if self.rule is None else "auto"
+            self.metrics.hold.labels(mode=mode, released_by=released_by).observe(self._released[1] - self._t0)
+        logger.info("hold ended", extra={"fields": dict(self.document(time.monotonic()) or {})})
+
+    def document(self, now: float) -> HoldDocument | None:
+        """The report's `hold`: None before t0."""
+        t0 = self._t0
+        if t0 is None:
+            return None
+        count, last = self._since_t0()
+        traffic = self._traffic
+        auto = self.rule is not None
+        rate = None if traffic is None or traffic.rate_per_second is None else round(traffic.rate_per_second, 3)
+        return {
+            "mode": "auto" if auto else "fixed",
+            "released_by": None if self._released is None else self._released[0],
+            "duration_seconds": None if self._released is None else round(self._released[1] - t0, 6),
+            "maximum_seconds": self.maximum_seconds,
+            "window_seconds": None if self._window is None else round(self._window, 6),
+            "rate_per_second": rate if auto else None,
+            "longest_gap_seconds": None
+            if traffic is None or traffic.longest_gap_seconds is None
+            else round(traffic.longest_gap_seconds, 6),
+            "arrivals_after_t0": count,
+            "last_arrival_seconds": None if last is None else round(last - t0, 6),
+            "counting": self.counting,
+        }

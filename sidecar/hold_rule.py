@@ -1,0 +1,68 @@
+"""The auto hold's rule, as pure functions: from the arrivals before t0, how long a quiet stretch
+after t0 must last before the pod is taken to be out of every endpoint list, and when the hold
+therefore ends. No clock, no I/O: sidecar.hold applies it to live counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Final
+
+from sidecar.drain.arrivals import PreT0Traffic
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldRule:
+    minimum_seconds: float
+    maximum_seconds: float
+    confidence: float  # 1 - epsilon: the chance a still-routed pod would have seen an arrival
+
+    @property
+    def epsilon(self) -> float:
+        return 1.0 - self.confidence
+
+    def problem(self) -> str | None:
+        """Why these bounds cannot work, or None (the grace budget is checked by Budget)."""
+        if self.minimum_seconds > self.maximum_seconds:
+            return (
+                f"the shortest hold ({self.minimum_seconds:g}s) must not exceed the longest "
+                f"(--prestop-delay-max {self.maximum_seconds:g}s)"
+            )
+        if not 0 < self.confidence < 1:
+            return f"the quiet confidence must be strictly between 0 and 1, got {self.confidence:g}"
+        return None
+
+
+# Defaults, and why:
+# - minimum 1 s: kube-proxy applies endpoint changes at most once per --iptables-min-sync-period
+#   (1 s by default; https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/),
+#   so a busy pod can look quiet for up to a second while a node has yet to sync.
+# - maximum 15 s: three times the fixed default of 5 s, above the several seconds EndpointSlice
+#   propagation takes on busy clusters (issue #22's worst case: 6 s with spread), and with the
+#   default report reserve (1 s) it leaves 14 s of the default 30 s grace period to drain.
+# - confidence 0.999 (epsilon 0.001): the window is ln(1000) = 6.9 mean gaps between arrivals,
+#   0.14 s at 50/s (the minimum then decides), 3.5 s at 2/s.
+DEFAULT_HOLD_RULE: Final = HoldRule(minimum_seconds=1.0, maximum_seconds=15.0, confidence=0.999)
+
+
+def quiet_window(traffic: PreT0Traffic, rule: HoldRule) -> float | None:
+    """The quiet stretch that ends the hold: ln(1/epsilon)/rate, so a pod still routed to at the
+    pre-t0 rate would have seen an arrival in it with probability 1 - epsilon; at least the
+    longest quiet gap seen before t0 (traffic is bursty: a lull that was normal then is not
+    convergence now); within the rule's bounds. None when nothing arrived before t0: there is no
+    rate to judge quiet by, and the hold lasts its maximum."""
+    rate = traffic.rate_per_second
+    if rate is None:
+        return None
+    window = max(math.log(1.0 / rule.epsilon) / rate, traffic.longest_gap_seconds or 0.0)
+    return min(max(window, rule.minimum_seconds), rule.maximum_seconds)
+
+
+def release_at(t0: float, window: float | None, last_arrival: float | None, rule: HoldRule) -> float:
+    """When the hold ends: `window` after t0 or after the last arrival since t0, whichever is
+    later, and never past t0 + the maximum (None window: at the maximum)."""
+    latest = t0 + rule.maximum_seconds
+    if window is None:
+        return latest
+    quiet_since = t0 if last_arrival is None else max(t0, last_arrival)
+    return min(quiet_since + window, latest)

@@ -1,0 +1,179 @@
+"""The auto hold against real processes: a sidecar watching a real app's port, a client sending it
+new connections, then quiet; /prestop returns when the quiet window has passed."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.benchmarks.test_arrivals_benchmark import APP
+from tests.e2e.process_tree import end_session
+from tests.e2e.sidecar_process import SidecarProcess, wait_until
+from tests.e2e.test_run import free_port
+
+StartSidecar = Callable[..., SidecarProcess]
+
+
+class OneRequestApp:
+    """An app answering one request per connection and closing it first (its side keeps
+    TIME_WAIT), in a process of its own."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", APP, str(self.port)], stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "listening"
+
+    def terminate(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        end_session(self.proc)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def app() -> Iterator[OneRequestApp]:
+    started = OneRequestApp()
+    yield started
+    started.close()
+
+
+class ConnectionLoad:
+    """New connections to `port` at about `rate` a second, one request each (`Connection: close`:
+    the server closes first), from a thread, until stopped."""
+
+    def __init__(self, port: int, rate: float = 50.0) -> None:
+        self.port, self.interval = port, 1.0 / rate
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+                conn.sendall(b"GET / HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n")
+                while conn.recv(65536):
+                    pass
+                self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+AUTO = ("--grace-period", "10", "--prestop-delay", "auto", "--prestop-delay-min", "0.5", "--prestop-delay-max", "6")
+
+
+def hold_of(sidecar: SidecarProcess) -> dict[str, object]:
+    hold: dict[str, object] = sidecar.report()["hold"]
+    return hold
+
+
+def test_hold_auto_ends_a_quiet_window_after_the_last_arrival(start_sidecar: StartSidecar, app: OneRequestApp) -> None:
+    sidecar = start_sidecar(*AUTO, "--app-port", str(app.port))
+    load = ConnectionLoad(app.port)  # a new connection every ~10 ms, the server closing each
+    try:
+        wait_until(lambda: load.sent >= 30, timeout=30, what="traffic before t0")
+        with httpx.Client(timeout=10) as client, concurrent.futures.ThreadPoolExecutor() as pool:
+            callers = [pool.submit(client.post, sidecar.url("/prestop")) for _ in range(2)]
+            time.sleep(1.0)  # traffic goes on after t0: endpoints have not converged yet
+            stopped = time.monotonic()
+            load.stop()
+            responses = [caller.result() for caller in callers]
+            released = time.monotonic()
+    finally:
+        load.stop()
+    assert [response.status_code for response in responses] == [200, 200]
+    waited = [response.json()["waited_seconds"] for response in responses]
+    assert max(waited) - min(waited) < 0.3  # both callers released at the same instant (they started together)
+    app.terminate()
+    assert sidecar.wait(timeout=10) == 0
+    hold = hold_of(sidecar)
+    assert hold["mode"] == "auto"
+    assert hold["released_by"] == "quiet"
+    assert isinstance(hold["arrivals_after_t0"], int)
+    assert hold["arrivals_after_t0"] > 3
+    window, last = hold["window_seconds"], hold["last_arrival_seconds"]
+    assert isinstance(window, float)
+    assert isinstance(last, float)
+    assert 0.5 <= window < 6
+    assert 0.8 < last < 1.5  # the last connection came when the client stopped, ~1 s after t0
+    assert hold["duration_seconds"] == pytest.approx(last + window, abs=0.2)
+    assert released - stopped < window + 1.0  # not the maximum
+    report = sidecar.report()
+    assert report["late_connections"] == hold["arrivals_after_t0"]
+    assert report["prestop_delay_covered_late_connections"] is True
+
+
+def test_hold_auto_without_arrivals_before_t0_holds_to_the_maximum(
+    start_sidecar: StartSidecar, app: OneRequestApp
+) -> None:
+    sidecar = start_sidecar(
+        "--grace-period", "10", "--prestop-delay", "auto", "--prestop-delay-max", "1.5", "--app-port", str(app.port)
+    )
+    wait_until(lambda: sidecar.get("/readyz").status_code == 200, timeout=5, what="the app listening")
+    response = httpx.post(sidecar.url("/prestop"), timeout=10)
+    assert response.status_code == 200
+    assert 1.4 < response.json()["waited_seconds"] < 1.8
+    app.terminate()
+    assert sidecar.wait(timeout=10) == 0
+    hold = hold_of(sidecar)
+    assert (hold["released_by"], hold["window_seconds"], hold["rate_per_second"]) == ("maximum", None, None)
+
+
+def test_hold_auto_without_app_port_holds_to_the_maximum_and_says_why(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "auto", "--prestop-delay-max", "1")
+    events = httpx.post(sidecar.url("/prestop"), timeout=10)
+    assert events.status_code == 200
+    assert sidecar.wait(timeout=15) is not None
+    warning = sidecar.wait_for_log(lambda line: line.get("msg") == "holding to the maximum", 0)
+    assert "app-port" in warning["reason"]
+    hold = hold_of(sidecar)
+    assert hold["released_by"] == "maximum"
+    assert hold["counting"] == warning["reason"]
+
+
+def test_hold_fixed_is_reported_as_fixed(start_sidecar: StartSidecar) -> None:
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.3")
+    assert httpx.post(sidecar.url("/prestop"), timeout=10).status_code == 200
+    assert sidecar.wait(timeout=15) is not None
+    hold = hold_of(sidecar)
+    assert (hold["mode"], hold["released_by"], hold["maximum_seconds"]) == ("fixed", "fixed", 0.3)
+    assert isinstance(hold["duration_seconds"], float)
+    assert 0.3 <= hold["duration_seconds"] < 0.4
+
+
+def test_hold_events_carry_the_auto_hold_at_t0(start_sidecar: StartSidecar, app: OneRequestApp) -> None:
+    sidecar = start_sidecar(*AUTO, "--app-port", str(app.port))
+    load = ConnectionLoad(app.port)
+    try:
+        wait_until(lambda: load.sent >= 30, timeout=30, what="traffic before t0")
+        with httpx.stream("GET", sidecar.url("/events"), timeout=10) as stream:
+            lines = stream.iter_lines()
+            next(line for line in lines if line.startswith("data:"))  # the running status
+            sidecar.send_signal(signal.SIGTERM)
+            data = next(line for line in lines if line.startswith("data:"))
+    finally:
+        load.stop()
+    hold = json.loads(data.removeprefix("data:"))["hold"]
+    assert hold["mode"] == "auto"
+    assert hold["released_by"] is None  # still holding
+    assert hold["maximum_seconds"] == 6
+    assert isinstance(hold["window_seconds"], float)
+    assert hold["rate_per_second"] > 1

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sidecar.drain.arrivals import PreT0Traffic
+from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule, quiet_window, release_at
+
+RULE = HoldRule(minimum_seconds=1.0, maximum_seconds=15.0, confidence=0.999)
+
+
+@pytest.mark.parametrize(
+    ("traffic", "window"),
+    [
+        pytest.param(PreT0Traffic(240, 120.0, 0.5), math.log(1000) / 2.0, id="poisson-at-2-per-second"),
+        pytest.param(PreT0Traffic(6000, 120.0, 0.1), 1.0, id="busy-pod-gets-the-minimum"),
+        pytest.param(PreT0Traffic(6000, 120.0, 4.0), 4.0, id="bursty-the-longest-lull-wins"),
+        pytest.param(PreT0Traffic(2, 120.0, 100.0), 15.0, id="rare-traffic-is-capped-at-the-maximum"),
+    ],
+)
+def test_hold_rule_window_is_the_poisson_window_or_the_longest_gap_within_bounds(
+    traffic: PreT0Traffic, window: float
+) -> None:
+    assert quiet_window(traffic, RULE) == pytest.approx(window)
+
+
+def test_hold_rule_without_arrivals_before_t0_has_no_window() -> None:
+    assert quiet_window(PreT0Traffic(0, 120.0, None), RULE) is None
+
+
+def test_hold_rule_release_follows_the_last_arrival_up_to_the_maximum() -> None:
+    assert release_at(100.0, 2.0, None, RULE) == 102.0  # quiet from t0
+    assert release_at(100.0, 2.0, 103.5, RULE) == 105.5  # an arrival after t0 restarts the window
+    assert release_at(100.0, 2.0, 114.0, RULE) == 115.0  # never past t0 + maximum
+    assert release_at(100.0, None, None, RULE) == 115.0  # no window: the maximum
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        pytest.param(HoldRule(5.0, 2.0, 0.999), "must not exceed", id="min-above-max"),
+        pytest.param(HoldRule(1.0, 2.0, 1.0), "strictly between 0 and 1", id="confidence-one"),
+        pytest.param(HoldRule(1.0, 2.0, 0.0), "strictly between 0 and 1", id="confidence-zero"),
+    ],
+)
+def test_hold_rule_bad_bounds_are_named(rule: HoldRule, words: str) -> None:
+    problem = rule.problem()
+    assert problem is not None
+    assert words in problem
+
+
+def test_hold_rule_defaults_are_sound() -> None:
+    assert DEFAULT_HOLD_RULE.problem() is None
