@@ -24,6 +24,9 @@ logger = logging.getLogger(LOGGER_NAME)
 REAP_WAIT_SECONDS: Final = 0.1
 # The shell's status for a process killed by SIGKILL, when even the reap was not seen.
 EXIT_KILLED: Final = 128 + signal.SIGKILL
+# How often the child's process group is looked at once the child has exited and left some of
+# it running: there is no event for a process group emptying.
+GROUP_INTERVAL_SECONDS: Final = 0.05
 
 
 class AppProcess(Part):
@@ -46,6 +49,7 @@ class AppProcess(Part):
         observations.has_app_process = True
         self._on_exit = on_exit
         self._exited_event = asyncio.Event()
+        self._group_task: asyncio.Task[None] | None = None  # the child exited, its group did not
         self._uninstall_signals: Callable[[], None] | None = None
 
     def readiness(self) -> Mapping[str, ReadinessCheck]:
@@ -69,12 +73,29 @@ class AppProcess(Part):
         self.observations.add_event("app exit", status=str(status))
         logger.info("app exited", extra={"fields": {"status": status, "phase": self.timeline.phase.value}})
         self._exited_event.set()
+        if self.timeline.is_shutting_down and self.child.group_is_alive():
+            # The app is not finished while processes of its group run on (a shell entrypoint
+            # that died at its stop signal, leaving the server it started): they get the stop
+            # signal too, and the drain ends when the group is empty (else SIGKILL at deadline).
+            logger.warning("app exited but processes of its group still run: stop signal sent to the group")
+            self.observations.errors.append("process_exit: the app's main process exited before the rest of its group")
+            self.child.send_group(self.stop_signal)
+            self._group_task = asyncio.get_running_loop().create_task(self._until_group_gone())
+            return
         self._on_exit()
+
+    async def _until_group_gone(self) -> None:
+        """Polled (no event exists for it); ended by the SIGKILL at the drain deadline at the latest."""
+        while True:
+            await asyncio.sleep(GROUP_INTERVAL_SECONDS)
+            if not self.child.group_is_alive():
+                self._on_exit()
+                return
 
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
         if current is Phase.DRAIN:
             self._tell_to_stop()
-        elif current is Phase.REPORT and self.child.is_running:
+        elif current is Phase.REPORT and (self.child.is_running or self._group_task is not None):
             self.child.kill_group()
             logger.warning("app still running at the drain deadline: SIGKILL sent to its process group")
 
@@ -98,6 +119,8 @@ class AppProcess(Part):
         return EXIT_KILLED if status is None else status
 
     def close(self) -> None:
+        if self._group_task is not None:
+            self._group_task.cancel()
         if self._uninstall_signals is not None:
             self._uninstall_signals()
             self._uninstall_signals = None

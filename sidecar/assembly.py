@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry
 
 from sidecar import __version__
-from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
-from sidecar.admin_server import AdminConnectionsCollector, AdminServer, build_config
+from sidecar.admin.events import ShutdownEvents
+from sidecar.admin.protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin.routes import create_app
+from sidecar.admin.server import AdminConnectionsCollector, AdminServer, build_config
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import DeadlineWatchdog, wait_for_any
 from sidecar.drain.app_report import AppReport
-from sidecar.events import ShutdownEvents
-from sidecar.http import create_app
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.modes import PartContext, choose_parts
@@ -45,6 +45,7 @@ def log_phase_change(previous: Phase, current: Phase, timeline: Timeline) -> Non
     if current is Phase.REPORT and timeline.outcome is not None:
         fields["outcome"] = timeline.outcome.value
         fields["drain_end_source"] = None if timeline.drain_end_source is None else timeline.drain_end_source.value
+        fields["outcome_reason"] = timeline.outcome_reason
     logger.info("phase changed", extra={"fields": fields})
 
 
@@ -70,11 +71,13 @@ class Sidecar:
             metrics=self.metrics,
             report_end=lambda: self.sequence.report_drain_end(DrainEndSource.APP_REPORT),
             activity=self.observations.app,
+            on_report=self.sequence.app_reporting,
         )
         self.parts = choose_parts(
             settings, command, PartContext(self.timeline, self.metrics, self.observations, self.sequence)
         )
-        # The drain ends at the most precise source that is configured (lifecycle.outranks).
+        # The drain ends at the most precise source watching (lifecycle.outranks): these, and the
+        # app's own report once the app has reported.
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
         listeners = (
             self.metrics.on_phase_change,

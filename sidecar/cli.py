@@ -67,7 +67,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `argv`, simulate's options only when it names simulate: they
+    cost the imports of sidecar.simulate (about 10 ms), which serve and run never need."""
     parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
     commands = parser.add_subparsers(dest="mode", metavar="COMMAND")
@@ -89,19 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="the app's command, after --")
-    from sidecar.simulate.options import EPILOG as SIMULATE_EPILOG
-    from sidecar.simulate.options import add_arguments as add_simulate_arguments
-
     simulate = commands.add_parser(
         "simulate",
         help="rehearse a Kubernetes rolling update on this machine: dropped requests, SIGKILLs",
         usage="shutdown-sidecar simulate [options] [-- APP CMD [ARGS...]]",
         description="Rehearse Kubernetes' termination sequence on this machine with real processes on "
         "loopback, and tell whether requests were dropped or a drain overran the grace period.",
-        epilog=SIMULATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_simulate_arguments(simulate)
+    if argv is None or "simulate" in argv:
+        from sidecar.simulate.options import EPILOG as SIMULATE_EPILOG
+        from sidecar.simulate.options import add_arguments as add_simulate_arguments
+
+        simulate.epilog = SIMULATE_EPILOG
+        add_simulate_arguments(simulate)
     return parser
 
 
@@ -118,7 +121,8 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.mode is None:
         parser.print_help(sys.stderr)
@@ -135,8 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate(args)
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
+    from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli
     from sidecar.signals import hold_signals, restore_signal_mask
 
+    import_uvicorn_without_its_cli()
     previous_mask = hold_signals()
     startup = prepare_to_serve(args)
     if isinstance(startup, int):
@@ -194,7 +200,7 @@ def prepare_to_serve(args: argparse.Namespace) -> Startup | int:
         return EXIT_USAGE
 
     # Imported after the settings are known good: a typo costs no server imports.
-    from sidecar.admin_server import bind_admin_socket
+    from sidecar.admin.server import bind_admin_socket
 
     try:
         sock = bind_admin_socket(settings.host, settings.port)

@@ -180,7 +180,11 @@ def setting(default: T, help: str, *, parse: Callable[[str], T], metavar: str, s
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
     host: str = setting(
-        "0.0.0.0", "admin server address; kubelet probes come from the node", parse=parse_host, metavar="ADDR"
+        "::",
+        "admin server address; kubelet probes come from the node. '::' listens on IPv6 and IPv4 (one "
+        "dual-stack socket; IPv4 only where the kernel has no IPv6), 0.0.0.0 on IPv4 only",
+        parse=parse_host,
+        metavar="ADDR",
     )
     port: int = setting(9180, "admin server port (0: any free port)", parse=parse_listen_port, metavar="PORT")
     grace_period_seconds: float = setting(

@@ -47,32 +47,37 @@ class DrainEndSource(StrEnum):
     INTERRUPTED = "interrupted"  # a second SIGINT cut the shutdown short
 
 
-# Sources that observed the app actually finish; the others only say when we stopped waiting.
+# Sources that observed the app actually finish: its process gone, every app container gone (the
+# native sidecar's SIGTERM), or the app's own word. Only these make an outcome clean. The others
+# say when we stopped waiting, or (connections) that the app stopped accepting: a listener that
+# closed with no connection left is not an app that finished. uvicorn closes its listener first
+# and runs the app's lifespan shutdown after; `simulate` showed a report saying clean, margin
+# 6.8 s, for a FastAPI app SIGKILLed 7 s after its listener closed.
 MEASURED_SOURCES: Final = frozenset(
     {
         DrainEndSource.PROCESS_EXIT,
         DrainEndSource.SIDECAR_SIGTERM,
-        DrainEndSource.CONNECTIONS,
         DrainEndSource.APP_REPORT,
     }
 )
 
 
-# When several sources are configured, the drain ends at the event of the most precise one; a less
+# When several sources are watching, the drain ends at the event of the most precise one; a less
 # precise source's event is recorded but does not end it. A native sidecar's SIGTERM outranks the
 # connections: an app may close its listener and still be cleaning up, and only its exit (which
-# the kubelet's SIGTERM to the sidecar follows) is the end of its drain. `simulate` showed a
-# report saying clean for an app that was SIGKILLed after its listener closed.
+# the kubelet's SIGTERM to the sidecar follows) is the end of its drain. For the same reason the
+# app's own report outranks the connections: once the app has reported on POST /drain it is
+# watching as well (ShutdownSequence.app_reporting), and its `complete` ends the drain.
 DRAIN_SOURCE_PRECEDENCE: Final = (
     DrainEndSource.PROCESS_EXIT,
     DrainEndSource.SIDECAR_SIGTERM,
-    DrainEndSource.CONNECTIONS,
     DrainEndSource.APP_REPORT,
+    DrainEndSource.CONNECTIONS,
 )
 
 
 def outranks(source: DrainEndSource, configured: frozenset[DrainEndSource]) -> bool:
-    """True when no configured source is more precise than `source`. The native sidecar's
+    """True when no watching (`configured`) source is more precise than `source`. The native sidecar's
     SIGTERM always ends the drain: the app containers have exited, and its SIGKILL follows soon."""
     if source is DrainEndSource.SIDECAR_SIGTERM or source not in DRAIN_SOURCE_PRECEDENCE:
         return True
@@ -91,17 +96,67 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-def decide_outcome(source: DrainEndSource, *, app_watched: bool, app_exited_first: bool = False) -> Outcome:
-    """Clean when a source saw the drain end; timeout when we watched the app and it was still
-    running at deadline - reserve; unknown when nothing could have seen it; app_exit when the
-    app had exited on its own before any shutdown began (a crash, not a drain)."""
+# Why the outcome is what it is, in the report's `outcome_reason`: what was observed, and what not.
+FINISHED_BECAUSE: Final = {
+    DrainEndSource.PROCESS_EXIT: "the app's process exited",
+    DrainEndSource.SIDECAR_SIGTERM: "the kubelet signalled the native sidecar: every app container had exited",
+    DrainEndSource.APP_REPORT: "the app reported complete",
+}
+LISTENER_ONLY: Final = (
+    "the app's listener closed with no connection left, but nothing saw the app finish: it may still have "
+    "been shutting down; watch its process (shareProcessNamespace and --watch-process) or report complete "
+    "(sidecar.integrations)"
+)
+START_UNSEEN: Final = (
+    "the shutdown began at the native sidecar's SIGTERM, with no /prestop call before it: the app containers "
+    "had exited, but when, against their grace period, was not seen"
+)
+NOTHING_WATCHED: Final = (
+    "nothing watched the app: no process (run mode, --watch-pid, --watch-process), no native sidecar, "
+    "no --app-port, and no report from the app"
+)
+INTERRUPTED_BY_SIGINT: Final = "a second SIGINT cut the drain short"
+UNKNOWN_BECAUSE: Final = {
+    DrainEndSource.CONNECTIONS: LISTENER_ONLY,
+    DrainEndSource.INTERRUPTED: INTERRUPTED_BY_SIGINT,
+}
+EXITED_FIRST: Final = "the app exited before any shutdown began"
+NO_COMPLETE: Final = "the app had not reported complete by deadline - report reserve"
+STILL_RUNNING: Final = "the app was still running at deadline - report reserve"
+STILL_LISTENING: Final = "the app's port still had its listener or a connection at deadline - report reserve"
+
+
+def decide_outcome(
+    source: DrainEndSource,
+    *,
+    watching: frozenset[DrainEndSource],
+    app_exited_first: bool = False,
+    start_seen: bool = True,
+) -> tuple[Outcome, str]:
+    """The outcome and its reason. Clean only when a source observed the app finish (a listener
+    that closed is not that: unknown); timeout when something watched the app (`watching`) and
+    it was still running, or had not said it finished, at deadline - reserve; unknown when nothing
+    could have seen it; app_exit when the app had exited on its own before any shutdown began (a
+    crash, not a drain). `start_seen` False: t0 was the drain's end itself (a native sidecar's
+    SIGTERM with no /prestop before it), so the drain's length against the deadline is unknown."""
     if app_exited_first:
-        return Outcome.APP_EXIT
+        return Outcome.APP_EXIT, EXITED_FIRST
+    if source is DrainEndSource.SIDECAR_SIGTERM and not start_seen:
+        return Outcome.UNKNOWN, START_UNSEEN
     if source in MEASURED_SOURCES:
-        return Outcome.CLEAN
-    if source is DrainEndSource.DEADLINE and app_watched:
-        return Outcome.TIMEOUT
-    return Outcome.UNKNOWN
+        return Outcome.CLEAN, FINISHED_BECAUSE[source]
+    if source is DrainEndSource.DEADLINE and watching:
+        return Outcome.TIMEOUT, still_running_because(watching)
+    return Outcome.UNKNOWN, UNKNOWN_BECAUSE.get(source, NOTHING_WATCHED)
+
+
+def still_running_because(watching: frozenset[DrainEndSource]) -> str:
+    """What the watching sources saw at deadline - reserve (none of them had seen the end)."""
+    if watching & {DrainEndSource.PROCESS_EXIT, DrainEndSource.SIDECAR_SIGTERM}:
+        return STILL_RUNNING
+    if DrainEndSource.APP_REPORT in watching:
+        return NO_COMPLETE
+    return STILL_LISTENING
 
 
 @dataclasses.dataclass
@@ -126,6 +181,7 @@ class Timeline:
         self.drain_end: float | None = None
         self.drain_end_source: DrainEndSource | None = None
         self.outcome: Outcome | None = None
+        self.outcome_reason: str | None = None
         self._wall_clock = wall_clock
         self._wall_offset = 0.0  # wall - monotonic, fixed at t0 so every timestamp agrees
         self._listeners: list[PhaseListener] = []
@@ -159,13 +215,14 @@ class Timeline:
         for listener in self._listeners:
             listener(current, to, self)
 
-    def end_drain(self, source: DrainEndSource, outcome: Outcome, now: float) -> None:
-        """Close the drain at `now`, say what decided it, and enter the report phase."""
+    def end_drain(self, source: DrainEndSource, outcome: Outcome, now: float, reason: str | None = None) -> None:
+        """Close the drain at `now`, say what decided it (and why: `reason`), and enter the report phase."""
         if self.phase is not Phase.DRAIN:
             raise IllegalTransition(f"the drain cannot end during {self.phase}")
         self.drain_end = now
         self.drain_end_source = source
         self.outcome = outcome
+        self.outcome_reason = reason
         self.advance(Phase.REPORT, now)
 
     # --- derived times (monotonic) -------------------------------------------------------------
@@ -192,8 +249,9 @@ class Timeline:
 
     @property
     def margin_seconds(self) -> float | None:
-        """Deadline - drain end, when a source measured the end; None when nothing did."""
-        if self.drain_end is None or self.drain_end_source not in MEASURED_SOURCES:
+        """Deadline - drain end, when a source measured the app's end; None when nothing did, or
+        when the end is not known against the deadline (outcome unknown)."""
+        if self.drain_end is None or self.drain_end_source not in MEASURED_SOURCES or self.outcome is Outcome.UNKNOWN:
             return None
         return self.deadline - self.drain_end
 

@@ -51,6 +51,7 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
                 pattern=settings.watch_process,
                 observations=context.observations,
                 on_exit=context.drain_ended(DrainEndSource.PROCESS_EXIT),
+                on_unavailable=lambda: context.sequence.source_unavailable(DrainEndSource.PROCESS_EXIT),
             )
         )
     if settings.app_port is not None:

@@ -27,13 +27,15 @@ class ShutdownSequence:
         sources: frozenset[DrainEndSource] = frozenset(),
     ) -> None:
         """`sources`: the drain-end sources configured besides the app's own report (settable
-        until the first event); with none, nothing watches the app, and a drain that reaches the
-        deadline has outcome unknown."""
+        until the first event); with none, and no report from the app, nothing watches the app,
+        and a drain that reaches the deadline has outcome unknown."""
         self.timeline = timeline
         self._report = report
         self.sources = sources
         self.observed: dict[DrainEndSource, float] = {}  # every source's first event, for the report
+        self.app_reports = False  # the app has reported on POST /drain: its `complete` is awaited
         self._app_exited_first = False
+        self._start_seen = True
         self._begun = asyncio.Event()
         self._prestop_delay_over = asyncio.Event()
         self._drain_reported = asyncio.Event()
@@ -68,15 +70,37 @@ class ShutdownSequence:
         else:
             logger.info("repeated signal ignored", extra={"fields": {"signal": sig.name}})
 
+    @property
+    def watching(self) -> frozenset[DrainEndSource]:
+        """The sources that can end the drain: those configured, and the app's own report once
+        the app has reported (it then says `complete` when it has finished)."""
+        return self.sources | {DrainEndSource.APP_REPORT} if self.app_reports else self.sources
+
+    def app_reporting(self) -> None:
+        """The app has reported on POST /drain: from now on its `complete` (or a process source)
+        ends the drain, and its listener closing (connections) does not."""
+        self.app_reports = True
+
+    def source_unavailable(self, source: DrainEndSource) -> None:
+        """A configured source cannot watch after all (no process matches --watch-process): it no
+        longer holds back the others, and the best event they have already seen ends the drain."""
+        self.sources = self.sources - {source}
+        if self._drain_end is not None or self.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
+            return
+        seen = [other for other in self.observed if outranks(other, self.watching)]
+        if seen:
+            self._drain_end = (seen[0], self.observed[seen[0]])
+            self._drain_reported.set()
+
     def report_drain_end(self, source: DrainEndSource) -> bool:
         """A source saw the app finish. It ends the drain unless a more precise source is
-        configured (see DRAIN_SOURCE_PRECEDENCE) or the drain has ended already; returns whether
+        watching (see DRAIN_SOURCE_PRECEDENCE) or the drain has ended already; returns whether
         it did. Every source's first event is kept in `observed` either way."""
         if self.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
             return False
         now = time.monotonic()
         self.observed.setdefault(source, now)
-        if self._drain_end is not None or not outranks(source, self.sources):
+        if self._drain_end is not None or not outranks(source, self.watching):
             return False
         self._drain_end = (source, now)
         self._drain_reported.set()
@@ -84,8 +108,10 @@ class ShutdownSequence:
 
     def finish_now(self, source: DrainEndSource) -> None:
         """The app is gone and nothing is left to wait for (a native sidecar's SIGTERM): begin
-        now if not begun, end the drain with `source`, and skip what is left of the prestop delay."""
-        self.begin(Trigger.SIGNAL)
+        now if not begun, end the drain with `source`, and skip what is left of the prestop delay.
+        Begun only now, the shutdown's real start was not seen: the outcome cannot be clean."""
+        if self.begin(Trigger.SIGNAL):
+            self._start_seen = False
         self.report_drain_end(source)
         self._interrupted.set()
 
@@ -122,8 +148,10 @@ class ShutdownSequence:
 
         await wait_for_any((self._drain_reported, self._interrupted), timeline.drain_deadline)
         source, ended_at = self._drain_outcome()
-        outcome = decide_outcome(source, app_watched=bool(self.sources), app_exited_first=self._app_exited_first)
-        timeline.end_drain(source, outcome, ended_at)
+        outcome, reason = decide_outcome(
+            source, watching=self.watching, app_exited_first=self._app_exited_first, start_seen=self._start_seen
+        )
+        timeline.end_drain(source, outcome, ended_at, reason)
 
         await self._report(timeline)
         timeline.advance(Phase.DONE, time.monotonic())

@@ -102,11 +102,38 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
+    def group_is_alive(self) -> bool:
+        """Whether a process of the child's group is still running (zombies left out: an orphan
+        re-parented to a slow reaper is no longer running). The child exiting may leave its group
+        behind: a shell that died at its stop signal orphans the server it started."""
+        return self.pid is not None and any(group_of_running(pid) == self.pid for pid in process_ids())
+
+    def send_group(self, sig: signal.Signals) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
     def kill_group(self) -> None:
         """SIGKILL the child's whole process group, as the kubelet's SIGKILL would the container."""
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+
+
+def process_ids(proc: str = "/proc") -> list[int]:
+    return [int(name) for name in os.listdir(proc) if name.isdigit()]
+
+
+def group_of_running(pid: int, proc: str = "/proc") -> int | None:
+    """The process group of a running process (from /proc/PID/stat: state, ppid, pgrp after the
+    parenthesised name); None when it is gone or a zombie."""
+    try:
+        with open(f"{proc}/{pid}/stat") as stream:
+            stat = stream.read()
+    except OSError:
+        return None
+    state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+    return None if state in ("Z", "X") else int(pgrp)
 
 
 def install_child_signals(loop: asyncio.AbstractEventLoop, child: Child) -> Callable[[], None]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -41,8 +41,8 @@ def start_sidecar() -> Iterator[Callable[..., SidecarProcess]]:
     """Start `python -m sidecar serve ARGS` on a free port; every process is killed at the end."""
     started: list[SidecarProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> SidecarProcess:
-        process = SidecarProcess.serve(*args, env=env)
+    def start(*args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> SidecarProcess:
+        process = SidecarProcess.serve(*args, env=env, prefix=prefix)
         started.append(process)
         return process
 

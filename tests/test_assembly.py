@@ -158,7 +158,7 @@ def test_assembly_log_phase_change_logs_from_and_to(caplog: pytest.LogCaptureFix
     now = time.monotonic()
     timeline.begin(Trigger.PRESTOP, now)
     timeline.advance(Phase.DRAIN, now + 5)
-    timeline.end_drain(DrainEndSource.CONNECTIONS, Outcome.CLEAN, now + 6)
+    timeline.end_drain(DrainEndSource.CONNECTIONS, Outcome.UNKNOWN, now + 6, "the listener closed")
 
     records = [record for record in caplog.records if record.name == LOGGER_NAME]
     assert [record.getMessage() for record in records] == ["phase changed"] * 3
@@ -170,5 +170,6 @@ def test_assembly_log_phase_change_logs_from_and_to(caplog: pytest.LogCaptureFix
     ]
     assert fields[0]["trigger"] == "prestop"
     assert "trigger" not in fields[1]
-    assert (fields[2]["outcome"], fields[2]["drain_end_source"]) == ("clean", "connections")
+    assert (fields[2]["outcome"], fields[2]["drain_end_source"]) == ("unknown", "connections")
+    assert fields[2]["outcome_reason"] == "the listener closed"
     assert all(isinstance(f["after_t0_seconds"], float) for f in fields)

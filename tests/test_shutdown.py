@@ -108,16 +108,94 @@ async def test_shutdown_less_precise_source_is_observed_but_does_not_end_the_dra
     async def report(_: Timeline) -> None:
         return None
 
-    sequence = ShutdownSequence(timeline, report=report, sources=frozenset({DrainEndSource.CONNECTIONS}))
+    sources = frozenset({DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS})
+    sequence = ShutdownSequence(timeline, report=report, sources=sources)
     run = asyncio.create_task(sequence.run())
     sequence.begin(Trigger.PRESTOP)
     await sequence.wait_prestop_delay_over()
-    assert not sequence.report_drain_end(DrainEndSource.APP_REPORT)
+    assert not sequence.report_drain_end(DrainEndSource.CONNECTIONS)
     assert timeline.phase is Phase.DRAIN
+    assert sequence.report_drain_end(DrainEndSource.PROCESS_EXIT)
+    await asyncio.wait_for(run, 2)
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.PROCESS_EXIT, Outcome.CLEAN)
+    assert set(sequence.observed) == {DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS}
+
+
+def port_watching_sequence(grace: float = 10) -> ShutdownSequence:
+    """serve with --app-port only: a classic sidecar that cannot see the app's process."""
+    sequence, _ = make_sequence(prestop=0.05, grace=grace, reserve=0.5)
+    sequence.sources = frozenset({DrainEndSource.CONNECTIONS})
+    return sequence
+
+
+@pytest.mark.anyio
+async def test_shutdown_listener_closed_alone_ends_the_drain_but_is_not_clean() -> None:
+    sequence = port_watching_sequence()
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    await sequence.wait_prestop_delay_over()
     assert sequence.report_drain_end(DrainEndSource.CONNECTIONS)
     await asyncio.wait_for(run, 2)
-    assert timeline.drain_end_source is DrainEndSource.CONNECTIONS
-    assert set(sequence.observed) == {DrainEndSource.APP_REPORT, DrainEndSource.CONNECTIONS}
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.CONNECTIONS, Outcome.UNKNOWN)
+    assert timeline.margin_seconds is None
+    assert timeline.outcome_reason is not None
+    assert "nothing saw the app finish" in timeline.outcome_reason
+
+
+@pytest.mark.anyio
+async def test_shutdown_a_reporting_app_is_awaited_past_its_listener_closing() -> None:
+    sequence = port_watching_sequence()
+    sequence.app_reporting()  # the app said something on POST /drain: it will say complete
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    await sequence.wait_prestop_delay_over()
+    assert not sequence.report_drain_end(DrainEndSource.CONNECTIONS)
+    assert sequence.timeline.phase is Phase.DRAIN
+    assert sequence.report_drain_end(DrainEndSource.APP_REPORT)
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.APP_REPORT, Outcome.CLEAN)
+    assert set(sequence.observed) == {DrainEndSource.CONNECTIONS, DrainEndSource.APP_REPORT}
+
+
+@pytest.mark.anyio
+async def test_shutdown_a_reporting_app_that_never_says_complete_times_out() -> None:
+    sequence = port_watching_sequence(grace=1.0)
+    sequence.app_reporting()
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    await sequence.wait_prestop_delay_over()
+    sequence.report_drain_end(DrainEndSource.CONNECTIONS)  # its listener closed; its lifespan still runs
+    await asyncio.wait_for(run, 3)
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.DEADLINE, Outcome.TIMEOUT)
+    assert timeline.outcome_reason is not None
+    assert "not reported complete" in timeline.outcome_reason
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("prestop_first", "outcome"),
+    [
+        pytest.param(True, Outcome.CLEAN, id="after-prestop-clean"),
+        # Its SIGTERM began the shutdown: when the app was told to stop, against the deadline, is unknown.
+        pytest.param(False, Outcome.UNKNOWN, id="sigterm-first-unknown"),
+    ],
+)
+async def test_shutdown_native_sigterm_is_clean_only_when_the_shutdown_began_before_it(
+    prestop_first: bool, outcome: Outcome
+) -> None:
+    sequence, _ = make_sequence(prestop=5, grace=30)
+    sequence.sources = frozenset({DrainEndSource.SIDECAR_SIGTERM})
+    run = asyncio.create_task(sequence.run())
+    if prestop_first:
+        sequence.begin(Trigger.PRESTOP)
+    sequence.finish_now(DrainEndSource.SIDECAR_SIGTERM)
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.SIDECAR_SIGTERM, outcome)
+    assert (timeline.margin_seconds is None) is (outcome is Outcome.UNKNOWN)
 
 
 @pytest.mark.anyio
@@ -129,3 +207,19 @@ async def test_shutdown_app_exit_before_any_shutdown_skips_the_delay_with_outcom
     timeline = sequence.timeline
     assert (timeline.trigger, timeline.outcome) == (Trigger.APP_EXIT, Outcome.APP_EXIT)
     assert timeline.drain_end_source is DrainEndSource.PROCESS_EXIT
+
+
+@pytest.mark.anyio
+async def test_shutdown_a_source_that_cannot_watch_lets_an_outranked_event_end_the_drain() -> None:
+    # --watch-process matched nothing: the listener's earlier event, held back by it, decides now.
+    sequence = port_watching_sequence()
+    sequence.sources = frozenset({DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS})
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    await sequence.wait_prestop_delay_over()
+    assert not sequence.report_drain_end(DrainEndSource.CONNECTIONS)
+    sequence.source_unavailable(DrainEndSource.PROCESS_EXIT)
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.CONNECTIONS, Outcome.UNKNOWN)
+    assert timeline.drain_end == sequence.observed[DrainEndSource.CONNECTIONS]

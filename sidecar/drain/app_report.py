@@ -150,12 +150,15 @@ class AppReport:
         activity: AppActivity | None = None,
         pid_namespace: str | None = None,
         max_workers: int = MAX_WORKERS,
+        on_report: Callable[[], None] = lambda: None,
     ) -> None:
         """`report_end` ends the drain with source app_report; it returns whether it did.
-        `pid_namespace`: ours (default: read from /proc); reported PIDs are watched only when equal."""
+        `pid_namespace`: ours (default: read from /proc); reported PIDs are watched only when equal.
+        `on_report`: called at each report applied (the app reports: its `complete` is awaited)."""
         self.metrics = metrics
         self.activity = AppActivity() if activity is None else activity
         self._report_end = report_end
+        self._on_report = on_report
         self._pid_namespace = own_pid_namespace() if pid_namespace is None else pid_namespace
         self._max_workers = max_workers
         self._shutting_down = False
@@ -170,6 +173,7 @@ class AppReport:
                 raise TooManyWorkers(f"more than {self._max_workers} workers reported")
             worker = workers[report.worker] = WorkerActivity()
             self._watch(report)
+        self._on_report()
         if report.inflight is not None and not worker.is_finished:
             worker.inflight = report.inflight
         if report.tasks is not None:

@@ -112,13 +112,16 @@ class WatchedProcess(Part):
         pattern: str | None,
         observations: Observations,
         on_exit: Callable[[], None],
+        on_unavailable: Callable[[], None] = lambda: None,
         proc: Path = PROC,
     ) -> None:
+        """`on_unavailable`: the process cannot be found or watched; other sources decide then."""
         self.pid = pid
         self.pattern = pattern
         self.observations = observations
         self.proc = proc
         self._on_exit = on_exit
+        self._on_unavailable = on_unavailable
         self._watch: ProcessExitWatch | None = None
         self._finding: asyncio.Task[None] | None = None
 
@@ -137,6 +140,7 @@ class WatchedProcess(Part):
         except (TimeoutError, OSError) as exc:
             self.observations.errors.append(f"process_exit: cannot find the app process: {exc}")
             logger.warning("cannot find the app process", extra={"fields": {"error": str(exc)}})
+            self._on_unavailable()
             return
         self._watch_app(pid)
 
@@ -149,6 +153,7 @@ class WatchedProcess(Part):
         except OSError as exc:
             self.observations.errors.append(f"process_exit: cannot watch the app process: {exc}")
             logger.warning("cannot watch the app process", extra={"fields": {"error": str(exc)}})
+            self._on_unavailable()
         else:
             logger.info("watching the app process", extra={"fields": {"pid": pid}})
 

@@ -104,7 +104,23 @@ class SidecarMiddleware:
         self._is_following = True
         if self.url is not None:
             events = ShutdownEvents(self.url, state=self.shutdown)
-            self._follower = asyncio.get_running_loop().create_task(events.follow(), name="sidecar-events")
+            follow = self._follow_events(events)
+            self._follower = asyncio.get_running_loop().create_task(follow, name="sidecar-events")
+            self.reporter.set_inflight(self.inflight)  # this worker is here: the sidecar awaits its `complete`
+
+    async def _follow_events(self, events: ShutdownEvents) -> None:
+        """The events, and at t0 this worker's count once more: if the sidecar was not up yet when
+        the app started, it learns now, before the stop, that this app will say `complete` (and
+        ends the drain then, not when the listener closes)."""
+        at_t0 = asyncio.ensure_future(self._report_at_t0())
+        try:
+            await events.follow()
+        finally:
+            at_t0.cancel()
+
+    async def _report_at_t0(self) -> None:
+        await self.shutdown.started.wait()
+        self.reporter.set_inflight(self.inflight)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app's lifespan, passed through; when the app below refuses the protocol (Django's

@@ -124,6 +124,7 @@ class DrainReporter:
             if body is not None:
                 problem = send_report(address, body, self._headers)
                 if problem is not None:
+                    self._sent_inflight = None  # not received: the next report carries the count again
                     self.failures += 1
                     if not warned:
                         log_to_logging("sidecar drain report failed", level="warning", error=problem)

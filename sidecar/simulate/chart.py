@@ -16,6 +16,7 @@ from sidecar.simulate.manifest import Secrets, container_spec, env_of, port_numb
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
+    APP_PID_PLACEHOLDER,
     APP_PORT,
     HOST_PLACEHOLDER,
     PORT_PLACEHOLDER,
@@ -45,6 +46,8 @@ REWRITTEN_FLAGS: Final = {
     "--termination-log": TERMINATION_LOG_PLACEHOLDER,
 }
 ADDED_FLAGS: Final = ("--host", "--port", "--termination-log")
+WATCH_FLAGS: Final = ("--watch-pid", "--watch-process")
+WATCH_ENV: Final = ("SIDECAR_WATCH_PID", "SIDECAR_WATCH_PROCESS")
 REWRITTEN_ENV: Final = {"SIDECAR_" + flag[2:].upper().replace("-", "_"): v for flag, v in REWRITTEN_FLAGS.items()}
 LOOPBACK_HOSTS: Final = ("localhost", "::1")
 
@@ -118,6 +121,7 @@ def template_from_manifests(objects: list[dict[str, Any]], app_command: Sequence
         return PodTemplate(Mode.RUN, grace_seconds, (), (wrapper,))
 
     app = _only_app(others, containers)
+    argv = (sys.executable, "-m", "sidecar", *_process_watch_here(head, env, spec, sidecar, app))
     # One map for the pod: its containers share a network namespace, and the app's preStop hook
     # calls the sidecar's port by number.
     ports = {**ports_of(app, APP_PORT), **ports_of(sidecar, ADMIN_PORT), admin_port: ADMIN_PORT}
@@ -128,6 +132,42 @@ def template_from_manifests(objects: list[dict[str, Any]], app_command: Sequence
     if any(c is sidecar for c in native):
         return PodTemplate(Mode.NATIVE, grace_seconds, (sidecar_spec,), (app_spec,))
     return PodTemplate(Mode.CLASSIC, grace_seconds, (), (app_spec, sidecar_spec))
+
+
+def _process_watch_here(
+    flags: list[str],
+    env: dict[str, str],
+    pod_spec: Mapping[str, Any],
+    sidecar: Mapping[str, Any],
+    app: Mapping[str, Any],
+) -> list[str]:
+    """The sidecar's --watch-pid/--watch-process as they work here. In a cluster the sidecar sees
+    the app's process only with shareProcessNamespace: true; without it, the flag is left out, as
+    the sidecar would find nothing and let its other sources decide. With it, the sidecar watches
+    the app's main process, here given as its PID (a pattern would search this whole machine).
+    Changes `env`; raises ChartError for a watch the kubelet here cannot give a PID to."""
+    kept: list[str] = []
+    watches = False
+    arguments = iter(flags)
+    for flag in arguments:
+        name, has_value, _ = flag.partition("=")
+        if name in WATCH_FLAGS:
+            watches = True
+            if not has_value:
+                next(arguments, None)  # `--flag value`
+            continue
+        kept.append(flag)
+    for key in WATCH_ENV:
+        watches = env.pop(key, None) is not None or watches
+    if not watches or not pod_spec.get("shareProcessNamespace"):
+        return kept
+    containers = list(pod_spec.get("containers") or [])
+    if not any(c is sidecar for c in containers) or containers.index(sidecar) < containers.index(app):
+        raise ChartError(
+            f"--chart: {field_of(pod_spec, sidecar)}: its process watch is rehearsed only for a classic sidecar "
+            "listed after the app container (started after it, the sidecar is given the app's PID here)"
+        )
+    return [*kept, f"--watch-pid={APP_PID_PLACEHOLDER}"]
 
 
 def _find_sidecar(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:

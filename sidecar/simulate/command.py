@@ -50,13 +50,19 @@ class Rehearsed:
 
 
 def rehearsed(options: Options) -> Rehearsed:
-    if options.manifest is None:
+    """The flags' pod, or the workload of --manifest or --chart: a chart's render goes through the
+    manifest's translation (replicas, strategy, what is not modelled), as it would reach a cluster."""
+    chart, manifest = options.chart, options.manifest
+    if chart is None and manifest is None:
         return Rehearsed(pod_template(options), options.pods, options.strategy)
-    from sidecar.simulate.helm import ChartError
+    from sidecar.simulate.helm import ChartError, render_chart  # Helm loads only for --chart
     from sidecar.simulate.workload import read_manifest, workload_from_manifests
 
     try:
-        workload = workload_from_manifests(read_manifest(options.manifest), options.app_command)
+        if chart is not None:
+            workload = workload_from_manifests(render_chart(chart, options.values), options.app_command, flag="--chart")
+        elif manifest is not None:
+            workload = workload_from_manifests(read_manifest(manifest), options.app_command)
     except ChartError as exc:
         raise SetupError(str(exc)) from None
     if workload.not_modelled:
@@ -66,21 +72,13 @@ def rehearsed(options: Options) -> Rehearsed:
 
 
 def pod_template(options: Options) -> PodTemplate:
-    if options.chart is None:
-        return template_for_mode(
-            options.mode,
-            options.budget,
-            options.app_command,
-            stop_signal=signal.Signals[options.stop_signal],
-            readiness_until_stop=options.readiness_until == "stop",
-        )
-    from sidecar.simulate.chart import load_chart_template  # Helm loads only for --chart
-    from sidecar.simulate.helm import ChartError
-
-    try:
-        return load_chart_template(options.chart, options.values, options.app_command)
-    except ChartError as exc:
-        raise SetupError(str(exc)) from None
+    return template_for_mode(
+        options.mode,
+        options.budget,
+        options.app_command,
+        stop_signal=signal.Signals[options.stop_signal],
+        readiness_until_stop=options.readiness_until == "stop",
+    )
 
 
 def flag_value(argv: Sequence[str], flag: str) -> float | None:

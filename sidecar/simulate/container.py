@@ -134,6 +134,11 @@ class ContainerProcess:
         record.started_at = clock()
         return cls(process, record, workdir, clock, container_env)
 
+    @property
+    def pid(self) -> int:
+        """The main process's PID (the command is exec'd under the parent-death prefix: the same)."""
+        return self._process.pid
+
     async def reap(self) -> int:
         """Wait for the exit, record it and set `exited`; returns the exit status."""
         status = exit_status_of(await self._process.wait())

@@ -18,6 +18,7 @@ from sidecar.simulate.listeners import unreachable_listeners, unreachable_messag
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
+    APP_PID_PLACEHOLDER,
     APP_PORT,
     HOST_PLACEHOLDER,
     POD_NAME_PLACEHOLDER,
@@ -160,6 +161,7 @@ class Pod:
                 TERMINATION_LOG_PLACEHOLDER: str(termination_log_path(self.workdir, spec.name)),
                 POD_NAME_PLACEHOLDER: self.name,
                 SIDECAR_PLACEHOLDER: self.sidecar_url,
+                APP_PID_PLACEHOLDER: self._app_pid(),
             },
         )
         record = self.record.containers[spec.name]
@@ -173,6 +175,11 @@ class Pod:
         self._ready[spec.name] = False
         self._spawn_task(self._reapers, self._reap(spec.name), f"{spec.name}/reap")
         self._spawn_task(self._probers, self._probe(spec), f"{spec.name}/probes")
+
+    def _app_pid(self) -> str:
+        """The app container's PID once it has started (containers start in order), else empty."""
+        app = self._containers.get(self.record.traffic_container)
+        return "" if app is None else str(app.pid)
 
     async def _probe(self, spec: ContainerSpec) -> None:
         # As the kubelet does: no readiness probe until the startup probe has passed; a container

@@ -40,7 +40,8 @@ REPORT_RESERVE_SECONDS: Final = 1.0
 # The CLI's namespace already has `mode` (its subcommand): simulate's values are kept apart.
 DEST_PREFIX: Final = "simulate_"
 BUILT_IN_APPS: Final = ("demo", "asgi")
-# Besides the --chart ones: what a workload manifest says (a DaemonSet's nodes stay --pods' default).
+# Besides the from_chart ones: what a workload says, in a manifest or a chart's render (a
+# DaemonSet's nodes stay --pods' default).
 FROM_MANIFEST: Final = frozenset({"pods", "kind", "strategy_type", "max_surge", "max_unavailable", "min_ready_seconds"})
 
 EPILOG: Final = f"""\
@@ -236,7 +237,7 @@ class Options:
     chart: Path | None = option(  # noqa: RUF009
         "--chart",
         None,
-        "take the pod (grace period, hooks, probes, sidecar flags) from this Helm chart",
+        "take the workload (replicas, strategy, grace period, hooks, probes, sidecar flags) from this Helm chart",
         parse=Path,
         metavar="DIR",
     )
@@ -349,7 +350,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                 raise SettingsError(spec.flag, "comes from the manifest with --manifest; set it there")
     if given["chart"] is not None:
         for spec in specs:
-            if spec.from_chart and given[spec.name] is not None:
+            if (spec.from_chart or spec.name in FROM_MANIFEST) and given[spec.name] is not None:
                 raise SettingsError(
                     spec.flag, "comes from the chart with --chart; set it in the chart's values (--values)"
                 )

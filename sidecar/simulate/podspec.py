@@ -28,6 +28,11 @@ POD_NAME_PLACEHOLDER: Final = "{pod_name}"  # in env values: the downward API's 
 # The pod's own sidecar (http://<the pod's address>:<its admin port>; empty without one), in the app's
 # arguments; the app container also gets it as SIDECAR_URL_ENV, where apps look for GET /events.
 SIDECAR_PLACEHOLDER: Final = "{sidecar}"
+# The PID of the pod's app container's main process (started before it: a classic sidecar comes
+# after the app), for a sidecar that watches the app's process. In a cluster that takes
+# shareProcessNamespace and --watch-process; here every process shares this machine's PID namespace
+# and a pattern could match another pod's app, so the sidecar is given the PID.
+APP_PID_PLACEHOLDER: Final = "{app_pid}"
 SIDECAR_URL_ENV: Final = "SHUTDOWN_SIDECAR_URL"
 
 # A Kubernetes probe's defaults (core/v1 Probe).
@@ -170,9 +175,12 @@ def template_for_mode(
         return PodTemplate(mode, grace, (), (wrapper,))
     app = dataclasses.replace(app, pre_stop=PRESTOP_HOOK)
     native = mode is Mode.NATIVE
+    # As the chart wires a classic sidecar: watching the app's process (shareProcessNamespace), so
+    # the drain ends at the app's exit, not at its listener's closing.
+    mode_flag = "--native-sidecar=true" if native else f"--watch-pid={APP_PID_PLACEHOLDER}"
     sidecar = ContainerSpec(
         "shutdown-sidecar",
-        sidecar_command("serve", budget, *(("--native-sidecar=true",) if native else ())),
+        sidecar_command("serve", budget, mode_flag),
         readiness=sidecar_readiness,
         startup=SIDECAR_STARTUP,
         reports=True,

@@ -78,8 +78,9 @@ def pod_lines(pod: Document) -> list[str]:
     facts = []
     if hook is not None:
         facts.append(f"preStop {hook['result']} after {hook['returned_after_seconds']:.2f}s")
-    if app["sigterm_after_seconds"] is not None and app["exited_after_seconds"] is not None:
-        facts.append(f"app drained {app['exited_after_seconds'] - app['sigterm_after_seconds']:.2f}s")
+    drain = drain_fact(app)
+    if drain is not None:
+        facts.append(drain)
     facts.append(f"app exit status {app['exit_status']}")
     after = pod.get("requests_after_endpoint_removal")
     if after is not None and after["sent"]:
@@ -87,6 +88,20 @@ def pod_lines(pod: Document) -> list[str]:
     lines.append(f"  {' ' * 8} {', '.join(facts)}")
     lines.append(f"  {' ' * 8} {report_line(pod)}")
     return lines
+
+
+def drain_fact(app: Document) -> str | None:
+    """What the app did after its stop signal: drained and exited, or was still running when the
+    grace period ran out and the kubelet SIGKILLed it (its exit then is the kill, not a drain)."""
+    signalled, exited, killed = app["sigterm_after_seconds"], app["exited_after_seconds"], app["sigkill_after_seconds"]
+    signal_name = app.get("stop_signal") or "stop signal"
+    if killed is not None:
+        if signalled is None:
+            return f"app never got its {signal_name}: SIGKILLed at {killed:.2f}s"
+        return f"app still running {killed - signalled:.2f}s after its {signal_name}: SIGKILLed at {killed:.2f}s"
+    if signalled is not None and exited is not None:
+        return f"app drained {exited - signalled:.2f}s"
+    return None
 
 
 def report_line(pod: Document) -> str:

@@ -1,5 +1,5 @@
-"""`simulate --manifest`: one Deployment, StatefulSet or DaemonSet (a YAML file, or - for stdin)
-read into what the rehearsal runs: its pod template (the translation --chart uses, in
+"""`simulate --manifest` and `--chart`: one Deployment, StatefulSet or DaemonSet (a YAML file, - for
+stdin, or a chart's render) read into what the rehearsal runs: its pod template (the translation --chart uses, in
 sidecar.simulate.chart), replicas and update strategy, and the fields it does not model. Runs nothing."""
 
 from __future__ import annotations
@@ -17,21 +17,26 @@ from sidecar.simulate.strategy import Kind, Strategy, StrategyType, int_or_perce
 
 # What the rehearsal reads, or what cannot change a termination (images, resources, scheduling):
 # any other field is listed once as not modelled, so a user knows what the rehearsal left out.
+# securityContext is listed: every container here runs as this machine's user on a writable file
+# system, so an app that cannot write, or a sidecar that cannot read another container's
+# processes, under the pod's securityContext is not rehearsed.
 WORKLOAD_FIELDS: Final = frozenset(
     {"replicas", "strategy", "updateStrategy", "minReadySeconds", "template", "selector", "revisionHistoryLimit",
      "progressDeadlineSeconds", "serviceName", "podManagementPolicy"}
 )  # fmt: skip
 POD_FIELDS: Final = frozenset(
     {"containers", "initContainers", "terminationGracePeriodSeconds", "volumes", "serviceAccountName",
-     "securityContext", "nodeSelector", "affinity", "tolerations", "imagePullSecrets", "os", "priorityClassName",
-     "topologySpreadConstraints", "automountServiceAccountToken"}
+     "nodeSelector", "affinity", "tolerations", "imagePullSecrets", "os", "priorityClassName",
+     "topologySpreadConstraints", "automountServiceAccountToken",
+     "shareProcessNamespace"}  # read by sidecar.simulate.chart: whether a process watch sees the app
 )  # fmt: skip
 CONTAINER_FIELDS: Final = frozenset(
     {"name", "image", "imagePullPolicy", "command", "args", "env", "ports", "lifecycle", "readinessProbe",
-     "startupProbe", "resources", "volumeMounts", "securityContext", "restartPolicy", "terminationMessagePath",
+     "startupProbe", "resources", "volumeMounts", "restartPolicy", "terminationMessagePath",
      "terminationMessagePolicy", "workingDir"}
 )  # fmt: skip
 LIFECYCLE_FIELDS: Final = frozenset({"preStop", "stopSignal"})
+FLAGS: Final = ("--manifest", "--chart")
 INSTALL_HINT: Final = "--manifest needs PyYAML: pip install 'shutdown-sidecar[chart]'"
 
 
@@ -58,19 +63,27 @@ def read_manifest(path: str) -> list[dict[str, Any]]:
         raise ChartError(f"--manifest: {path} is not valid YAML: {' '.join(str(error).split())}") from None
 
 
-def workload_from_manifests(objects: list[dict[str, Any]], app_command: Sequence[str]) -> Workload:
-    """The one workload among `objects` as the rehearsal runs it. Raises ChartError (naming
-    --manifest) for none, more than one, or what cannot be rehearsed."""
+def workload_from_manifests(
+    objects: list[dict[str, Any]], app_command: Sequence[str], *, flag: str = "--manifest"
+) -> Workload:
+    """The one workload among `objects` as the rehearsal runs it: a manifest's, or a rendered
+    chart's (`flag` --chart), through the same translation. Raises ChartError (naming `flag`) for
+    none, more than one, or what cannot be rehearsed."""
+    try:
+        return _workload(objects, app_command)
+    except ChartError as error:
+        # The pod's translation names --chart, the rest --manifest: the message names the flag given.
+        source, colon, reason = str(error).partition(":")
+        raise ChartError(f"{flag}:{reason}" if colon and source in FLAGS else str(error)) from None
+
+
+def _workload(objects: list[dict[str, Any]], app_command: Sequence[str]) -> Workload:
     workloads = [obj for obj in objects if obj.get("kind") in WORKLOAD_KINDS]
     if len(workloads) != 1:
         found = ", ".join(str(obj.get("kind")) for obj in workloads) or "none"
         raise ChartError(f"--manifest: expected one Deployment, StatefulSet or DaemonSet; found {found}")
     workload = workloads[0]
-    try:
-        template = template_from_manifests(objects, app_command)
-    except ChartError as error:
-        # The translation is --chart's; its messages name that flag.
-        raise ChartError(str(error).replace("--chart:", "--manifest:", 1)) from None
+    template = template_from_manifests(objects, app_command)
     kind = Kind(workload["kind"])
     spec = workload.get("spec") or {}
     replicas = None if kind is Kind.DAEMONSET else int(spec.get("replicas", 1))

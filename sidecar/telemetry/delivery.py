@@ -42,7 +42,18 @@ def termination_log_text(document: Mapping[str, Any]) -> str:
             "truncated": True,
         },
         lambda d: (
-            {key: d.get(key) for key in ("outcome", "trigger", "drain_end_source", "margin_seconds", "t0", "deadline")}
+            {
+                key: d.get(key)
+                for key in (
+                    "outcome",
+                    "outcome_reason",
+                    "trigger",
+                    "drain_end_source",
+                    "margin_seconds",
+                    "t0",
+                    "deadline",
+                )
+            }
             | {"truncated": True}
         ),
     ]

@@ -1,6 +1,6 @@
 """GET /metrics without request or response objects, and with one encoding (about 2 ms) shared by
 every scrape that arrived before it was made: a flood of scrapes waiting their turn
-(sidecar.probes.RequestTurns) costs one encoding now and then, not one per scrape. The encoding
+(sidecar.admin.probes.RequestTurns) costs one encoding now and then, not one per scrape. The encoding
 itself stays prometheus_client's, content negotiation included."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client.registry import CollectorRegistry
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
-from sidecar.probes import ARRIVED_AT
+from sidecar.admin.probes import ARRIVED_AT
 
 
 class SharedEncodings:

@@ -65,6 +65,7 @@ class Report(TypedDict):
     phase: str
     trigger: str | None
     outcome: str | None
+    outcome_reason: str | None  # what was observed, and what not (lifecycle.decide_outcome)
     drain_end_source: str | None
     grace_period_seconds: float
     prestop_delay_seconds: float
@@ -246,6 +247,7 @@ def build_report(
         "phase": timeline.phase.value,
         "trigger": None if timeline.trigger is None else timeline.trigger.value,
         "outcome": None if timeline.outcome is None else timeline.outcome.value,
+        "outcome_reason": timeline.outcome_reason,
         "drain_end_source": None if timeline.drain_end_source is None else timeline.drain_end_source.value,
         "grace_period_seconds": budget.grace_period_seconds,
         "prestop_delay_seconds": budget.prestop_delay_seconds,

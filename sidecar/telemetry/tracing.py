@@ -65,7 +65,8 @@ def build_spans(
     for name, at, event_attributes in events:
         root.add_event(name, attributes=dict(event_attributes), timestamp=nanoseconds(at))
     if document["outcome"] != "clean":
-        root.set_status(Status(StatusCode.ERROR, f"outcome {document['outcome']}"))
+        reason = document.get("outcome_reason")
+        root.set_status(Status(StatusCode.ERROR, f"outcome {document['outcome']}" + (f": {reason}" if reason else "")))
     root.end(end_time=nanoseconds(ended_at))
     return finished.get_finished_spans()
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sidecar.admin_protocol import raise_fd_limit
+from sidecar.admin.protocol import raise_fd_limit
 from tests.benchmarks.test_serve_benchmark import percentile
 from tests.e2e.sidecar_process import SidecarProcess
 from tests.faults.hostile import (

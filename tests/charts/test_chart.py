@@ -177,6 +177,46 @@ def test_chart_later_sidecar_flags_follow_their_values(sidecar_values: dict[str,
     assert [a for a in sidecar["args"] if a.startswith(("--app-port", "--native-sidecar", "--linger"))] == expected
 
 
+APP_IMAGE = {"repository": "registry.example/web", "tag": "1.0"}
+
+
+@pytest.mark.parametrize(
+    ("values", "pattern"),
+    [
+        pytest.param({}, r"sidecar\.demo", id="the-demo"),
+        pytest.param({"app": {"image": APP_IMAGE, "command": ["uvicorn", "main:app"], "args": ["--port", "8080"]}},
+                     "uvicorn main:app --port 8080", id="from-the-apps-command"),
+        pytest.param({"app": {"image": APP_IMAGE, "args": ["--workers=2"]}}, "--workers=2", id="from-its-args"),
+        pytest.param({"app": {"image": APP_IMAGE, "command": ["python3", "app.py"]}}, r"python3 app\.py",
+                     id="escaped"),
+        pytest.param({"sidecar": {"watchProcess": "gunicorn: master"}}, "gunicorn: master", id="given"),
+    ],
+)  # fmt: skip
+def test_chart_classic_sidecar_watches_the_apps_process_in_a_shared_process_namespace(
+    values: dict[str, Any], pattern: str
+) -> None:
+    values = {**values, "sidecar": {"mode": "classic", **values.get("sidecar", {})}}
+    deployment = rendered_kinds(values)["Deployment"]
+    _, sidecar = container(deployment, "shutdown-sidecar")
+    assert deployment["spec"]["template"]["spec"]["shareProcessNamespace"] is True
+    assert [arg for arg in sidecar["args"] if arg.startswith("--watch")] == [f"--watch-process={pattern}"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param({"sidecar": {"mode": "native"}}, id="native-sees-the-app-exit-by-its-sigterm"),
+        pytest.param({"sidecar": {"mode": "classic", "watchAppProcess": False}}, id="turned-off"),
+        pytest.param({"sidecar": {"mode": "classic"}, "app": {"image": APP_IMAGE}}, id="nothing-known-to-look-for"),
+    ],
+)
+def test_chart_process_namespace_is_not_shared_without_a_process_watch(values: dict[str, Any]) -> None:
+    deployment = rendered_kinds(values)["Deployment"]
+    _, sidecar = container(deployment, "shutdown-sidecar")
+    assert "shareProcessNamespace" not in deployment["spec"]["template"]["spec"]
+    assert not [arg for arg in sidecar["args"] if arg.startswith("--watch")]
+
+
 def test_chart_admin_token_reaches_sidecar_secret_and_hook() -> None:
     objects = rendered_kinds({"sidecar": {"adminToken": {"enabled": True, "value": "s3cret"}}})
     secret = objects["Secret"]

@@ -44,6 +44,16 @@ def test_app_report_accepts_inflight_and_complete() -> None:
     assert parse_drain_report(b'{"event": "complete"}') == DrainReport(None, complete=True)
 
 
+def test_app_report_says_at_each_report_that_the_app_reports() -> None:
+    # The sequence then awaits the app's `complete` instead of ending the drain at its listener.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    heard: list[str] = []
+    app_report = AppReport(metrics=metrics, report_end=lambda: False, on_report=lambda: heard.append("report"))
+    app_report.apply(DrainReport(0, complete=False, worker="1"))
+    app_report.apply(DrainReport(2, complete=False, worker="1"))
+    assert heard == ["report", "report"]
+
+
 def test_app_report_sets_the_inflight_gauge_and_reports_completion_once() -> None:
     metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
     ends: list[str] = []

@@ -61,9 +61,11 @@ class SidecarProcess:
         self.port = 0
 
     @classmethod
-    def serve(cls, *args: str, env: Mapping[str, str] | None = None) -> SidecarProcess:
-        """Start `serve` on a free loopback port and wait until it logs that it is ready."""
-        process = cls(["serve", "--host", "127.0.0.1", "--port", "0", "--termination-log", "", *args], env=env)
+    def serve(cls, *args: str, env: Mapping[str, str] | None = None, prefix: Sequence[str] = ()) -> SidecarProcess:
+        """Start `serve` on a free loopback port and wait until it logs that it is ready; under
+        `prefix` when given (e.g. `prlimit --nofile=256:256 --`)."""
+        command = ["serve", "--host", "127.0.0.1", "--port", "0", "--termination-log", "", *args]
+        process = cls(command, env=env, prefix=prefix)
         ready = process.wait_for_log(lambda line: line.get("msg") == "sidecar ready", START_TIMEOUT_SECONDS)
         process.port = int(ready["port"])
         return process

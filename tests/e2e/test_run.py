@@ -107,6 +107,40 @@ def test_run_child_that_overruns_is_killed_at_deadline_minus_reserve(processes: 
     assert report["app_exit_status"] == 137
 
 
+def shell_around_the_demo(app_port: int, *demo_args: str) -> list[str]:
+    """A shell entrypoint that starts the server without `exec`: at its stop signal the shell dies
+    (no trap) and the server, left in the child's process group, runs on."""
+    demo = " ".join([*DEMO, "--port", str(app_port), *demo_args])
+    return ["sh", "-c", f"{demo} & wait"]
+
+
+def test_run_child_whose_group_runs_on_is_not_finished_until_the_group_is(processes: list[SidecarProcess]) -> None:
+    sidecar = start_run("--grace-period", "5", "--prestop-delay", "0.2", command=shell_around_the_demo(free_port()))
+    processes.append(sidecar)
+    sidecar.wait_for_log(lambda line: line.get("msg") == "demo listening", 5)
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=8) == 128 + signal.SIGTERM  # the shell's status: it died of the signal
+    report = sidecar.report()
+    # The server got the stop signal too (through its group) and drained: then the drain ended.
+    stopping = sidecar.wait_for_log(lambda line: line.get("msg") == "demo stopping", 0)
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "process_exit")
+    assert report["drain_end"] > stopping["ts"]
+    assert any("before the rest of its group" in error for error in report["errors"])
+
+
+def test_run_child_whose_group_outlives_the_deadline_is_a_timeout(processes: list[SidecarProcess]) -> None:
+    command = shell_around_the_demo(free_port(), "--on-sigterm", "ignore")
+    sidecar = start_run("--grace-period", "2", "--prestop-delay", "0.2", "--report-reserve", "0.5", command=command)
+    processes.append(sidecar)
+    server = sidecar.wait_for_log(lambda line: line.get("msg") == "demo listening", 5)
+    sidecar.send_signal(signal.SIGTERM)
+    assert sidecar.wait(timeout=5) == 128 + signal.SIGTERM
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("timeout", "deadline")
+    # SIGKILLed with its group at the drain deadline, as the kubelet would have at the grace period's end.
+    wait_until(lambda: state_of(int(server["pid"])) in (None, "Z"), 2, what="the server to be killed")
+
+
 def test_run_child_that_exits_on_its_own_is_reported_as_app_exit_with_its_status(
     processes: list[SidecarProcess],
 ) -> None:

@@ -101,7 +101,10 @@ def test_serve_app_port_drain_ends_when_the_listener_and_last_connection_are_gon
 
     assert all(result == 200 for result in results), results
     report = sidecar.report()
-    assert (report["outcome"], report["drain_end_source"]) == ("clean", "connections")
+    # The listener closing is not the app finishing: nothing here could see its process end.
+    assert (report["outcome"], report["drain_end_source"]) == ("unknown", "connections")
+    assert report["margin_seconds"] is None
+    assert "nothing saw the app finish" in report["outcome_reason"]
     assert report["late_connections"] > 0
     assert 0 < report["last_late_connection_seconds"] < 1
     assert report["prestop_delay_covered_late_connections"] is True
@@ -131,7 +134,8 @@ def test_serve_watch_process_that_matches_nothing_is_named_in_errors(start_sidec
     sidecar.send_signal(signal.SIGTERM)
     assert sidecar.wait(timeout=5) == 0
     report = sidecar.report()
-    assert report["outcome"] == "timeout"
+    # Not timeout: no process was seen running; the watch that could not start decides nothing.
+    assert report["outcome"] == "unknown"
     assert any("no-such-process-anywhere-xyz" in error for error in report["errors"])
 
 
@@ -198,15 +202,35 @@ def test_serve_native_sidecar_without_its_sigterm_by_the_deadline_reports_timeou
 def test_serve_app_report_does_not_end_the_drain_while_a_more_precise_source_is_watching(
     start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
 ) -> None:
-    app = demo_apps()
-    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.2", "--app-port", str(app.port))
+    app = demo_apps("--latency", "0.0234")  # a command line nothing else on the machine has
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.2", "--app-port", str(app.port),
+                            "--watch-process", r"0\.0234")  # fmt: skip
     sidecar.post("/prestop")
+    sidecar.wait_for_log(lambda line: line.get("msg") == "watching the app process", 2)
     assert sidecar.post("/drain", json={"event": "complete"}).json()["drain_end_accepted"] is False
     assert sidecar.get("/status").json()["phase"] == "drain"
     app.terminate()
     assert sidecar.wait(timeout=5) == 0
     report = sidecar.report()
-    assert report["drain_end_source"] == "connections"
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "process_exit")
+    assert set(report["drain_end_observed"]) >= {"app_report", "process_exit"}
+
+
+def test_serve_app_report_outranks_the_app_ports_listener(
+    start_sidecar: StartSidecar, demo_apps: Callable[..., DemoApp]
+) -> None:
+    # An app that reports says when it has finished; its listener closing does not end its drain.
+    app = demo_apps()
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.2", "--app-port", str(app.port))
+    sidecar.post("/drain", json={"inflight": 0})
+    sidecar.post("/prestop")
+    app.terminate()
+    wait_until(lambda: "connections" in sidecar.get("/status").json().get("drain_end_observed", {}), timeout=5)
+    assert sidecar.get("/status").json()["phase"] == "drain"
+    assert sidecar.post("/drain", json={"event": "complete"}).json()["drain_end_accepted"] is True
+    assert sidecar.wait(timeout=5) == 0
+    report = sidecar.report()
+    assert (report["outcome"], report["drain_end_source"]) == ("clean", "app_report")
     assert set(report["drain_end_observed"]) == {"app_report", "connections"}
 
 

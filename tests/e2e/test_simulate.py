@@ -33,6 +33,15 @@ def simulate(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
     )
 
 
+def chart_values(tmp_path: Path, grace: int, prestop: float, **more: object) -> Path:
+    """A values file for --chart: the timing (1 s report reserve, drain expected to fit) and `more`."""
+    values = tmp_path / "values.yaml"
+    timing = {"terminationGracePeriodSeconds": grace, "prestopDelaySeconds": prestop, "reportReserveSeconds": 1,
+              "expectedDrainSeconds": grace - prestop - 1}  # fmt: skip
+    values.write_text(json.dumps({**timing, **more}))  # JSON is YAML
+    return values
+
+
 def result_of(completed: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert completed.stdout, completed.stderr
     result: dict[str, Any] = json.loads(completed.stdout)
@@ -99,16 +108,26 @@ def test_simulate_an_app_whose_drain_overruns_the_grace_period_fails_with_its_si
 
 
 @pytest.mark.timeout(60)
+def test_simulate_an_app_that_ignores_sigterm_is_said_to_be_still_running_and_killed_not_drained() -> None:
+    app = (*DEMO, "--on-sigterm", "ignore")
+    completed = simulate("--pods", "1", "--grace-period", "3", "--prestop-delay", "1", "--propagation-delay", "0.5",
+                         "--", *app)  # fmt: skip
+    assert completed.returncode == 1, completed.stderr
+    facts = next(line for line in completed.stdout.splitlines() if "app exit status" in line)
+    assert "app drained" not in facts
+    assert "app still running" in facts
+    assert "after its SIGTERM: SIGKILLed at 3." in facts
+    assert "app exit status 137" in facts
+
+
+@pytest.mark.timeout(60)
 def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
-    values = tmp_path / "values.yaml"
-    values.write_text(
-        "terminationGracePeriodSeconds: 6\nprestopDelaySeconds: 2.5\nexpectedDrainSeconds: 2\nreportReserveSeconds: 1\n"
-    )
+    values = chart_values(tmp_path, 6, 2.5, replicaCount=1)
     # An app that takes 2 s to listen, with no readiness probe of its own (the chart's default):
     # the sidecar's readiness (its --app-port check) keeps the new pod out until it listens.
     slow_app = f"sleep 2; exec {sys.executable} -m sidecar.demo --port $PORT"
-    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--pods", "1",
-                         "--propagation-delay", "1.5", "--", "sh", "-c", slow_app)  # fmt: skip
+    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--propagation-delay", "1.5",
+                         "--", "sh", "-c", slow_app)  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     result = result_of(completed)
     assert result["mode"] == "native"
@@ -125,6 +144,20 @@ def test_simulate_takes_the_pod_from_the_projects_chart(tmp_path: Path) -> None:
     # loaded machine room and still tells the delay from the 6 s grace period.
     assert 2.49 <= hook["returned_after_seconds"] < 4.0
     assert result["requests"]["failed"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_simulate_chart_rolls_out_the_replicas_and_strategy_of_its_values(tmp_path: Path) -> None:
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    values = chart_values(tmp_path, 4, 1, replicaCount=5, strategy=strategy)
+    completed = simulate("--json", "--chart", str(CHART), "--values", str(values), "--propagation-delay", "0.5",
+                         "--rps", "20", timeout=80)  # fmt: skip
+    result = result_of(completed)
+    assert result["settings"]["pods"] == 5
+    assert result["settings"]["strategy"] == "Deployment RollingUpdate: maxSurge 0, maxUnavailable 1"
+    assert len(result["pods"]) == 5
+    (not_modelled,) = [line for line in completed.stderr.splitlines() if "not modelled:" in line]
+    assert "spec.template.spec.securityContext" in not_modelled
 
 
 @pytest.mark.parametrize(
@@ -223,7 +256,8 @@ def test_simulate_classic_and_run_modes_drop_nothing_and_follow_their_own_order(
         assert pod["report"]["trigger"] in ("signal", "prestop")
     else:
         assert list(pod["containers"]) == ["app"]  # the wrapper is the app container
-        assert pod["report"]["drain_end_source"] == "process_exit"
+    # Classic as the chart wires it: the sidecar watches the app's process, so it sees its exit.
+    assert pod["report"]["drain_end_source"] == "process_exit"
 
 
 @pytest.mark.timeout(60)

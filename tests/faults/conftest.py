@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.admin_protocol import raise_fd_limit
+from sidecar.admin.protocol import raise_fd_limit
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,9 +4,11 @@ report. Correctness only; the latency figures are in tests/benchmarks/test_fault
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from tests.e2e.sidecar_process import SidecarProcess
@@ -22,6 +24,9 @@ from tests.faults.hostile import (
 StartSidecar = Callable[..., SidecarProcess]
 KUBELET_PROBE_TIMEOUT_SECONDS = 1.0
 HELD_CONNECTIONS = 2000
+# A descriptor limit the sidecar cannot raise, and a burst of more connections than it holds.
+LOW_FD_LIMIT = 256
+LOW_FD_BURST = 400
 
 
 def assert_answers(port: int, method: str, path: str, status: int, **kwargs: object) -> None:
@@ -46,6 +51,61 @@ def test_admin_port_probes_and_prestop_answer_with_2000_hostile_connections_held
         assert_answers(sidecar.port, "GET", "/livez", 200)
         assert sidecar.wait(timeout=10) == 0
     assert sidecar.report()["trigger"] == "prestop"
+
+
+@pytest.mark.timeout(120)
+def test_admin_port_a_burst_past_the_descriptor_limit_neither_stalls_probes_nor_floods_the_log(
+    start_sidecar: StartSidecar,
+) -> None:
+    """More connections queued than the sidecar has descriptors: asyncio's accept loop took them all
+    in one turn, hit EMFILE, logged a traceback per failed accept and stopped accepting for 1 s."""
+    sidecar = start_sidecar(prefix=["prlimit", f"--nofile={LOW_FD_LIMIT}:{LOW_FD_LIMIT}", "--"])
+    for _ in range(3):
+        with hold_connections(sidecar.port, HOSTILE_OPENERS["idle"], LOW_FD_BURST) as held:
+            assert held == LOW_FD_BURST
+            answered, seconds = fresh_request(sidecar.port, "GET", "/readyz", timeout=5)
+            assert answered == 200
+            # The old loop's pause was 1 s, whatever the load; half the kubelet's timeout is plenty.
+            assert seconds < KUBELET_PROBE_TIMEOUT_SECONDS / 2, f"/readyz took {seconds:.3f} s"
+    assert_answers(sidecar.port, "GET", "/livez", 200)
+    assert not [raw for raw in sidecar.raw if "Traceback" in raw or "out of system resource" in raw]
+    refusals = [line["ts"] for line in sidecar.logs() if line.get("msg") == "admin connections refused"]
+    assert all(later - earlier >= 0.99 for earlier, later in itertools.pairwise(refusals)), "more than one a second"
+
+
+def start_without_host(*args: str) -> SidecarProcess:
+    sidecar = SidecarProcess(["serve", "--port", "0", "--termination-log", "", *args])
+    sidecar.port = int(sidecar.wait_for_log(lambda line: line.get("msg") == "sidecar ready", 10)["port"])
+    return sidecar
+
+
+def answers_on(address: str, port: int) -> int | str:
+    try:
+        return httpx.get(f"http://{address}:{port}/readyz", timeout=5).status_code
+    except httpx.ConnectError:
+        return "refused"
+
+
+@pytest.mark.timeout(60)
+def test_admin_port_default_host_answers_probes_on_ipv6_and_ipv4() -> None:
+    """In an IPv6-only or IPv6-first cluster the kubelet probes the pod's IPv6 address: the default
+    0.0.0.0 refused every probe and preStop hook there."""
+    sidecar = start_without_host()
+    try:
+        assert answers_on("[::1]", sidecar.port) == 200
+        assert answers_on("127.0.0.1", sidecar.port) == 200
+    finally:
+        sidecar.close()
+
+
+@pytest.mark.timeout(60)
+def test_admin_port_explicit_ipv4_host_listens_on_ipv4_only() -> None:
+    sidecar = start_without_host("--host", "0.0.0.0")
+    try:
+        assert answers_on("127.0.0.1", sidecar.port) == 200
+        assert answers_on("[::1]", sidecar.port) == "refused"
+    finally:
+        sidecar.close()
 
 
 @pytest.mark.timeout(120)

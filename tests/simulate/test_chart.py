@@ -249,3 +249,39 @@ def test_template_run_wrapper_replaces_the_apps_command() -> None:
 def test_template_without_workload_raises() -> None:
     with pytest.raises(ChartError, match="no Deployment, StatefulSet or DaemonSet"):
         template_from_manifests([{"kind": "Service"}], APP_COMMAND)
+
+
+@pytest.mark.parametrize(
+    "watch",
+    [
+        pytest.param({"args": ["serve", "--watch-process=uvicorn main:app"]}, id="flag"),
+        pytest.param({"args": ["serve", "--watch-process", "uvicorn main:app"]}, id="flag-and-value"),
+        pytest.param({"args": ["serve"], "env": [{"name": "SIDECAR_WATCH_PROCESS", "value": "uvicorn"}]}, id="env"),
+    ],
+)
+def test_template_classic_process_watch_in_a_shared_process_namespace_is_given_the_apps_pid(
+    watch: dict[str, Any],
+) -> None:
+    sidecar = {"name": "shutdown-sidecar", **watch}
+    objects = deployment(app_container(lifecycle=HOOK), sidecar, shareProcessNamespace=True)
+    argv = template_from_manifests(objects, APP_COMMAND).containers[1].argv
+    assert argv[-1] == "--watch-pid={app_pid}"
+    assert not [arg for arg in argv if "watch-process" in arg or "uvicorn" in arg]
+    assert "SIDECAR_WATCH_PROCESS" not in template_from_manifests(objects, APP_COMMAND).containers[1].env
+
+
+def test_template_process_watch_without_a_shared_process_namespace_is_left_out() -> None:
+    # In the cluster the sidecar would see no process of the app's: its other sources decide.
+    sidecar = sidecar_container("serve", "--watch-process=uvicorn", "--app-port=8080")
+    argv = template_from_manifests(deployment(app_container(lifecycle=HOOK), sidecar), APP_COMMAND).containers[1].argv
+    assert not [arg for arg in argv if "watch" in arg]
+    assert "--app-port={port}" in argv
+
+
+def test_template_process_watch_of_a_sidecar_started_before_the_app_raises() -> None:
+    objects = deployment(
+        app_container(lifecycle=HOOK), init=(sidecar_container("serve", "--watch-pid=7", **NATIVE),),
+        shareProcessNamespace=True,
+    )  # fmt: skip
+    with pytest.raises(ChartError, match=r"initContainers\[0\]: its process watch is rehearsed only for a classic"):
+        template_from_manifests(objects, APP_COMMAND)

@@ -24,6 +24,7 @@ from sidecar.simulate.command import (
 from sidecar.simulate.load import Tally
 from sidecar.simulate.options import Options, options_from_args
 from sidecar.simulate.podspec import Mode
+from tests.simulate.manifests import CHART
 
 
 def options(*flags: str) -> Options:
@@ -49,9 +50,26 @@ def test_pod_template_from_the_mode_carries_the_budget() -> None:
     assert template.grace_period_seconds == 12
 
 
-def test_pod_template_from_a_chart_that_cannot_render_is_a_setup_error(tmp_path: Path) -> None:
+def test_rehearsed_chart_that_cannot_render_is_a_setup_error(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match=r"^--chart: .* does not exist$"):
-        pod_template(options(f"--chart={tmp_path / 'absent'}"))
+        rehearsed(options(f"--chart={tmp_path / 'absent'}"))
+
+
+def test_rehearsed_chart_takes_replicas_and_strategy_from_its_values_and_lists_what_is_not_modelled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("replicaCount: 5\nstrategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0}}\n")
+    chosen = options(f"--chart={CHART}", f"--values={values}")
+    rollout = rehearsed(chosen)
+    assert rollout.pods == 5
+    assert (rollout.strategy.max_surge, rollout.strategy.max_unavailable) == ("0", None)
+    assert settings_document(chosen, rollout)["strategy"] == "Deployment RollingUpdate: maxSurge 0, maxUnavailable 1"
+    not_modelled = capsys.readouterr().err
+    assert not_modelled.startswith("shutdown-sidecar simulate: not modelled: ")
+    # The chart's pod and containers run non-root on a read-only root file system; here they do not.
+    assert "spec.template.spec.securityContext" in not_modelled
+    assert "spec.template.spec.containers[0].securityContext" in not_modelled
 
 
 def test_settings_document_reads_the_prestop_delay_from_the_sidecars_command() -> None:

@@ -175,6 +175,8 @@ def test_options_manifest_conflicts_with_chart_and_what_it_supplies(flag: str, e
         pytest.param(["--chart=c", "--mode=native"], "--mode", id="chart-with-mode"),
         pytest.param(["--chart=c", "--grace-period=30"], "--grace-period", id="chart-with-grace-period"),
         pytest.param(["--chart=c", "--prestop-delay=1"], "--prestop-delay", id="chart-with-prestop-delay"),
+        pytest.param(["--chart=c", "--pods=5"], "--pods", id="chart-with-pods"),
+        pytest.param(["--chart=c", "--max-surge=0"], "--max-surge", id="chart-with-max-surge"),
         pytest.param(["--values=v.yaml"], "--values", id="values-without-chart"),
         pytest.param(["--"], "--", id="nothing-after-dashes"),
         pytest.param(["--", MISSING_COMMAND, "--port", "{port}"], "APP CMD", id="app-not-on-path"),

@@ -305,3 +305,17 @@ def test_render_of_fresh_connections_says_so_and_shows_no_connection_split_witho
     text = render(result([native_pod()], tally(ok=10), "--client", "fresh"))
     assert "load: a new connection per request, l4 balancer; 0 connections opened, 0 requests on reused ones" in text
     assert "failed:" not in text
+
+
+def test_render_of_an_app_sigkilled_at_the_grace_period_says_it_was_still_running_not_drained() -> None:
+    # An app that ignores its SIGTERM: signalled at 3 s, still running at 10 s, SIGKILLed.
+    record = native_pod("pod-k", hook_end=3.0, app_exit=10.01, app_killed=10.0, sidecar_exit=10.5)
+    record.containers[APP].stop_signal = "SIGTERM"
+    text = render(result([record], tally(ok=5)))
+    assert "app drained" not in text
+    assert "app still running 7.00s after its SIGTERM: SIGKILLed at 10.00s, app exit status 137" in text
+
+
+def test_render_of_an_app_that_drained_says_how_long() -> None:
+    text = render(result([native_pod("pod-d", hook_end=3.0, app_exit=4.5)], tally(ok=5)))
+    assert "app drained 1.50s, app exit status 0" in text

@@ -61,6 +61,27 @@ def test_workload_on_delete_is_refused() -> None:
         workload_from_manifests(objects, APP)
 
 
+@pytest.mark.parametrize("flag", ["--manifest", "--chart"])
+def test_workload_errors_name_the_flag_the_workload_came_from(flag: str) -> None:
+    objects = native_deployment(updateStrategy={"type": "OnDelete"})
+    objects[0]["kind"] = "StatefulSet"
+    with pytest.raises(ChartError, match=rf"^{flag}: spec.updateStrategy.type: OnDelete"):
+        workload_from_manifests(objects, APP, flag=flag)
+    with pytest.raises(ChartError, match=rf"^{flag}: the simulator runs one app container"):
+        workload_from_manifests(deployment(app_container(), app_container()), APP, flag=flag)
+
+
+def test_workload_security_context_is_listed_as_not_modelled() -> None:
+    objects = native_deployment()
+    objects[0]["spec"]["template"]["spec"]["shareProcessNamespace"] = True  # modelled: a process watch sees the app
+    objects[0]["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True}
+    objects[0]["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"readOnlyRootFilesystem": True}
+    assert workload_from_manifests(objects, APP).not_modelled == (
+        "spec.template.spec.securityContext",
+        "spec.template.spec.containers[0].securityContext",
+    )
+
+
 def test_workload_stop_signal_and_exec_hook_come_from_each_container() -> None:
     app = app_container(lifecycle={"preStop": {"exec": {"command": ["sleep", "1"]}}, "stopSignal": "SIGINT"})
     workload = workload_from_manifests(deployment(app), APP)

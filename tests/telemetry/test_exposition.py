@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 from starlette.types import ASGIApp, Message, Scope
 
-from sidecar.probes import ProbeFastPath
+from sidecar.admin.probes import ProbeFastPath
 from sidecar.telemetry.exposition import MetricsEndpoint, SharedEncodings
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

@@ -22,7 +22,7 @@ def finished_timeline() -> Timeline:
     timeline = Timeline(Budget(30, 5, 1), wall_clock=lambda: 1_700_000_000.0)
     timeline.begin(Trigger.PRESTOP, now=10)
     timeline.advance(Phase.DRAIN, now=15)
-    timeline.end_drain(DrainEndSource.APP_REPORT, Outcome.CLEAN, now=20)
+    timeline.end_drain(DrainEndSource.APP_REPORT, Outcome.CLEAN, now=20, reason="the app reported complete")
     return timeline
 
 
@@ -32,6 +32,7 @@ def test_report_document_has_the_contract_keys_in_unix_seconds() -> None:
     assert document["t0"] == 1_700_000_000.0
     assert document["deadline"] == 1_700_000_030.0
     assert document["margin_seconds"] == 20
+    assert document["outcome_reason"] == "the app reported complete"
     assert document["phases"]["drain"] == {"start": 1_700_000_005.0, "end": 1_700_000_010.0, "duration_seconds": 5}
     assert document["phases"]["report"]["end"] is None
 

@@ -111,3 +111,9 @@ def test_tracing_root_status_is_error_unless_the_outcome_is_clean(
     assert root.status.status_code is status
     if status is StatusCode.ERROR:
         assert root.status.description == f"outcome {outcome.value}"
+
+
+def test_tracing_root_status_says_why_the_outcome_is_not_clean() -> None:
+    document = {**finished_report(DrainEndSource.CONNECTIONS, Outcome.UNKNOWN), "outcome_reason": "nothing saw it"}
+    root = spans_by_name(build_spans(document, [], RESOURCE, ended_at=WALL_AT_T0 + 30))["shutdown"]
+    assert root.status.description == "outcome unknown: nothing saw it"

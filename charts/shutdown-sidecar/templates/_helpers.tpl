@@ -225,12 +225,36 @@ startupProbe:
 {{- if and $s.nativeSidecarFlag (eq $s.mode "native") }}
 - --native-sidecar=true
 {{- end }}
+{{- with include "shutdown-sidecar.processWatchPattern" . }}
+- {{ printf "--watch-process=%s" . | quote }}
+{{- end }}
 {{- if gt (float64 $s.lingerSeconds) 0.0 }}
 - --linger={{ $s.lingerSeconds }}
 {{- end }}
 {{- range $s.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end -}}
+
+{{/*
+The classic sidecar's --watch-process pattern, or empty: then nothing watches the app's process
+and the pod does not share its process namespace. watchProcess, else the app's command and args
+(the demo's when no image is given) joined as the kernel shows a command line, and escaped: the
+app container's main process is the lowest PID whose command line holds them. With neither (the
+image's own entrypoint), nothing is known to look for.
+*/}}
+{{- define "shutdown-sidecar.processWatchPattern" -}}
+{{- $s := .values.sidecar -}}
+{{- $app := .values.app -}}
+{{- if and (eq $s.mode "classic") $s.watchAppProcess -}}
+{{- if $s.watchProcess -}}
+{{- $s.watchProcess -}}
+{{- else if or $app.command $app.args -}}
+{{- concat ($app.command | default list) ($app.args | default list) | join " " | regexQuoteMeta -}}
+{{- else if not $app.image.repository -}}
+{{- regexQuoteMeta "sidecar.demo" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

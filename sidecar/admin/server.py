@@ -1,12 +1,13 @@
 """The uvicorn server that leaves signals, timing and exit to us. uvicorn's Server.serve() installs
 its own SIGINT/SIGTERM handlers and re-raises the signal when it stops, its main loop wakes at
 10 Hz, and its shutdown sleeps 0.1 s and polls connections; each is replaced here. These hooks are
-uvicorn internals: pyproject pins the range, and tests/test_admin_server.py fails when they move."""
+uvicorn internals: pyproject pins the range, and tests/admin/test_server.py fails when they move."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import Generator, Iterable
 from typing import Final
@@ -16,8 +17,12 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
 
-from sidecar.admin_protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
+from sidecar.admin.listener import AdminListener
+from sidecar.admin.probes import ProbeFastPath
+from sidecar.admin.protocol import KEEP_ALIVE_SECONDS, AdminConnections, BoundedHttpToolsProtocol
 
+DUAL_STACK_HOST: Final = "::"
+IPV4_ANY_HOST: Final = "0.0.0.0"
 # After the report, open requests get this long to finish before they are cancelled.
 STOP_GRACE_SECONDS: Final = 0.05
 
@@ -25,11 +30,32 @@ STOP_GRACE_SECONDS: Final = 0.05
 class AdminServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
+        self.listener: AdminListener | None = None
         self._stop = asyncio.Event()
         self.listening = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        # Our own accept loop (sidecar.admin.listener) instead of loop.create_server's; no lifespan.
+        config = self.config
+        if sockets is None or len(sockets) != 1:
+            raise ValueError("the admin server serves exactly one bound socket")
+
+        def create_protocol() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            return protocol
+
+        protocol_class = config.http_protocol_class
+        # build_config's protocol class carries the connection table the listener evicts from.
+        connections = (
+            protocol_class.admin_connections
+            if issubclass(protocol_class, BoundedHttpToolsProtocol)
+            else AdminConnections()
+        )
+        self.listener = AdminListener(sockets[0], create_protocol, connections)
+        self.listener.start()
+        self.started = True
         self.listening.set()
 
     @contextlib.contextmanager
@@ -47,8 +73,8 @@ class AdminServer(uvicorn.Server):
         self._stop.set()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        for server in self.servers:
-            server.close()
+        if self.listener is not None:
+            self.listener.close()
         for connection in list(self.server_state.connections):
             if isinstance(connection, BoundedHttpToolsProtocol) and connection.is_evictable:
                 # Owed nothing (idle, or still sending): closed now, so a handler waiting for its
@@ -73,6 +99,8 @@ def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> u
 
     class Protocol(BoundedHttpToolsProtocol):
         admin_connections = table
+        # Probes without a query are answered by the protocol itself: no ASGI request, no task.
+        probes = app if isinstance(app, ProbeFastPath) else None
 
     return uvicorn.Config(
         app,
@@ -116,7 +144,18 @@ class AdminConnectionsCollector(Collector):
 
 def bind_admin_socket(host: str, port: int) -> socket.socket:
     """Bind and listen before anything starts, so a port in use is a start-up error (exit 2)
-    rather than a server that never answers. Raises OSError."""
+    rather than a server that never answers. DUAL_STACK_HOST listens on both families, or on IPv4
+    alone where the kernel has no IPv6 (an IPv6-only cluster needs the first, a kernel booted
+    with ipv6.disable=1 the second). Raises OSError."""
+    try:
+        return bind_listener(host, port)
+    except OSError as exc:
+        if host != DUAL_STACK_HOST or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            raise
+    return bind_listener(IPV4_ANY_HOST, port)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on accepted connections only
     # when it sees a TCP socket, and without it a probe answer written in two parts waits for a
@@ -125,7 +164,8 @@ def bind_admin_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # "::" serves IPv4 probes too
+            # "::" serves IPv4 probes too (as ::ffff:a.b.c.d), whatever the sysctl bindv6only says.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         sock.listen(2048)
         sock.setblocking(False)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from sidecar import events as events_module
+from sidecar.admin import events as events_module
+from sidecar.admin.events import KEEPALIVE, EventsEndpoint, EventStream, ShutdownEvents, format_event
 from sidecar.deadline import Budget
-from sidecar.events import KEEPALIVE, EventsEndpoint, EventStream, ShutdownEvents, format_event
 from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 
 Message = dict[str, Any]

@@ -11,8 +11,8 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from sidecar.admin.probes import PROBE_PATHS, REQUESTS_PER_TURN, ProbeFastPath, first_failure
 from sidecar.parts import ReadinessCheck
-from sidecar.probes import PROBE_PATHS, REQUESTS_PER_TURN, ProbeFastPath, first_failure
 
 
 def client_for(readiness: dict[str, ReadinessCheck], liveness: dict[str, ReadinessCheck]) -> httpx.AsyncClient:

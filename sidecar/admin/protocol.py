@@ -1,8 +1,8 @@
 """The admin port's HTTP/1.1 protocol, bounded so that no client can silence the probes: every
 connection state has a timeout, a request's head and body have byte caps, and open connections
 have a cap kept by evicting the oldest connection that is not owed a response. It only guards
-connections; what a request means is sidecar.http's business. Built on uvicorn's httptools
-protocol (internals: tests/test_admin_server.py fails when the hooks used here move)."""
+connections; what a request means is sidecar.admin.routes's business. Built on uvicorn's httptools
+protocol (internals: tests/admin/test_server.py fails when the hooks used here move)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Final
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from sidecar.admin.probes import ProbeFastPath
 
 # Kubelet probes send about 150 bytes of head, Prometheus about 300: 16 KiB is generous, and a
 # 50 MB header is refused (431) after 16 KiB instead of being buffered whole by the parser.
@@ -87,14 +89,19 @@ class AdminConnections:
         """Make room for `protocol`: at the cap the oldest connection not owed a response is
         closed; when every one is owed (answers under way), the newcomer is admitted over the cap,
         up to OVERFLOW_FACTOR times it. False (refuse the newcomer) only beyond that."""
-        if len(self._open) >= self.max_connections:
-            victim = next((candidate for candidate in self._open if candidate.is_evictable), None)
-            if victim is not None:
-                victim.abort("evicted")
-            elif len(self._open) >= self.max_connections * OVERFLOW_FACTOR:
-                self.closed["refused"] += 1
-                return False
+        at_cap = len(self._open) >= self.max_connections
+        if at_cap and not self.evict_oldest() and len(self._open) >= self.max_connections * OVERFLOW_FACTOR:
+            self.closed["refused"] += 1
+            return False
         self._open[protocol] = None
+        return True
+
+    def evict_oldest(self) -> bool:
+        """Close the oldest connection not owed a response; False when every one is owed."""
+        victim = next((candidate for candidate in self._open if candidate.is_evictable), None)
+        if victim is None:
+            return False
+        victim.abort("evicted")
         return True
 
     def forget(self, protocol: BoundedHttpToolsProtocol) -> None:
@@ -114,6 +121,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _body_bytes = 0
     _lingering = False
     _lingered_bytes = 0
+    # The probe fast path (build_config), and a probe's answer waiting for its message to end.
+    probes: ProbeFastPath | None = None
+    _direct_answer: bytes | None = None
+    _direct_keep_alive = True
 
     @property
     def is_evictable(self) -> bool:
@@ -202,7 +213,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Refused before the app runs; httptools itself rejects a malformed Content-Length.
             self._reject(413, "body_too_large", f"request body over {MAX_BODY_BYTES} bytes")
             return
+        if self.probes is not None and declared == b"0" and self._is_first_in_line():
+            self._direct_keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            self._direct_answer = self.probes.raw_answer(self.parser.get_method(), self.url, self._direct_keep_alive)
+            if self._direct_answer is not None:
+                return  # written whole at the message's end, without an ASGI request
         super().on_headers_complete()
+
+    def _is_first_in_line(self) -> bool:
+        """Nothing is being answered on this connection (answers go out in request order), and the
+        request has no body and asks for no upgrade."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.pipeline or self.parser.should_upgrade():
+            return False
+        return all(name != b"transfer-encoding" for name, _ in self.headers)
 
     def on_body(self, body: bytes) -> None:
         if self._lingering:
@@ -216,8 +240,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._reading_head = True
         self._cancel_request_timer()
-        if not self._lingering:
+        answer, self._direct_answer = self._direct_answer, None
+        if answer is not None:
+            self._answer_directly(answer)
+        elif not self._lingering:
             super().on_message_complete()
+
+    def _answer_directly(self, answer: bytes) -> None:
+        """Write a probe's answer and go on as uvicorn does after a response (on_response_complete)."""
+        self.transport.write(answer)
+        self.server_state.total_requests += 1
+        if not self._direct_keep_alive:
+            self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def on_response_complete(self) -> None:
         cycle = self.cycle

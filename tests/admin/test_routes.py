@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from sidecar.admin.routes import Limits, create_app
 from sidecar.deadline import Budget
-from sidecar.http import Limits, create_app
 from sidecar.lifecycle import Phase, Timeline, Trigger
 from sidecar.shutdown import ShutdownSequence
 from sidecar.telemetry.metrics import ShutdownMetrics

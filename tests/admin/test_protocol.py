@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import resource
 
 import pytest
 from starlette.responses import PlainTextResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from sidecar import admin_protocol as protocol_module
-from sidecar.admin_protocol import AdminConnections, connection_cap, raise_fd_limit
-from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
+from sidecar.admin import protocol as protocol_module
+from sidecar.admin.probes import ProbeFastPath
+from sidecar.admin.protocol import AdminConnections, connection_cap, raise_fd_limit
+from sidecar.admin.server import AdminServer, bind_admin_socket, build_config
 
 
 def test_protocol_uvicorn_protocol_still_has_the_hooks_the_bounded_protocol_uses() -> None:
@@ -23,7 +25,10 @@ def test_protocol_uvicorn_protocol_still_has_the_hooks_the_bounded_protocol_uses
     for name in (*hooks, "_unset_keepalive_if_required"):
         assert callable(getattr(HttpToolsProtocol, name)), name
     source = inspect.getsource(HttpToolsProtocol)
-    for attribute in ("self.timeout_keep_alive_task", "self.cycle", "self.headers", "self.parser", "self.flow"):
+    attributes = ("self.timeout_keep_alive_task", "self.cycle", "self.headers", "self.parser", "self.flow")
+    # The probe fast path completes a response as on_response_complete does.
+    attributes += ("self.pipeline", "self.timeout_keep_alive_handler", "self.server_state.total_requests += 1")
+    for attribute in attributes:
         assert attribute in source, attribute
     cycle = inspect.getsource(RequestResponseCycle)
     for attribute in ("self.more_body", "self.response_started", "self.response_complete", "self.disconnected"):
@@ -176,8 +181,14 @@ async def test_protocol_at_its_cap_with_every_connection_owed_an_answer_admits_a
             await asyncio.sleep(0.01)
     assert len(connections) == 4
     assert connections.closed["evicted"] == 0
-    # Beyond twice the cap, with every connection still owed, a newcomer is refused.
-    assert await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") == b""
+    # Beyond twice the cap, with every connection still owed, a newcomer is refused: closed
+    # unanswered, or reset when its request had arrived before it was set up (the listener sets
+    # connections up a turn after accepting them).
+    try:
+        answered = await request(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    except ConnectionResetError:
+        answered = b""
+    assert answered == b""
     assert connections.closed["refused"] == 1
     answer.set()
     for reader, writer in held:
@@ -192,3 +203,42 @@ def test_protocol_connection_cap_fits_under_the_descriptor_limit() -> None:
     assert connection_cap(256) == (256 - protocol_module.RESERVED_FDS) // protocol_module.OVERFLOW_FACTOR
     assert connection_cap(10) == 1
     assert raise_fd_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+PIPELINED_PROBES = (
+    b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"POST /startupz HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+)
+
+
+async def answers_of(app: ASGIApp) -> bytes:
+    sock = bind_admin_socket("127.0.0.1", 0)
+    server = AdminServer(build_config(app))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(server.listening.wait(), 5)
+    try:
+        return await request(sock.getsockname()[1], PIPELINED_PROBES)
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.anyio
+async def test_protocol_answers_probes_itself_with_the_asgi_paths_bytes_and_in_request_order() -> None:
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.05)  # the probe pipelined behind it must wait for its answer
+        await PlainTextResponse("slow")(scope, receive, send)
+
+    fast_path = ProbeFastPath(slow, {"shutdown": lambda: None}, {})
+
+    async def through_asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        await fast_path(scope, receive, send)  # not a ProbeFastPath: the protocol has no probes to answer
+
+    direct = await answers_of(fast_path)
+    assert direct == await answers_of(through_asgi)
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3})", direct)]
+    assert statuses == [200, 200, 405, 200, 200]
+    assert direct.index(b"slow") < direct.rindex(b"HTTP/1.1 200")

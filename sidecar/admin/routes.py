@@ -1,4 +1,4 @@
-"""The admin endpoints of SPEC.md. Probes take a pure-ASGI fast path (sidecar.probes); the rest
+"""The admin endpoints of SPEC.md. Probes take a pure-ASGI fast path (sidecar.admin.probes); the rest
 are Starlette routes. Handlers read and trigger the shutdown sequence;
 they never wait on anything but its events, and every request is bounded in size and time."""
 
@@ -18,11 +18,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from sidecar.admin.events import EventsEndpoint, ShutdownEvents
+from sidecar.admin.probes import ProbeFastPath
 from sidecar.drain.app_report import AppReport, DrainReportError, TooManyWorkers, parse_drain_report
-from sidecar.events import EventsEndpoint, ShutdownEvents
 from sidecar.lifecycle import DrainEndSource, Phase, Trigger
 from sidecar.parts import ReadinessCheck
-from sidecar.probes import ProbeFastPath
 from sidecar.shutdown import ShutdownSequence
 from sidecar.telemetry.exposition import MetricsEndpoint
 from sidecar.telemetry.metrics import ShutdownMetrics
@@ -120,7 +120,7 @@ class AdminRoutes:
         except TimeoutError:
             raise RequestRejected(408, "request body not received in time") from None
         except ClientDisconnect:
-            # The client left, or the server closed it (sidecar.admin_protocol's timeouts and caps):
+            # The client left, or the server closed it (sidecar.admin.protocol's timeouts and caps):
             # nobody reads this answer, and no traceback may be logged for it.
             raise RequestRejected(400, "client disconnected before its body arrived") from None
         return bytes(body)

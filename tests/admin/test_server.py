@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import socket
 
 import pytest
 import uvicorn
 from starlette.responses import PlainTextResponse
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from sidecar.admin_server import AdminServer, bind_admin_socket, build_config
+from sidecar.admin.server import DUAL_STACK_HOST, AdminServer, bind_admin_socket, build_config
 
 
 def test_server_uvicorn_still_routes_serve_through_the_hooks_we_replace() -> None:
@@ -22,6 +24,9 @@ def test_server_uvicorn_still_routes_serve_through_the_hooks_we_replace() -> Non
     assert "self.shutdown(sockets=sockets)" in inner
     assert list(inspect.signature(uvicorn.Server.shutdown).parameters) == ["self", "sockets"]
     assert list(inspect.signature(uvicorn.Server.startup).parameters) == ["self", "sockets"]
+    # AdminServer.startup builds the protocol as uvicorn's does, for its own accept loop.
+    protocol = inspect.signature(HttpToolsProtocol.__init__).parameters
+    assert {"config", "server_state", "app_state"} <= set(protocol)
 
 
 @pytest.mark.anyio
@@ -66,3 +71,27 @@ def test_server_runs_the_app_without_proxy_header_rewriting() -> None:
     config = build_config(app)
     config.load()
     assert config.loaded_app is app
+
+
+def test_server_bind_default_host_falls_back_to_ipv4_where_the_kernel_has_no_ipv6(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real_socket(family, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    with bind_admin_socket(DUAL_STACK_HOST, 0) as sock:
+        assert sock.family == socket.AF_INET
+        assert sock.getsockname()[0] == "0.0.0.0"
+    with pytest.raises(OSError, match="not supported"):
+        bind_admin_socket("::1", 0)  # an explicit IPv6 address does not fall back
+
+
+def test_server_bind_default_host_is_dual_stack() -> None:
+    with bind_admin_socket(DUAL_STACK_HOST, 0) as sock:
+        assert sock.family == socket.AF_INET6
+        assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0

@@ -1,6 +1,7 @@
-"""The kubelet's probes (GET/HEAD /livez, /readyz, /startupz), answered on a pure-ASGI fast path
-without routing or request objects: kubelets on every node hit them constantly, and they must
-never queue behind anything else. Every other request takes its turn (RequestTurns), so that no
+"""The kubelet's probes (GET/HEAD /livez, /readyz, /startupz), answered without routing or request
+objects (as whole bytes the protocol writes itself, or on a pure-ASGI fast path when a probe has a
+body or a query): kubelets on every node hit them constantly, and they must never queue behind
+anything else. Every other request takes its turn (RequestTurns), so that no
 flood of them (scrapes, /status, 404s) makes a loop turn long. Reads the checks it is given;
 changes nothing."""
 
@@ -12,10 +13,14 @@ from collections.abc import Mapping
 from typing import Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from sidecar.parts import ReadinessCheck
 
 PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/startupz"})
+PROBE_URLS: Final = frozenset(path.encode() for path in PROBE_PATHS)
+OK_HEAD: Final = STATUS_LINE[200] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: 2\r\n\r\n"
+OK_ANSWER: Final = OK_HEAD + b"ok"
 # Requests other than probes started per event-loop turn. A turn that starts four Starlette
 # requests lasts well under a millisecond (a /metrics encoding, shared, about 2 ms); 256 clients
 # sending /status back to back made probes wait 100-230 ms (p99) when all started at once.
@@ -76,17 +81,30 @@ class ProbeFastPath:
             await self.turns.wait()
             await self.app(scope, receive, send)
             return
-        if scope["method"] not in ("GET", "HEAD"):
-            status, body = 405, b"method not allowed"
-        elif path == "/livez":
-            failure = first_failure(self.liveness)
-            status, body = (200, b"ok") if failure is None else (503, failure.encode())
-        elif path == "/startupz":
-            # Everything is built before the listener opens: a request answered here means started.
-            status, body = 200, b"ok"
-        else:
-            failure = first_failure(self.readiness)
-            status, body = (200, b"ok") if failure is None else (503, failure.encode())
+        status, body = self.answer(scope["method"], path)
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def answer(self, method: str, path: str) -> tuple[int, bytes]:
+        """The status and body for a probe path (any query but /readyz's ignored by the caller)."""
+        if method not in ("GET", "HEAD"):
+            return 405, b"method not allowed"
+        if path == "/startupz":
+            # Everything is built before the listener opens: a request answered here means started.
+            return 200, b"ok"
+        failure = first_failure(self.liveness if path == "/livez" else self.readiness)
+        return (200, b"ok") if failure is None else (503, failure.encode())
+
+    def raw_answer(self, method: bytes, url: bytes, keep_alive: bool) -> bytes | None:
+        """The whole HTTP/1.1 answer to a probe without a query, for the protocol to write without
+        building an ASGI request (sidecar.admin.protocol); None for anything else. The bytes uvicorn
+        writes for the ASGI path's answer, headers in the same order."""
+        if url not in PROBE_URLS:
+            return None
+        status, body = self.answer(method.decode("ascii"), url.decode("ascii"))
+        if status == 200 and keep_alive:
+            return OK_HEAD if method == b"HEAD" else OK_ANSWER
+        head = STATUS_LINE[status] + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body)
+        head += b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
+        return head if method == b"HEAD" else head + body
