@@ -15,7 +15,7 @@ from sidecar.deadline import wait_for_any
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.parts import Part, ReadinessCheck
-from sidecar.supervisor import Child, install_child_signals
+from sidecar.supervisor import Child, install_child_signals, wait_until_gone
 from sidecar.telemetry.report import Observations
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -24,9 +24,6 @@ logger = logging.getLogger(LOGGER_NAME)
 REAP_WAIT_SECONDS: Final = 0.1
 # The shell's status for a process killed by SIGKILL, when even the reap was not seen.
 EXIT_KILLED: Final = 128 + signal.SIGKILL
-# How often the child's process group is looked at once the child has exited and left some of
-# it running: there is no event for a process group emptying.
-GROUP_INTERVAL_SECONDS: Final = 0.05
 
 
 class AppProcess(Part):
@@ -85,19 +82,32 @@ class AppProcess(Part):
         self._on_exit()
 
     async def _until_group_gone(self) -> None:
-        """Polled (no event exists for it); ended by the SIGKILL at the drain deadline at the latest."""
-        while True:
-            await asyncio.sleep(GROUP_INTERVAL_SECONDS)
-            if not self.child.group_is_alive():
-                self._on_exit()
-                return
+        """Woken by the kernel as each process left exits (a pidfd each), then looked at again (one
+        may have started another); ended by the SIGKILL at the drain deadline at the latest."""
+        while left_behind := self.child.left_behind():
+            await wait_until_gone(left_behind)
+        self._on_exit()
 
     def on_phase_change(self, previous: Phase, current: Phase, timeline: Timeline) -> None:
         if current is Phase.DRAIN:
             self._tell_to_stop()
-        elif current is Phase.REPORT and (self.child.is_running or self._group_task is not None):
+        elif current is Phase.REPORT:
+            self._kill_what_is_left()
+
+    def _kill_what_is_left(self) -> None:
+        """At the drain's end or deadline: the report counts what the app left behind in its group
+        (daemons that ignored the stop signal), and the group is SIGKILLed with them, as promised."""
+        left_behind = self.child.left_behind()
+        self.observations.processes_left_behind = len(left_behind)
+        if self.child.is_running:
             self.child.kill_group()
             logger.warning("app still running at the drain deadline: SIGKILL sent to its process group")
+        elif left_behind:
+            self.child.kill_group()
+            logger.warning(
+                "processes the app left behind SIGKILLed with its process group",
+                extra={"fields": {"count": len(left_behind), "pids": left_behind[:10]}},
+            )
 
     def _tell_to_stop(self) -> None:
         if self.child.is_running:

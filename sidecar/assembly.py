@@ -28,7 +28,7 @@ from sidecar.parts import ReadinessCheck
 from sidecar.shutdown import ShutdownSequence
 from sidecar.signals import install_signal_handlers, signal_name
 from sidecar.supervisor import SpawnError, kill_started_groups
-from sidecar.telemetry.delivery import deliver_report
+from sidecar.telemetry.delivery import deliver_report, termination_log_problem
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Observations, Report, build_report
 from sidecar.telemetry.sinks import ReportSinks
@@ -159,6 +159,7 @@ class Sidecar:
 
     async def run(self, sock: socket.socket) -> int:
         self.watchdog.start()
+        self._warn_of_termination_log()
         # Before anything is spawned (a child inherits the signal mask) and before the server
         # accepts: a signal held since start-up (sidecar.signals.hold_signals) is delivered here.
         uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal, self.on_other_signal)
@@ -207,6 +208,15 @@ class Sidecar:
         self.app_report.close()
         for part in self.parts:
             part.close()
+
+    def _warn_of_termination_log(self) -> None:
+        # Found at start, not at the deadline: the report would be missing from the pod's status.
+        path = self.settings.termination_log
+        if path is not None and (reason := termination_log_problem(path)) is not None:
+            logger.warning(
+                "termination log not writable: the report will not be written there",
+                extra={"fields": {"path": path, "reason": reason}},
+            )
 
     def _start_fields(self, sock: socket.socket) -> Mapping[str, object]:
         host, port = sock.getsockname()[:2]

@@ -52,7 +52,8 @@ Point the app container's preStop httpGet at /prestop and the sidecar's readines
 RUN_EPILOG: Final = """\
 run mode: CMD runs in its own process group. At t0 (SIGTERM, SIGINT, SIGQUIT or /prestop)
 readiness fails, CMD keeps serving through the prestop delay, then gets --stop-signal; the drain
-ends when it exits. At deadline - report reserve its process group is SIGKILLed. SIGHUP, SIGUSR1,
+ends when it, and every process it left in its group, has exited. At deadline - report reserve
+its process group is SIGKILLed (the report counts processes_left_behind). SIGHUP, SIGUSR1,
 SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR and SIGWINCH are forwarded at once. A second
 SIGINT finishes the report at once, except after /prestop: then it is the kubelet's stop signal
 (lifecycle.stopSignal: SIGINT) and the drain goes on.
@@ -69,7 +70,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `argv`, simulate's options only when it names simulate: they
-    cost the imports of sidecar.simulate (about 10 ms), which serve and run never need."""
+    cost the imports of sidecar.simulate (about 10 ms), which serve and run never need (report's
+    likewise, sidecar.pages)."""
     parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
     commands = parser.add_subparsers(dest="mode", metavar="COMMAND")
@@ -105,6 +107,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
         simulate.epilog = SIMULATE_EPILOG
         add_simulate_arguments(simulate)
+    report = commands.add_parser(
+        "report",
+        help="read real pods' final reports (kubectl get pods -o json, termination log, log line): one line "
+        "per pod, or a page",
+        usage="shutdown-sidecar report [FILE|-] [--html OUT]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if argv is None or "report" in argv:
+        from sidecar.pages import command as report_command
+
+        report.description, report.epilog = report_command.DESCRIPTION, report_command.EPILOG
+        report_command.add_arguments(report)
     return parser
 
 
@@ -127,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.mode == "report":  # the standard library only: it runs where the server extra is not installed
+        from sidecar.pages.command import report
+
+        return report(args)
     missing = missing_server_modules()
     if missing:
         print(
@@ -137,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.mode == "simulate":
         return simulate(args)
+
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
     from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli

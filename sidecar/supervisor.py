@@ -1,6 +1,6 @@
 """run mode's child: spawn it in its own process group, forward signals, reap it (and, as PID 1,
-every orphan), stop it, and kill its group at the end. Knows nothing of phases: app_process
-decides when each of these happens."""
+every orphan), stop it, see what it left behind in its group, and kill the group at the end.
+Knows nothing of phases: app_process decides when each of these happens."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import Final
+
+from sidecar import process_table
 
 # Signals a wrapper passes straight on: reload, user-defined, terminal size, and the timers and
 # notices whose default action would otherwise end the wrapper and orphan the app (as tini and
@@ -93,7 +95,10 @@ class Child:
             if pid == 0:
                 return
             if pid == self.pid and self.exit_status is None:
-                STARTED_GROUPS.discard(pid)
+                # Its group outlives it while processes it left behind live on: the watchdog's
+                # last words must still reach them.
+                if not process_table.members(group=pid):
+                    STARTED_GROUPS.discard(pid)
                 self.exit_status = exit_status_of(wait_status)
                 self._on_exit(self.exit_status)
 
@@ -106,7 +111,7 @@ class Child:
         """Whether a process of the child's group is still running (zombies left out: an orphan
         re-parented to a slow reaper is no longer running). The child exiting may leave its group
         behind: a shell that died at its stop signal orphans the server it started."""
-        return self.pid is not None and any(group_of_running(pid) == self.pid for pid in process_ids())
+        return self.pid is not None and bool(process_table.members(group=self.pid))
 
     def send_group(self, sig: signal.Signals) -> None:
         if self.pid is not None:
@@ -114,26 +119,44 @@ class Child:
                 os.killpg(self.pid, sig)
 
     def kill_group(self) -> None:
-        """SIGKILL the child's whole process group, as the kubelet's SIGKILL would the container."""
+        """SIGKILL the child's whole process group, as the kubelet's SIGKILL would the container
+        (after the child's exit too: what it left behind keeps the group)."""
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+            STARTED_GROUPS.discard(self.pid)
+
+    def left_behind(self) -> list[int]:
+        """The live processes of the child's group other than the child: daemons, workers, a
+        shell's background jobs. A group id is not reused while any member lives."""
+        if self.pid is None:
+            return []
+        return [pid for pid in process_table.members(group=self.pid) if pid != self.pid]
 
 
-def process_ids(proc: str = "/proc") -> list[int]:
-    return [int(name) for name in os.listdir(proc) if name.isdigit()]
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
-def group_of_running(pid: int, proc: str = "/proc") -> int | None:
-    """The process group of a running process (from /proc/PID/stat: state, ppid, pgrp after the
-    parenthesised name); None when it is gone or a zombie."""
+async def wait_until_gone(pids: Sequence[int]) -> None:
+    """Return once every one of `pids` has exited, woken by the kernel (a pidfd per process)."""
+    loop = asyncio.get_running_loop()
+    pidfds = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            pidfds.append(os.pidfd_open(pid))
     try:
-        with open(f"{proc}/{pid}/stat") as stream:
-            stat = stream.read()
-    except OSError:
-        return None
-    state, _, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-    return None if state in ("Z", "X") else int(pgrp)
+        for pidfd in pidfds:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, _settle, exited)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+    finally:
+        for pidfd in pidfds:
+            os.close(pidfd)
 
 
 def install_child_signals(loop: asyncio.AbstractEventLoop, child: Child) -> Callable[[], None]:

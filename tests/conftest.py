@@ -59,6 +59,15 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
+def processes() -> Iterator[list[SidecarProcess]]:
+    """Sidecar processes a test started itself (`run` mode, say); every one is closed at the end."""
+    started: list[SidecarProcess] = []
+    yield started
+    for process in started:
+        process.close()
+
+
+@pytest.fixture
 def start_sidecar() -> Iterator[Callable[..., SidecarProcess]]:
     """Start `python -m sidecar serve ARGS` on a free port; every process is killed at the end."""
     started: list[SidecarProcess] = []

@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from sidecar import __version__
-from sidecar.cli import EXIT_USAGE, build_parser, main
+from sidecar.cli import EXIT_USAGE, SERVER_MODULES, build_parser, main
 from sidecar.config import setting_specs
 from sidecar.signals import SHUTDOWN_SIGNALS
 from sidecar.supervisor import FORWARDED_SIGNALS
@@ -38,9 +42,9 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return dict(action.choices)
 
 
-def test_cli_parser_has_serve_run_and_simulate() -> None:
+def test_cli_parser_has_serve_run_simulate_and_report() -> None:
     parser = build_parser()
-    assert set(subcommands(parser)) == {"serve", "run", "simulate"}
+    assert set(subcommands(parser)) == {"serve", "run", "simulate", "report"}
     assert parser.parse_args(["serve"]).mode == "serve"
     assert parser.parse_args(["run", "--", "app", "--flag"]).command[-2:] == ["app", "--flag"]
 
@@ -150,3 +154,15 @@ def test_cli_without_the_server_extra_exits_2_with_one_line_naming_the_install(
     [line] = capsys.readouterr().err.splitlines()
     assert f"{mode} needs the server dependencies, missing here ({hidden}" in line
     assert line.endswith(": pip install 'shutdown-sidecar[server]'")
+
+
+def test_cli_server_modules_name_every_distribution_of_the_server_extra() -> None:
+    """A dependency added to the `server` extra but not to SERVER_MODULES would turn the one-line
+    error of an incomplete install into a traceback."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+
+    def module_of(distribution: str) -> str:  # opentelemetry-sdk: opentelemetry.sdk, a namespace package
+        return distribution.replace("-", "." if distribution.startswith("opentelemetry-") else "_")
+
+    extra = pyproject["project"]["optional-dependencies"]["server"]
+    assert sorted(module_of(canonicalize_name(Requirement(line).name)) for line in extra) == sorted(SERVER_MODULES)

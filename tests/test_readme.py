@@ -52,6 +52,19 @@ def test_readme_first_command_runs_simulate() -> None:
     assert "pip install '.[server]'" in first_block
 
 
+def test_readme_pictures_are_in_the_repository() -> None:
+    root = Path(__file__).resolve().parent.parent
+    pictures = [part.split(")", 1)[0] for part in README.split("](docs/")[1:]]
+    assert "simulate.png" in pictures
+    for picture in pictures:
+        assert (root / "docs" / picture).is_file(), picture
+
+
+def test_readme_gives_the_page_commands() -> None:
+    assert "shutdown-sidecar simulate --html" in README
+    assert "| .venv/bin/shutdown-sidecar report --html" in README
+
+
 def test_readme_install_and_deploy_lines_name_the_current_versions() -> None:
     """What a user copies: the app side's pin, the image build, the chart from the registry."""
     assert "pip install shutdown-sidecar\n" in README

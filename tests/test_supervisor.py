@@ -15,7 +15,6 @@ from sidecar.supervisor import (
     Child,
     SpawnError,
     exit_status_of,
-    group_of_running,
 )
 from tests.e2e.sidecar_process import wait_until
 
@@ -169,18 +168,3 @@ def test_child_kill_group_kills_the_child_and_its_descendants(children: list[Chi
     child.reap()
     assert statuses == [137]
     wait_until(lambda: is_gone(grandchild), 10, what="the grandchild to die")
-
-
-@pytest.mark.parametrize(
-    ("stat", "group"),
-    [
-        pytest.param("42 (python3 -m app) S 1 40 40 0 -1", 40, id="running"),
-        pytest.param("42 (a (weird) name) R 1 41 40 0 -1", 41, id="parenthesised-name"),
-        pytest.param("42 (sh) Z 1 40 40 0 -1", None, id="zombie-is-not-running"),
-    ],
-)
-def test_supervisor_group_of_running_reads_proc_stat(tmp_path: Path, stat: str, group: int | None) -> None:
-    (tmp_path / "42").mkdir()
-    (tmp_path / "42" / "stat").write_text(stat)
-    assert group_of_running(42, proc=str(tmp_path)) == group
-    assert group_of_running(43, proc=str(tmp_path)) is None  # gone

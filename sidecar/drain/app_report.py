@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +38,10 @@ MAX_WORKER_PID: Final = 2**22  # Linux's pid_max ceiling
 # the report, the log line and memory stay bounded whatever a client sends.
 MAX_WORKERS: Final = 256
 PROC_SELF_PID_NAMESPACE: Final = "/proc/self/ns/pid"
+# Python refuses to convert an integer of over 4,300 digits (sys.get_int_max_str_digits), and
+# json.loads then raises ValueError: valid JSON answered "not JSON". Every whole number here is far
+# shorter; a longer one is read as infinity, which each key's own check refuses by name.
+MAX_INTEGER_DIGITS: Final = 32
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -68,12 +73,16 @@ def _short_text(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_WORKER_ID_LENGTH and value.isascii() and value.isprintable()
 
 
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text) <= MAX_INTEGER_DIGITS else math.inf
+
+
 def parse_drain_report(body: bytes) -> DrainReport:
     """`{"inflight": N}` and/or `{"event": "complete"|"exit"}`, optionally with `"worker"` (a PID
     or a short printable id), `"pid_namespace"` and `"tasks"` (see parse_tasks); raises
     DrainReportError otherwise."""
     try:
-        report = json.loads(body)
+        report = json.loads(body, parse_int=_parse_int)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise DrainReportError("body is not JSON") from None
     if not isinstance(report, dict) or not set(report) & {"inflight", "event"}:

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import os
 
-from sidecar.integrations.events import DEFAULT_SIDECAR_URL, SIDECAR_URL_ENV, ShutdownState, address_of, log_to_logging
+from sidecar.integrations.events import (
+    DEFAULT_SIDECAR_URL,
+    SIDECAR_URL_ENV,
+    ShutdownState,
+    address_of,
+    log_to_logging,
+    without_credentials,
+)
 
 __all__ = [
     "DEFAULT_SIDECAR_URL",
@@ -39,19 +46,13 @@ def usable_sidecar_url(url: str | None = None) -> str | None:
             _refused_urls.add(resolved)
             reason = "not an http:// URL with a host and a valid port"
             log_to_logging(
-                "sidecar url unusable; serving without the sidecar", level="warning", url=shown(resolved), reason=reason
+                "sidecar url unusable; serving without the sidecar",
+                level="warning",
+                url=repr(without_credentials(resolved)),
+                reason=reason,
             )
         return None
     return resolved
-
-
-def shown(url: str) -> str:
-    """`url` for a log line: credentials in it (user:password@) replaced, so no secret is logged."""
-    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return repr(f"{scheme}{separator}{authority}{slash}{path}")
 
 
 def shutdown_state() -> ShutdownState:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from sidecar.integrations import shutdown_state, usable_sidecar_url
-from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState
+from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState, log_to_logging
 from sidecar.integrations.reporter import DrainReporter
 
 Scope = MutableMapping[str, Any]
@@ -22,7 +21,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's scope
-logger = logging.getLogger("sidecar.integrations")
 GOING_AWAY: Final = 1001  # RFC 6455: the endpoint is going away (a server going down)
 
 
@@ -126,17 +124,18 @@ class SidecarMiddleware:
         """The app's lifespan, passed through; when the app below refuses the protocol (Django's
         ASGI handler raises at a lifespan scope) or returns without finishing it, the middleware
         answers the server itself, so that the shutdown still ends with the completion report.
-        A failure the app answered (startup.failed, shutdown.failed) or an error after its
-        startup stays the app's: raised to the server as before."""
+        A failure the app answered (startup.failed, shutdown.failed), an error once it has taken
+        the startup message (its startup failing), or an error after its startup stays the
+        app's: raised to the server as before (`--lifespan on` then stops uvicorn)."""
         exchange = LifespanExchange(receive, send, at_startup=self._at_lifespan_startup, at_shutdown=self.finish)
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except Exception as exc:
-            if exchange.answered:
+            if exchange.answered or exchange.received:
                 raise
             # The ASGI spec lets a server go on without lifespan when the app raises here; going
             # on with it instead is what reports the app's completion.
-            logger.info("app refuses lifespan; SidecarMiddleware answers it error=%r", exc)
+            log_to_logging("app refuses lifespan; SidecarMiddleware answers it", error=repr(exc))
         await exchange.finish()
 
     def _at_lifespan_startup(self) -> None:

@@ -89,8 +89,18 @@ def address_of(url: str, endpoint: str = "/events") -> tuple[str, int, str]:
     with a host and a valid port."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"not an http:// URL: {url!r}")
+        raise ValueError(f"not an http:// URL: {without_credentials(url)!r}")
     return parts.hostname, parts.port or 80, parts.path.rstrip("/") + endpoint
+
+
+def without_credentials(url: str) -> str:
+    """`url` for a log line or an error: credentials in it (user:password@) replaced, so no secret
+    is logged."""
+    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{separator}{authority}{slash}{path}"
 
 
 class ShutdownEvents:
@@ -133,7 +143,7 @@ class ShutdownEvents:
                 backoff = FIRST_BACKOFF_SECONDS  # it had connected: start over from a short wait
             if not warned:
                 message = "sidecar events unavailable; serving without them"
-                self._log(message, level="warning", url=self.url, error=problem)
+                self._log(message, level="warning", url=without_credentials(self.url), error=problem)
                 warned = True
             await asyncio.sleep(backoff)  # a backoff between attempts, not a synchronisation
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -151,7 +161,7 @@ class ShutdownEvents:
             status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
             if status != "200":
                 raise StreamUnavailable(f"GET {self._path} answered {status_line.strip()!r}")
-            self._log("following sidecar events", url=self.url)
+            self._log("following sidecar events", url=without_credentials(self.url))
             async for phase, document in events(body_lines(reader, chunked=is_chunked(header_block))):
                 if phase != RUNNING and not self.started.is_set():
                     self._log("shutdown started: answering connection: close", phase=phase)

@@ -11,6 +11,7 @@ import urllib.request
 from typing import Any, Final, Protocol
 
 from sidecar.integrations import usable_sidecar_url
+from sidecar.integrations.events import without_credentials
 from sidecar.integrations.reporter import DrainReporter
 from sidecar.integrations.wsgi import SidecarWSGIMiddleware
 
@@ -73,7 +74,8 @@ def on_starting(server: _Arbiter) -> None:
         with urllib.request.urlopen(url, timeout=STATUS_TIMEOUT_SECONDS) as answer:  # noqa: S310 - http:// checked by the reporter
             status = json.load(answer)
     except (OSError, ValueError) as exc:
-        server.log.warning("sidecar status unavailable; graceful_timeout not checked: url=%s error=%s", url, exc)
+        shown = without_credentials(url)
+        server.log.warning("sidecar status unavailable; graceful_timeout not checked: url=%s error=%s", shown, exc)
         return
     problem = budget_problem(float(server.cfg.graceful_timeout), status if isinstance(status, dict) else {})
     if problem is not None:

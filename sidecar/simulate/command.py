@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import shutil
 import signal
 import sys
 import tempfile
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from sidecar.simulate.endpoints import Propagation
-from sidecar.simulate.kubelet import PodStartError
+from sidecar.simulate.kubelet import PodStartError, PodStartTimeout
+from sidecar.simulate.lateness import Lateness
 from sidecar.simulate.lifeline import Lifeline
 from sidecar.simulate.load import load_document
 from sidecar.simulate.options import Options
 from sidecar.simulate.podspec import PodTemplate, template_for_mode
+from sidecar.simulate.progress import Progress
 from sidecar.simulate.render import render
 from sidecar.simulate.rollout import Plan, Rollout
 from sidecar.simulate.strategy import Strategy
@@ -30,6 +33,12 @@ from sidecar.simulate.verdict import Document, result_document
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1
 EXIT_USAGE: Final = 2
+# The machine ran the rehearsal too late to judge it (SPEC.md): a failure its own lateness could
+# have caused, or lateness that could have hidden one. Not the app's fault, not a pass either.
+EXIT_INCONCLUSIVE: Final = 3
+# Loop stalls adding up to this much make a start that timed out worth a word about the machine.
+BUSY_STALLED_SECONDS: Final = 1.0
+EXIT_BY_VERDICT: Final = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
 # What stops a rehearsal early, each with exit status 128 + its number: a terminal's Ctrl-C, a
 # CI runner's or `timeout`'s SIGTERM, a closed terminal's SIGHUP.
 INTERRUPTING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -38,6 +47,15 @@ INTERRUPTING_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class SetupError(Exception):
     """The rehearsal cannot run as asked (a chart that does not render, an app that cannot
     start): exit 2 with this one line."""
+
+
+class StartStarved(Exception):
+    """A pod was not ready in time while the machine starved the rehearsal: exit 3 (inconclusive)
+    with this line, not the app's fault as far as anyone can tell. `lateness`: what was measured."""
+
+    def __init__(self, message: str, lateness: Lateness) -> None:
+        super().__init__(message)
+        self.lateness = lateness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,29 +135,32 @@ def settings_document(options: Options, rollout: Rehearsed) -> Document:
 
 @contextlib.contextmanager
 def log_directory(keep: Path | None) -> Iterator[Path]:
+    """--logs DIR, or a temporary directory removed at the end, unless a pod could not start: its
+    error names a container's log in it, which must still be there to be read."""
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         yield keep
         return
-    with tempfile.TemporaryDirectory(prefix="shutdown-sidecar-simulate-") as path:
-        yield Path(path)
+    path = Path(tempfile.mkdtemp(prefix="shutdown-sidecar-simulate-"))
+    try:
+        yield path
+    except (SetupError, StartStarved):
+        raise
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    shutil.rmtree(path, ignore_errors=True)
 
 
-class Progress:
-    """One stderr line per event: time since start, the event, the running request counts."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.rollout: Rollout | None = None
-
-    def __call__(self, text: str) -> None:
-        rollout = self.rollout
-        if rollout is None:
-            return
-        tally = rollout.tally
-        counts = f"sent {tally.total_sent}, failed {tally.total_failed}"
-        self.stream.write(f"[{rollout.clock():6.2f}s] {text:<64} {counts}\n")
-        self.stream.flush()
+def busy_machine_note(lateness: Lateness) -> str:
+    """What the machine's load did to the rehearsal, for a start that timed out; empty when nothing."""
+    figures = lateness.document()
+    stalled = figures["loop"]["stalled_seconds"]
+    slowest = figures["process_start"]["max_seconds_to_ready"]
+    if stalled < BUSY_STALLED_SECONDS:
+        return ""
+    ready = f"the containers that became ready took up to {slowest:.1f}s" if slowest else "no container became ready"
+    return f"; the machine is busy: the rehearsal's event loop stalled {stalled:.1f}s in all, and {ready}"
 
 
 async def rehearse(options: Options) -> int:
@@ -193,7 +214,10 @@ async def rehearse_uninterrupted(options: Options) -> int:
         try:
             await rollout.run()
         except PodStartError as exc:
-            raise SetupError(str(exc)) from None
+            note = busy_machine_note(rollout.lateness)
+            if isinstance(exc, PodStartTimeout) and note:
+                raise StartStarved(f"{exc}{note}", rollout.lateness) from None
+            raise SetupError(f"{exc}{note}") from None
         result = result_document(
             template.mode,
             settings_document(options, what),
@@ -202,14 +226,28 @@ async def rehearse_uninterrupted(options: Options) -> int:
             rollout.clock(),
             crashes=rollout.crashes,
             load=load_document(options.client, options.balancer, options.connections, rollout.tally),
+            lateness=rollout.lateness,
+            every_pod=rollout.records,
         )
     print_result(result, as_json=options.json, stream=sys.stdout)
-    return EXIT_PASS if result["verdict"] == "pass" else EXIT_FAIL
+    if options.html is not None:
+        write_page(options.html, result)
+    return EXIT_BY_VERDICT[result["verdict"]]
 
 
 def print_result(result: Document, *, as_json: bool, stream: TextIO) -> None:
     stream.write(json.dumps(result, indent=2) + "\n" if as_json else render(result))
     stream.flush()
+
+
+def write_page(path: Path, result: Document) -> None:
+    from sidecar.pages.page import simulation_page
+
+    try:
+        path.write_text(simulation_page(result), encoding="utf-8")
+    except OSError as exc:
+        raise SetupError(f"--html: cannot write {path}: {exc.strerror}") from None
+    print(f"shutdown-sidecar simulate: wrote {path}", file=sys.stderr)
 
 
 def simulate(options: Options) -> int:
@@ -221,3 +259,9 @@ def simulate(options: Options) -> int:
         except SetupError as exc:
             print(f"shutdown-sidecar simulate: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except StartStarved as exc:
+            print(f"shutdown-sidecar simulate: inconclusive: {exc}", file=sys.stderr)
+            if options.json:
+                starved = {"verdict": "inconclusive", "reasons": [str(exc)], "doubts": [str(exc)]}
+                print_result({**starved, "lateness": exc.lateness.document()}, as_json=True, stream=sys.stdout)
+            return EXIT_INCONCLUSIVE

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from sidecar import process_table
 from sidecar.config import ENV_PREFIX
 from sidecar.simulate.lifeline import check_executable, parent_death_prefix
 from sidecar.simulate.podspec import SIDECAR_URL_ENV
@@ -57,22 +58,6 @@ async def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> 
         )
 
 
-def session_members(session_id: int) -> list[int]:
-    """Every process in a session, from /proc/PID/stat (field 6, after the parenthesised name)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == session_id:
-            members.append(int(entry.name))
-    return members
-
-
 def kill_session(session_id: int, *, leader_reaped: bool = False) -> None:
     """SIGKILL the container: its process group first (at once), then any other group in its
     session. Once the leader is reaped its pid may be reused, so only its session's remaining
@@ -80,7 +65,7 @@ def kill_session(session_id: int, *, leader_reaped: bool = False) -> None:
     if not leader_reaped:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(session_id, signal.SIGKILL)
-    for pid in session_members(session_id):
+    for pid in process_table.members(session=session_id):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
@@ -130,8 +115,10 @@ class ContainerProcess:
     ) -> ContainerProcess:
         """Raises FileNotFoundError or OSError when the command cannot run."""
         container_env = environment(env)
+        spawning = clock()
         process = await spawn(argv, container_env, log_path(workdir, record.name))
         record.started_at = clock()
+        record.spawn_seconds = record.started_at - spawning
         return cls(process, record, workdir, clock, container_env)
 
     @property

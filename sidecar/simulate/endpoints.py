@@ -76,6 +76,9 @@ class Balancer(Generic[E]):
         self._next_sequence = 0
         self._turn = 0
         self._pending: dict[int, asyncio.TimerHandle] = {}  # sequence number -> its delivery
+        # While on_applied runs: how long after it was due (the loop's time) the change arrived. A
+        # busy machine delays the timers: the rehearsal's own lateness, not the cluster's.
+        self.applied_late_seconds = 0.0
 
     def publish(self, endpoint: E, conditions: Conditions | bool) -> float:
         """The control plane changed `endpoint` (True/False: ready and serving, or neither);
@@ -86,10 +89,11 @@ class Balancer(Generic[E]):
         self._published[endpoint] = self._next_sequence
         delay = self._propagation.draw(self._rng)
         sequence = self._next_sequence
-        self._pending[sequence] = self._loop.call_later(delay, self._apply, endpoint, conditions, sequence)
+        due = self._loop.time() + delay
+        self._pending[sequence] = self._loop.call_at(due, self._apply, endpoint, conditions, sequence, due)
         return delay
 
-    def _apply(self, endpoint: E, conditions: Conditions, sequence: int) -> None:
+    def _apply(self, endpoint: E, conditions: Conditions, sequence: int, due: float) -> None:
         # With a spread, two changes to one endpoint can arrive out of order; the later one wins,
         # as a watch would deliver the newer resourceVersion.
         del self._pending[sequence]
@@ -102,6 +106,7 @@ class Balancer(Generic[E]):
             elif not belongs and endpoint in group:
                 group.remove(endpoint)
         if self._on_applied is not None:
+            self.applied_late_seconds = self._loop.time() - due
             self._on_applied(endpoint, conditions.ready)
 
     def pick(self) -> E | None:

@@ -1,20 +1,21 @@
 """One simulated pod, run the way the kubelet runs it: containers started in order (native
 sidecars first, each waited for until its startup probe passes), readiness probed at the pod's
-address on its period and thresholds, and on deletion the termination sequence (each container's
-preStop hook, then its stop signal, then SIGKILL: sidecar.simulate.termination), native sidecars
-stopped only after the app containers. Records what happened and when; judges nothing."""
+address on its period and thresholds, and on deletion the termination sequence (in the kubelet's
+order of containers: sidecar.simulate.pod_termination; each container's preStop hook, stop signal
+and SIGKILL: sidecar.simulate.termination). Records what happened and when; judges nothing (a
+failed start is put in words by sidecar.simulate.start_failures)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from sidecar.simulate.container import ContainerProcess, log_path, termination_log_path
-from sidecar.simulate.listeners import unreachable_listeners, unreachable_message
+from sidecar.simulate.container import ContainerProcess, termination_log_path
+from sidecar.simulate.listeners import ListenerTable, listening_table
+from sidecar.simulate.pod_termination import PodTermination
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     ADMIN_PORT_PLACEHOLDER,
@@ -31,15 +32,22 @@ from sidecar.simulate.podspec import (
 )
 from sidecar.simulate.probes import run_readiness_probe, run_startup_probe
 from sidecar.simulate.records import Clock, PodRecord
-from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS, run_pre_stop_hook, stop_container
+from sidecar.simulate.start_failures import StartFailures
+from sidecar.simulate.termination import MINIMUM_GRACE_SECONDS
 
 SIGTERM_MINIMUM_GRACE_SECONDS: Final = float(MINIMUM_GRACE_SECONDS)  # its former name
 # How often a starting pod's ports are checked for a listener its kubelet cannot reach.
 LISTENER_CHECK_SECONDS: Final = 0.5
+# One read of the machine's TCP tables per check period, for every pod of the rehearsal.
+LISTENERS: Final = ListenerTable(LISTENER_CHECK_SECONDS)
 
 
 class PodStartError(Exception):
     """A pod that could not start: a command not found, an app that exited or never listened."""
+
+
+class PodStartTimeout(PodStartError):
+    """A pod that was not ready in time: on a busy machine, possibly the machine's fault."""
 
 
 class Pod:
@@ -76,6 +84,7 @@ class Pod:
         self._reapers: set[asyncio.Task[None]] = set()
         self._probers: set[asyncio.Task[None]] = set()
         self.record = PodRecord.of_template(name, template, ports[APP_PORT], clock(), address)
+        self._failures = StartFailures(name, template, self.ports, address, self.workdir)
 
     @property
     def sidecar_url(self) -> str:
@@ -122,31 +131,25 @@ class Pod:
                     await self._start_container(spec)
                 await self._wait_for(lambda: self._is_ready)
         except TimeoutError:
-            raise PodStartError(f"{self.name}: not ready after {timeout_seconds:g}s{self._hint()}") from None
+            holding = self._failures.not_ready(timeout_seconds, self._started, self._ready, self._containers)
+            raise PodStartTimeout(f"{self.name}: {holding}") from None
         finally:
             checker.cancel()
+        # Ready, but perhaps before the shared table was read again: one look of its own (in a
+        # thread, off the loop), so a pod listening at the wrong address never serves.
+        problem = self._failures.listener_problem(await asyncio.to_thread(listening_table))
+        if problem is not None:
+            raise PodStartError(problem)
         self._event("ready")
-
-    def _hint(self) -> str:
-        app = next(c for c in self.template.containers if c.serves_traffic)
-        port = self.ports[APP_PORT]
-        if not any(PORT_PLACEHOLDER in arg for arg in app.argv):
-            return (
-                f" (the app's command has no {PORT_PLACEHOLDER}: it must listen on {self.address}:{port}, the pod's "
-                "address and port, given as $HOST and $PORT)"
-            )
-        return f" (is the app listening on {self.address}:{port}? see {log_path(self.workdir, app.name)})"
 
     async def _check_listeners(self) -> None:
         # A container listening on 127.0.0.1 only is never reached by the kubelet's probes and
         # hooks or the balancer, which all go to the pod IP: in a cluster the pod would never be
         # ready (or its hook would fail). Said at once, with what cannot reach it.
         while True:
-            unreachable = unreachable_listeners(self.ports, self.address)
-            if unreachable:
-                symbol, where = next(iter(unreachable.items()))
-                reason = unreachable_message(self.template, symbol, f"{where}:{self.ports[symbol]}", self.address)
-                self._start_failure = f"{self.name}: {reason}"
+            problem = self._failures.listener_problem(await LISTENERS.current())
+            if problem is not None:
+                self._start_failure = problem
                 self._changed.set()
                 return
             await asyncio.sleep(LISTENER_CHECK_SECONDS)
@@ -227,10 +230,13 @@ class Pod:
     def _exited_while_starting(self, container: str) -> PodStartError:
         status = self.record.containers[container].exit_status
         last_line = self._containers[container].last_log_line()
-        hint = self._hint() if container == self.record.traffic_container else ""
+        hint = self._failures.app_hint() if container == self.record.traffic_container else ""
         return PodStartError(f"{self.name}: {container} exited with status {status} while starting: {last_line}{hint}")
 
     def _set_container_ready(self, container: str, ready: bool) -> None:
+        record = self.record.containers[container]
+        if ready and record.ready_at is None:
+            record.ready_at = self._clock()
         if self._ready.get(container) != ready:
             self._ready[container] = ready
             self._update_readiness()
@@ -244,6 +250,8 @@ class Pod:
         ready = running and all(self._ready.values())
         if ready != self._is_ready:
             self._is_ready = ready
+            if not self.is_deleted:
+                self.record.readiness_changes.append((self._clock(), ready))
             self._on_readiness(self, ready)
         self._changed.set()
 
@@ -252,52 +260,11 @@ class Pod:
     async def delete(self) -> None:
         """Kubernetes' termination sequence, to the end: returns when every container has exited."""
         self.record.deleted_at = self._clock()
-        grace = self.template.grace_period_seconds
-        # The kubelet's own deadline (monotonic, as the loop's clock): the pod's, not the sidecar's budget.
-        grace_deadline = time.monotonic() + grace
-        self._event(f"deleted: grace period {grace:g}s")
-        # Native sidecars' own preStop hooks run as the termination starts, beside the app
-        # containers'; their stop signals wait for the app containers (KEP-753, Kubernetes 1.29+:
-        # https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/).
-        sidecar_hooks = [
-            asyncio.create_task(self._run_hook(spec, grace_deadline), name=f"{self.name}/{spec.name}/preStop")
-            for spec in self.template.sidecars
-        ]
-        try:
-            # Without a sequence among them: the app containers are stopped concurrently.
-            await asyncio.gather(*(self._stop(spec, grace_deadline, hook=True) for spec in self.template.containers))
-            await asyncio.gather(*sidecar_hooks)
-        finally:
-            for task in sidecar_hooks:
-                task.cancel()
-        # Native sidecars only once every app container has exited, last started first.
-        for spec in reversed(self.template.sidecars):
-            await self._stop(spec, grace_deadline, hook=False)
+        self._event(f"deleted: grace period {self.template.grace_period_seconds:g}s")
+        await PodTermination(
+            self.name, self.template, self._containers, self.address, self.ports, self._clock, self._event
+        ).run()
         self.record.terminated_at = self._clock()
-
-    async def _run_hook(self, spec: ContainerSpec, grace_deadline: float) -> None:
-        await run_pre_stop_hook(
-            spec,
-            self._containers[spec.name],
-            address=self.address,
-            ports=self.ports,
-            grace_deadline=grace_deadline,
-            clock=self._clock,
-            on_event=self._event,
-        )
-
-    async def _stop(self, spec: ContainerSpec, grace_deadline: float, *, hook: bool) -> None:
-        if hook:
-            await self._run_hook(spec, grace_deadline)
-        await stop_container(
-            spec,
-            self._containers[spec.name],
-            after_hook=hook,
-            grace_period_seconds=int(self.template.grace_period_seconds),
-            grace_deadline=grace_deadline,
-            clock=self._clock,
-            on_event=self._event,
-        )
 
     async def kill(self) -> None:
         """The end of a run: SIGKILL what is left, reap it, stop probing."""

@@ -4,7 +4,10 @@ cluster) from one still starting. Reads; decides nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import math
+import time
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -13,6 +16,8 @@ from sidecar.simulate.podspec import APP_PORT, HOST_PLACEHOLDER, HttpGet, PodTem
 TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
 STATE_LISTEN: Final = "0A"
 WILDCARDS: Final = frozenset({"0.0.0.0", "::"})
+# A read of the tables is repeated no sooner than this many times its own duration after it.
+READ_COST_FACTOR: Final = 10.0
 
 
 def decode_address(hex_address: str) -> str:
@@ -26,9 +31,9 @@ def decode_address(hex_address: str) -> str:
     return str(address)
 
 
-def listening_addresses(port: int, tables: Iterable[str] = TCP_TABLES) -> set[str]:
-    """Every local address with a socket listening on `port`."""
-    found: set[str] = set()
+def listening_table(tables: Iterable[str] = TCP_TABLES) -> dict[int, set[str]]:
+    """Port -> every local address with a socket listening on it, from one read of each table."""
+    found: dict[int, set[str]] = {}
     for table in tables:
         try:
             with open(table) as stream:
@@ -40,17 +45,53 @@ def listening_addresses(port: int, tables: Iterable[str] = TCP_TABLES) -> set[st
             if len(fields) < 4 or fields[3] != STATE_LISTEN:
                 continue
             address, _, hex_port = fields[1].rpartition(":")
-            if int(hex_port, 16) == port:
-                found.add(decode_address(address))
+            found.setdefault(int(hex_port, 16), set()).add(decode_address(address))
     return found
 
 
-def unreachable_listeners(ports: Mapping[str, int], pod_address: str) -> dict[str, str]:
+def listening_addresses(port: int, tables: Iterable[str] = TCP_TABLES) -> set[str]:
+    """Every local address with a socket listening on `port`."""
+    return listening_table(tables).get(port, set())
+
+
+class ListenerTable:
+    """listening_table(), shared by every starting pod of a rehearsal: read in a thread (the tables
+    list every socket of the machine, thousands of TIME_WAIT ones on a busy one, and a read took
+    from 30 to 400 ms of kernel time here: on the loop it stalled the rehearsal) and at most once
+    per `max_age_seconds`, or per READ_COST_FACTOR times the last read's duration when that is
+    longer, so the check costs a machine at most a tenth of a core. While a read is under way
+    the last table is answered: a listener check is not urgent."""
+
+    def __init__(self, max_age_seconds: float) -> None:
+        self._max_age_seconds = max_age_seconds
+        self._next_read_at = -math.inf
+        self._reading = False
+        self._table: dict[int, set[str]] = {}
+
+    async def current(self) -> dict[int, set[str]]:
+        if self._reading or time.monotonic() < self._next_read_at:
+            return self._table
+        self._reading = True
+        started = time.monotonic()
+        try:
+            self._table = await asyncio.to_thread(listening_table)
+        finally:
+            self._reading = False
+            took = time.monotonic() - started
+            self._next_read_at = started + max(self._max_age_seconds, READ_COST_FACTOR * took)
+        return self._table
+
+
+def unreachable_listeners(
+    ports: Mapping[str, int], pod_address: str, table: Mapping[int, set[str]] | None = None
+) -> dict[str, str]:
     """Port symbol -> the address it listens on, for each port listened on only at addresses
-    that are neither the pod's nor a wildcard: nothing outside the pod's containers reaches it."""
+    that are neither the pod's nor a wildcard: nothing outside the pod's containers reaches it.
+    `table`: listening_table()'s answer, read now when not given."""
+    listening = listening_table() if table is None else table
     unreachable = {}
     for symbol, port in ports.items():
-        addresses = listening_addresses(port)
+        addresses = listening.get(port, set())
         if addresses and not addresses & {pod_address, *WILDCARDS}:
             unreachable[symbol] = ", ".join(sorted(addresses))
     return unreachable

@@ -61,8 +61,10 @@ address, {HOST_PLACEHOLDER} in the command or $HOST (or 0.0.0.0), on the port gi
 command and ${SIDECAR_URL_ENV} (neither with --mode none).
 
 exit status: 0 when no request failed and every drain ended inside the grace period; 1 when
-not; 2 for bad input or an app that cannot start; 128+N when stopped by signal N (SIGINT,
-SIGTERM, SIGHUP), with nothing it started left running."""
+not; 3 (inconclusive) when this machine ran the rehearsal so late (a stalled event loop, late
+kubelet or balancer actions, a load behind its schedule) that the lateness could have caused
+every failure or hidden one; 2 for bad input or an app that cannot start; 128+N when stopped by
+signal N (SIGINT, SIGTERM, SIGHUP), with nothing it started left running."""
 
 
 def option(
@@ -108,6 +110,14 @@ def _readiness_until(text: str) -> str:
     if text not in READINESS_UNTIL:
         raise ValueError(f"expected one of {', '.join(READINESS_UNTIL)}, got {text!r}")
     return text
+
+
+def _page_path(text: str) -> Path:
+    # Checked before the rehearsal runs: a page that cannot be written should not cost one.
+    path = Path(text)
+    if path.is_dir() or not path.parent.is_dir():
+        raise ValueError(f"{text!r} is not a file in an existing directory")
+    return path
 
 
 def _whole_seconds(text: str) -> float:
@@ -253,6 +263,14 @@ class Options:
         "--logs", None, "keep every container's log and termination log here", parse=Path, metavar="DIR"
     )
     json: bool = switch("--json", "print one JSON object (verdict, requests, pods) on stdout")
+    html: Path | None = option(  # noqa: RUF009
+        "--html",
+        None,
+        "also write the rollout as one self-contained HTML page here: the verdict, one lane per pod, "
+        "requests over time (open it in any browser; it fetches nothing)",
+        parse=_page_path,
+        metavar="FILE",
+    )
     app: str = option(
         "--app",
         "demo",

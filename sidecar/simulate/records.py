@@ -13,6 +13,20 @@ from sidecar.simulate.podspec import PodTemplate
 Clock = Callable[[], float]  # seconds since the simulation began: the time of every record
 
 
+@dataclasses.dataclass(frozen=True)
+class FailedRequest:
+    """A request that failed: to which pod, in which phase, of which kind, sent when (and how far
+    behind the load's schedule) and ended when, on the simulation clock."""
+
+    pod: str
+    phase: str
+    kind: str
+    sent_at: float
+    ended_at: float
+    sent_late_seconds: float
+    reused: bool = False  # on a kept-alive connection (l4: its pod chosen when it opened)
+
+
 class RequestPhase(enum.Enum):
     """Where the pod a request went to stood in its termination, as the kubelet saw it."""
 
@@ -33,6 +47,9 @@ class ContainerRecord:
     signalled_at: float | None = None  # the stop signal's, whichever it was
     stop_signal: str | None = None
     killed_at: float | None = None
+    kill_due_at: float | None = None  # when the kubelet meant to SIGKILL it (the grace left was over)
+    spawn_seconds: float | None = None  # how long its process took to start (fork and exec)
+    ready_at: float | None = None  # when it first passed its readiness probe (or started, without one)
     exited_at: float | None = None
     exit_status: int | None = None
     termination_message: str | None = None
@@ -50,12 +67,17 @@ class PodRecord:
     address: str = "127.0.0.1"  # the pod's IP: where the balancer, the probes and the hooks reach it
     deleted_at: float | None = None
     endpoint_removed_at: float | None = None  # when the balancer stopped routing to it
+    endpoint_removal_due_at: float | None = None  # when it should have: the propagation delay after
     terminated_at: float | None = None  # every container has exited: the pod and its IP are gone
     crashes: list[str] = dataclasses.field(default_factory=list)  # containers that exited undeleted
+    # The pod's Ready condition as it changed before its deletion: (when, ready).
+    readiness_changes: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
     # Requests sent to the pod once the balancer had stopped routing to it (on connections that
     # stayed), and how many of them failed.
     requests_after_endpoint_removal: int = 0
     failed_after_endpoint_removal: int = 0
+    # Its failed requests: when each left (simulation clock), the failure kind, the pod's phase then.
+    failed_requests: list[tuple[float, str, str]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of_template(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from sidecar.pages.words import summary_line
 from sidecar.simulate.load import KINDS, PHASES
 
 BAR_WIDTH: Final = 50
@@ -105,22 +106,14 @@ def drain_fact(app: Document) -> str | None:
 
 
 def report_line(pod: Document) -> str:
+    """The sidecar's report in one line (sidecar.pages.words): seconds after t0, the drain's end
+    and how it was seen, the hold, late connections split by whether the hold covered them."""
     if pod["sidecar_container"] is None:
         return "report: none (no sidecar)"
     report = pod["report"]
     if not isinstance(report, dict):
         return "report: none written"
-    margin = report.get("margin_seconds")
-    parts = [
-        f"outcome {report.get('outcome')}",
-        f"drain end {report.get('drain_end_source')}",
-        "margin " + ("n/a" if margin is None else f"{margin:.2f}s"),
-        f"late connections {report.get('late_connections', 0)}",
-    ]
-    last = report.get("last_late_connection_seconds")
-    if last is not None:
-        parts[-1] += f" (last {last:.2f}s after t0)"
-    return "report: " + ", ".join(parts)
+    return "sidecar: " + summary_line(report)
 
 
 def load_line(load: Document | None) -> list[str]:
@@ -148,6 +141,20 @@ def connections_line(requests: Document) -> list[str]:
     return ["  failed: " + "; ".join(parts)]
 
 
+def lateness_line(lateness: Document | None) -> list[str]:
+    """How late the rehearsal itself ran: its event loop, its kubelet and balancer, its load."""
+    if lateness is None:
+        return []
+    loop, load, start = lateness["loop"], lateness["load"], lateness["process_start"]
+    actions = ", ".join(f"{what} {late:.2f}s" for what, late in lateness["actions_max_late_seconds"].items())
+    return [
+        f"rehearsal lateness: event loop stalled {loop['stalled_seconds']:.2f}s "
+        f"(longest {loop['max_lag_seconds']:.2f}s); "
+        f"late actions: {actions or 'none'}; load up to {load['max_late_seconds']:.2f}s behind; "
+        f"containers ready in up to {start['max_seconds_to_ready']:.2f}s"
+    ]
+
+
 def requests_table(requests: Document) -> list[str]:
     header = f"  {'phase':<13}{'sent':>7}{'failed':>8}" + "".join(f"{kind:>9}" for kind in KINDS)
     lines = [f"requests: {requests['sent']} sent, {requests['failed']} failed", header]
@@ -166,8 +173,15 @@ def verdict_lines(result: Document) -> list[str]:
         if result["mode"] != "none" and result["settings"]["chart"] is None:
             lines.append("  the same rollout without the sidecar: add --mode none")
         return lines
+    if result["verdict"] == "inconclusive":
+        return [
+            "verdict: INCONCLUSIVE - this machine ran the rehearsal too late to judge the app (exit status 3):",
+            *(f"  - {doubt}" for doubt in result["doubts"]),
+            "  run it again on a quieter machine, or with fewer --pods",
+        ]
     lines = ["verdict: FAIL"]
     lines += [f"  - {reason}" for reason in result["reasons"]]
+    lines += [f"  - not counted, the rehearsal ran late: {doubt}" for doubt in result.get("doubts", [])]
     hint = advice(result)
     if hint:
         lines.append(f"  hint: {hint}")
@@ -208,6 +222,7 @@ def render(result: Document) -> str:
     lines += load_line(result.get("load"))
     lines += requests_table(result["requests"])
     lines += connections_line(result["requests"])
+    lines += lateness_line(result.get("lateness"))
     lines.append("")
     lines += verdict_lines(result)
     return "\n".join(lines) + "\n"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import socket
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
@@ -16,14 +15,15 @@ from typing import Any, Final
 from sidecar.simulate.controllers import roll
 from sidecar.simulate.endpoints import Balancer, Conditions, Propagation
 from sidecar.simulate.kubelet import Pod, PodStartError
+from sidecar.simulate.lateness import ENDPOINT_UPDATE, Lateness, watch_loop_lag
 from sidecar.simulate.load import LoadGenerator, Tally
+from sidecar.simulate.pod_network import AddressAllocator, PortAllocator
 from sidecar.simulate.podspec import ADMIN_PORT, APP_PORT, PodTemplate
 from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import PodRecord
 from sidecar.simulate.strategy import Strategy
 from sidecar.simulate.traffic import traffic_for
 
-MAX_ADDRESS_HOST: Final = 0xFFFE  # 127.0.255.254: more pods than any rehearsal runs
 # Steady traffic before the first deletion: the "running" phase is then measured too.
 WARM_UP_SECONDS: Final = 1.0
 POD_START_TIMEOUT_SECONDS: Final = 30.0
@@ -42,67 +42,6 @@ class Plan:
     balancer: BalancerKind = BalancerKind.L4
     connections: int = 16
     strategy: Strategy = dataclasses.field(default_factory=Strategy)
-
-
-def ephemeral_port_floor() -> int:
-    """The lowest port the kernel gives outgoing connections (Linux default 32768)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-class AddressAllocator:
-    """Each pod's own loopback address, as each real pod gets its own IP: 127.0.0.2, .3, ... (all
-    of 127/8 is local on Linux; 127.0.0.1 is left to what is not a pod)."""
-
-    def __init__(self) -> None:
-        self._next = 2
-
-    def take(self) -> str:
-        if self._next > MAX_ADDRESS_HOST:
-            raise PodStartError(f"more than {MAX_ADDRESS_HOST - 1} pods in one rehearsal")
-        address = f"127.0.{self._next >> 8}.{self._next & 0xFF}"
-        self._next += 1
-        return address
-
-
-class PortAllocator:
-    """Free ports, none handed out twice in one run, although each pod has its own address: an
-    app or sidecar that binds 0.0.0.0 (as most do in a container) must not take another pod's.
-    Taken below
-    the ephemeral range: there, the load generator's own outgoing connections cannot grab a port
-    between its choice and the app's bind (which would fail the start with 'address in use')."""
-
-    def __init__(self, rng: random.Random, lowest: int = 10000) -> None:
-        ceiling = ephemeral_port_floor()
-        self._candidates = list(range(lowest, ceiling)) if ceiling - lowest >= 1000 else []
-        rng.shuffle(self._candidates)
-        self._given: set[int] = set()
-
-    def take(self) -> int:
-        while self._candidates:
-            port = self._candidates.pop()
-            if port not in self._given and is_free(port):
-                self._given.add(port)
-                return port
-        while True:  # no room below the ephemeral range: any free port
-            with socket.socket() as probe:
-                probe.bind(("", 0))
-                port = int(probe.getsockname()[1])
-            if port not in self._given:
-                self._given.add(port)
-                return port
-
-
-def is_free(port: int) -> bool:
-    """Free on every address: a socket bound to any 127.x address (or 0.0.0.0) takes the port."""
-    with socket.socket() as probe:
-        try:
-            probe.bind(("", port))
-        except OSError:
-            return False
-    return True
 
 
 class RolloutHalted(Exception):
@@ -128,6 +67,7 @@ class Rollout:
         self._tasks: list[asyncio.Task[None]] = []  # pod starts and deletions
         self._deletions: list[asyncio.Task[None]] = []
         self._ready_since: dict[Pod, float] = {}
+        self.lateness = Lateness()  # how late the rehearsal itself ran: complete once run() returns
 
     def clock(self) -> float:
         """Seconds since the rollout began."""
@@ -146,9 +86,17 @@ class Rollout:
         )
         self._balancer = balancer
         traffic = traffic_for(plan.client, plan.balancer, balancer, plan.connections)
-        load = LoadGenerator(traffic, plan.rate_per_second, plan.request_timeout_seconds, self.tally)
+        load = LoadGenerator(
+            traffic,
+            plan.rate_per_second,
+            plan.request_timeout_seconds,
+            self.tally,
+            lateness=self.lateness,
+            origin=self._start,
+        )
         stop_load = asyncio.Event()
         load_task: asyncio.Task[None] | None = None
+        lag_task = asyncio.create_task(watch_loop_lag(self.lateness, self.clock), name="loop-lag")
         try:
             old = [self._new_pod(f"old-{n}") for n in range(1, plan.pods + 1)]
             await start_together(old)
@@ -176,6 +124,13 @@ class Rollout:
             await asyncio.gather(*(pod.kill() for pod in self._pods), return_exceptions=True)
             if load_task is not None:
                 await asyncio.gather(load_task, return_exceptions=True)
+            lag_task.cancel()
+            self.lateness.add_records(pod.record for pod in self._pods)
+
+    @property
+    def records(self) -> list[PodRecord]:
+        """Every pod's record, old and new."""
+        return [pod.record for pod in self._pods]
 
     @property
     def crashes(self) -> list[str]:
@@ -248,8 +203,12 @@ class Rollout:
         self._changed.set()
 
     def _endpoint_changed(self, pod: Pod, ready: bool) -> None:
+        now = self.clock()
+        due = now - self._balancer.applied_late_seconds
+        self.lateness.action_late(pod.name, ENDPOINT_UPDATE, due, now)
         if not ready and pod.is_deleted and pod.record.endpoint_removed_at is None:
-            pod.record.endpoint_removed_at = self.clock()
+            pod.record.endpoint_removed_at = now
+            pod.record.endpoint_removal_due_at = due
             self._on_event(f"{pod.name} endpoint removed from the balancer")
         self._balancer_changed.set()
 

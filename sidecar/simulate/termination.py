@@ -122,6 +122,7 @@ async def stop_container(
             sigkill_deadline = now + max(MINIMUM_GRACE_SECONDS, grace_period_seconds - hook_whole_seconds)
         else:
             sigkill_deadline = max(grace_deadline, now + MINIMUM_GRACE_SECONDS)
+    record.kill_due_at = clock() + (sigkill_deadline - time.monotonic())
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout_at(sigkill_deadline):  # the loop's clock is time.monotonic
             await exited.wait()

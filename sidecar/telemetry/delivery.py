@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from sidecar.deadline import EXIT_RESERVE_SECONDS, SINK_RESERVE_SECONDS
@@ -69,6 +71,22 @@ def without_workers(document: dict[str, Any]) -> dict[str, Any]:
     """The document with the app section's per-worker entries dropped (256 of them would not fit)."""
     app = document.get("app")
     return {**document, "app": {**app, "workers": {}}} if isinstance(app, dict) and app.get("workers") else document
+
+
+def termination_log_problem(path: str) -> str | None:
+    """Why the report could not be written to `path`, checked at start without writing (a file
+    there may hold the last report); None when it looks writable."""
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory"
+    if target.exists():
+        return None if os.access(target, os.W_OK) else "it is not writable"
+    parent = target.parent
+    if not parent.exists():
+        return f"its directory {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"it cannot be created in {parent}"
 
 
 def write_termination_log(path: str, text: str) -> None:

@@ -86,6 +86,9 @@ class Report(TypedDict):
     drain_end_observed: NotRequired[dict[str, float]]  # every source's first event, seconds after t0
     app_exit_status: NotRequired[int | None]  # run mode only
     stop_signal: NotRequired[str | None]  # run mode only: the signal the app was sent, None until sent
+    # run mode only: processes of the app's group besides the app alive at the report (SIGKILLed
+    # then); None until the report
+    processes_left_behind: NotRequired[int | None]
 
 
 @dataclasses.dataclass
@@ -104,7 +107,8 @@ class ConnectionCounts:
 
 @dataclasses.dataclass(frozen=True)
 class TaskOutcome:
-    """One worker's background tasks at its shutdown, as it reported them (names sorted)."""
+    """One worker's background tasks at its shutdown, as it reported them (tasks_document sorts
+    the names when it merges the workers')."""
 
     finished: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
@@ -154,6 +158,7 @@ class Observations:
     has_app_process: bool = False  # run mode: the report then has app_exit_status and stop_signal
     app_exit_status: int | None = None
     stop_signal: str | None = None
+    processes_left_behind: int | None = None
 
     def add_event(self, name: str, unix_seconds: float | None = None, **attributes: str) -> None:
         self.events.append((name, time.time() if unix_seconds is None else unix_seconds, attributes))
@@ -271,4 +276,5 @@ def build_report(
     if seen.has_app_process:
         report["app_exit_status"] = seen.app_exit_status
         report["stop_signal"] = seen.stop_signal
+        report["processes_left_behind"] = seen.processes_left_behind
     return report

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,14 +30,6 @@ def start_run(*args: str, command: list[str], prefix: list[str] | None = None) -
     ready = process.wait_for_log(lambda line: line.get("msg") == "sidecar ready", 10)
     process.port = int(ready["port"])
     return process
-
-
-@pytest.fixture
-def processes() -> Iterator[list[SidecarProcess]]:
-    started: list[SidecarProcess] = []
-    yield started
-    for process in started:
-        process.close()
 
 
 def test_run_child_serves_through_the_delay_then_gets_sigterm_and_its_status_is_passed_through(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,29 @@ def test_configuration_backtracking_pattern_does_not_block_probes_and_the_report
     report = sidecar.report()
     assert report["outcome"] == "timeout"
     assert any("took over" in error for error in report["errors"]), report["errors"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        pytest.param("", "it is a directory", id="a-directory"),
+        pytest.param("missing/report", "its directory {tmp}/missing does not exist", id="missing-directory"),
+        pytest.param("file/report", "{tmp}/file is not a directory", id="under-a-file"),
+    ],
+)
+def test_configuration_unwritable_termination_log_is_named_at_start_in_one_warning(
+    start_sidecar: StartSidecar, tmp_path: Path, name: str, reason: str
+) -> None:
+    (tmp_path / "file").write_text("")
+    path = str(tmp_path / name) if name else str(tmp_path)
+    sidecar = start_sidecar("--termination-log", path)
+    warnings = [line for line in sidecar.logs() if line["level"] == "warning"]
+    assert [(line["msg"], line["path"], line["reason"]) for line in warnings] == [
+        ("termination log not writable: the report will not be written there", path, reason.format(tmp=tmp_path))
+    ]
+
+
+def test_configuration_writable_termination_log_gets_no_warning(start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    sidecar = start_sidecar("--termination-log", str(tmp_path / "report"))
+    assert [line for line in sidecar.logs() if line["level"] == "warning"] == []
+    assert not (tmp_path / "report").exists(), "checked without writing: a file there may hold the last report"

@@ -155,6 +155,11 @@ async def startup_fails(scope: dict[str, Any], receive: Any, send: Any) -> None:
     raise RuntimeError("no database")
 
 
+async def startup_raises(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await receive()
+    raise RuntimeError("no database")  # a startup that fails without saying startup.failed
+
+
 async def crashes_after_startup(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await receive()
     await send({"type": "lifespan.startup.complete"})
@@ -167,13 +172,14 @@ async def crashes_after_startup(scope: dict[str, Any], receive: Any, send: Any) 
     [
         pytest.param(startup_fails, "lifespan.startup.failed", id="startup-failed"),
         pytest.param(crashes_after_startup, "lifespan.startup.complete", id="error-after-startup"),
+        pytest.param(startup_raises, None, id="error-in-startup"),
     ],
 )
-async def test_asgi_a_lifespan_error_after_the_apps_own_answer_stays_the_apps(app: Any, answer: str) -> None:
+async def test_asgi_a_lifespan_error_after_the_apps_own_answer_stays_the_apps(app: Any, answer: str | None) -> None:
     answered: list[str] = []
     with pytest.raises(RuntimeError):
         await run_lifespan(app, answered)
-    assert answered == [answer]  # nothing answered in the app's place: the server sees its error
+    assert answered == ([] if answer is None else [answer])  # nothing answered in the app's place
 
 
 @pytest.mark.anyio

@@ -183,6 +183,15 @@ def test_gunicorn_on_starting_says_once_that_the_sidecar_is_unreachable_and_goes
     assert arbiter.log.warnings[0].startswith("sidecar status unavailable; graceful_timeout not checked")
 
 
+def test_gunicorn_on_starting_logs_the_sidecar_url_without_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHUTDOWN_SIDECAR_URL", "http://admin:s3cret@sidecar.invalid:9180")
+    arbiter = FakeArbiter()
+    config.on_starting(arbiter)
+    [warning] = arbiter.log.warnings
+    assert "url=http://***@sidecar.invalid:9180/status " in warning
+    assert "s3cret" not in warning
+
+
 @pytest.mark.parametrize(
     ("graceful_timeout", "status", "fits"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,23 @@ def test_log_directory_keeps_the_given_one_and_removes_a_temporary_one(tmp_path:
     assert kept.is_dir()
     with log_directory(None) as path:
         assert path.is_dir()
+    assert not path.exists()
+
+
+def test_log_directory_keeps_a_temporary_one_when_a_pod_could_not_start() -> None:
+    # The error names a container's log in it: that log must still be there to be read.
+    def fail_to_start(path: Path) -> None:
+        (path / "app.log").write_text("cannot bind\n")
+        raise SetupError(f"old-1: app not ready after 30s (see {path / 'app.log'})")
+
+    with pytest.raises(SetupError), log_directory(None) as path:
+        fail_to_start(path)
+    try:
+        assert (path / "app.log").read_text() == "cannot bind\n"
+    finally:
+        shutil.rmtree(path)
+    with pytest.raises(RuntimeError), log_directory(None) as path:
+        raise RuntimeError("anything else")
     assert not path.exists()
 
 

@@ -158,3 +158,19 @@ async def test_follow_of_a_refusing_sidecar_warns_once_and_never_raises() -> Non
     await asyncio.gather(following, return_exceptions=True)
     assert len(logged.warnings) == 1
     assert "ConnectionRefusedError" in str(logged.lines[0][1]["error"])
+
+
+@pytest.mark.anyio
+async def test_follow_logs_the_sidecar_url_without_its_credentials() -> None:
+    logged = Logged()
+    port = closed_port()
+    events = ShutdownEvents(f"http://admin:s3cret@127.0.0.1:{port}", logged)
+    following = asyncio.create_task(events.follow())
+    await wait_until(lambda: logged.warnings, WAIT_SECONDS)
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+    assert logged.lines[0][1]["url"] == f"http://***@127.0.0.1:{port}"
+    assert "s3cret" not in str(logged.lines)
+    with pytest.raises(ValueError, match=r"\*\*\*@") as refused:
+        address_of("https://admin:s3cret@127.0.0.1:9180")
+    assert "s3cret" not in str(refused.value)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.deadline import Budget
-from sidecar.simulate.kubelet import SIGTERM_MINIMUM_GRACE_SECONDS, Pod, PodStartError
+from sidecar.simulate.kubelet import SIGTERM_MINIMUM_GRACE_SECONDS, Pod, PodStartError, PodStartTimeout
+from sidecar.simulate.pod_network import PortAllocator
 from sidecar.simulate.podspec import (
     ADMIN_PORT,
     APP_PORT,
@@ -25,7 +26,6 @@ from sidecar.simulate.podspec import (
     demo_app_command,
     template_for_mode,
 )
-from sidecar.simulate.rollout import PortAllocator
 
 START_SECONDS = 15.0
 BUDGET = Budget(1.0, 0.0, 0.5)  # only the grace period counts without a sidecar
@@ -235,3 +235,23 @@ async def test_pod_sigkill_comes_the_grace_period_less_the_hooks_whole_seconds_a
     # the SIGKILL comes near 5.9 s after the deletion, not at the 5 s the grace period suggests.
     assert record.killed_at - record.signalled_at >= 4.0 - 0.01
     assert record.killed_at - pod.record.deleted_at > 5.5
+
+
+@pytest.mark.anyio
+async def test_pod_start_timeout_names_the_native_sidecar_holding_it_and_a_log_that_exists(tmp_path: Path) -> None:
+    # The native sidecar never answers its startup probe, so the app container is never started:
+    # the error must say so, not ask whether the app listens, and name the sidecar's own log.
+    native = template_for_mode(Mode.NATIVE, Budget(5.0, 1.0, 0.5), demo_app_command())
+    silent = dataclasses.replace(native.sidecars[0], argv=("sleep", "60"))
+    pod = Kubelet(tmp_path).pod(dataclasses.replace(native, sidecars=(silent,)))
+    try:
+        with pytest.raises(PodStartTimeout) as raised:
+            await pod.start(2.0)
+    finally:
+        await pod.kill()
+    message = str(raised.value)
+    assert message.startswith("old-1: shutdown-sidecar not started after 2s (its probe, GET /startupz at 127.0.0.3:")
+    assert message.endswith("app not started: the kubelet starts them once the native sidecar has")
+    log = Path(message.split("see ", 1)[1].split(")", 1)[0])
+    assert log == tmp_path / "old-1" / "shutdown-sidecar.log"
+    assert await asyncio.to_thread(log.exists)

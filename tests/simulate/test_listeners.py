@@ -4,9 +4,12 @@ address, one on the pod's address or a wildcard is not."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
+from sidecar.simulate import listeners
 from sidecar.simulate.listeners import decode_address, listening_addresses, unreachable_listeners
 from sidecar.simulate.podspec import APP_PORT
 from tests.simulate.loopback_server import closed_port
@@ -54,3 +57,20 @@ async def test_unreachable_listeners_passes_the_pod_address_and_a_port_nobody_li
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.anyio
+async def test_listener_table_is_read_once_per_period_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+
+    def slow_table() -> dict[int, set[str]]:
+        reads.append(threading.current_thread().name)
+        time.sleep(0.05)  # a costly read of a busy machine's tables
+        return {8080: {"127.0.0.1"}}
+
+    monkeypatch.setattr(listeners, "listening_table", slow_table)
+    table = listeners.ListenerTable(max_age_seconds=0.01)
+    assert await table.current() == {8080: {"127.0.0.1"}}
+    assert await table.current() == {8080: {"127.0.0.1"}}  # 10 x 50 ms not yet over: not read again
+    assert len(reads) == 1
+    assert reads[0] != threading.current_thread().name  # in a thread: the loop was not held

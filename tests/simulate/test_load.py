@@ -14,7 +14,16 @@ import pytest
 
 from sidecar.simulate.client import Failure, Result
 from sidecar.simulate.endpoints import Balancer, Propagation
-from sidecar.simulate.load import CONNECTIONS, KINDS, NO_ENDPOINTS, PHASES, LoadGenerator, Tally, load_document
+from sidecar.simulate.load import (
+    CONNECTIONS,
+    KINDS,
+    MAX_BINS,
+    NO_ENDPOINTS,
+    PHASES,
+    LoadGenerator,
+    Tally,
+    load_document,
+)
 from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import RequestPhase
 from sidecar.simulate.traffic import FreshTraffic
@@ -36,7 +45,30 @@ def test_tally_document_of_nothing_has_every_phase_and_kind_at_zero() -> None:
         "by_kind": dict.fromkeys(KINDS, 0),
         "by_phase": {phase: {"sent": 0, "failed": 0, "by_kind": dict.fromkeys(KINDS, 0)} for phase in PHASES},
         "by_connection": {on: {"sent": 0, "failed": 0, "by_kind": dict.fromkeys(KINDS, 0)} for on in CONNECTIONS},
+        "over_time": {"bin_seconds": 0.1, **{on: {outcome: [] for outcome in ("ok", *KINDS)} for on in CONNECTIONS}},
     }
+
+
+def test_tally_over_time_counts_requests_by_when_they_left_connection_and_outcome() -> None:
+    tally = Tally()
+    tally.add("running", Result(200, None), sent_at=0.05)
+    tally.add("drain", Result(None, Failure.RESET), reused=True, sent_at=0.25)
+    tally.add("drain", Result(None, Failure.RESET), reused=True, sent_at=0.29)
+    over_time = tally.document()["over_time"]
+    assert over_time["bin_seconds"] == 0.1
+    assert over_time["new"]["ok"] == [1, 0, 0]
+    assert over_time["reused"]["reset"] == [0, 0, 2]
+    assert over_time["reused"]["ok"] == [0, 0, 0]
+
+
+def test_tally_over_time_gathers_a_long_rehearsal_into_at_most_max_bins() -> None:
+    tally = Tally()
+    for second in range(600):  # ten minutes, one request a second
+        tally.add("running", Result(200, None), sent_at=float(second))
+    over_time = tally.document()["over_time"]
+    assert len(over_time["new"]["ok"]) <= MAX_BINS
+    assert sum(over_time["new"]["ok"]) == 600
+    assert over_time["bin_seconds"] == 5.0
 
 
 def test_tally_document_sums_by_kind_and_by_phase() -> None:
@@ -108,8 +140,8 @@ class StopAfter(Tally):
         self.count = count
         self.stop = asyncio.Event()
 
-    def add(self, phase: str, result: Result, *, reused: bool = False) -> None:
-        super().add(phase, result, reused=reused)
+    def add(self, phase: str, result: Result, *, reused: bool = False, sent_at: float | None = None) -> None:
+        super().add(phase, result, reused=reused, sent_at=sent_at)
         if self.total_sent >= self.count:
             self.stop.set()
 
@@ -125,6 +157,7 @@ class StandInRecord:
     endpoint_removed_at: float | None = None
     requests_after_endpoint_removal: int = 0
     failed_after_endpoint_removal: int = 0
+    failed_requests: list[tuple[float, str, str]] = dataclasses.field(default_factory=list)
 
     def request_phase(self) -> RequestPhase:
         self.asked += 1
@@ -233,3 +266,6 @@ async def test_load_generator_counts_requests_sent_after_the_endpoint_removal_on
     assert record.requests_after_endpoint_removal == tally.total_sent >= 5
     assert record.failed_after_endpoint_removal == (tally.total_sent if failed else 0)
     assert tally.connections_opened == tally.total_sent  # fresh: one connection per request
+    assert [(kind, phase) for _, kind, phase in record.failed_requests] == (
+        [("reset", "prestop")] * tally.total_sent if failed else []
+    )

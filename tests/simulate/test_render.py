@@ -262,7 +262,7 @@ def test_render_draws_every_pod_and_ends_with_a_newline() -> None:
         (line,) = [line for line in lines if line.startswith(f"  {pod_doc['name']}")]
         assert f"|{timeline_bar(pod_doc)}|" in line
     assert "SIGKILLed: app" in text
-    assert "report: outcome clean, drain end app_exit, margin 5.25s, late connections 0" in text
+    assert "sidecar: clean - drain ended 5.2 s before SIGKILL; no late connection" in text
     assert requests_table(document["requests"])[0] in lines
     assert lines[-len(verdict_lines(document)) :] == verdict_lines(document)
 

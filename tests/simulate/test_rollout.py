@@ -9,7 +9,8 @@ import socket
 import pytest
 
 from sidecar.simulate.kubelet import PodStartError
-from sidecar.simulate.rollout import PortAllocator, ephemeral_port_floor, is_free, start_together
+from sidecar.simulate.pod_network import PortAllocator, ephemeral_port_floor, is_free
+from sidecar.simulate.rollout import start_together
 
 
 def test_port_allocator_gives_distinct_free_ports_below_the_ephemeral_range() -> None:

@@ -16,6 +16,7 @@ from sidecar.simulate.verdict import parse_report, pod_document, reasons_to_fail
 from tests.simulate.pod_records import (
     APP,
     CLEAN_REPORT,
+    DELETED_AT,
     SIDECAR,
     container,
     native_pod,
@@ -238,6 +239,14 @@ def test_pod_document_counts_the_requests_sent_after_the_endpoint_removal() -> N
     assert pod_document(native_pod())["requests_after_endpoint_removal"] == {"sent": 0, "failed": 0}
     after = pod_document(native_pod(failed_after_removal=2))["requests_after_endpoint_removal"]
     assert after == {"sent": 5, "failed": 2}
+
+
+def test_pod_document_places_the_pod_and_its_failed_requests_in_time() -> None:
+    record = native_pod()
+    record.failed_requests = [(DELETED_AT + 3.5, "reset", "drain"), (DELETED_AT - 0.25, "timeout", "running")]
+    document = pod_document(record)
+    assert document["deleted_after_seconds"] == DELETED_AT
+    assert document["failed_requests"] == [[3.5, "reset", "drain"], [-0.25, "timeout", "running"]]
 
 
 def test_reasons_to_fail_say_how_many_failures_were_on_reused_connections() -> None:

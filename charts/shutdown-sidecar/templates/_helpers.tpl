@@ -76,8 +76,8 @@ repository names its own registry host, by Docker's rule: a first part with "." 
 
 {{/* The sidecar's image: by default where the release workflow publishes it, ghcr.io. */}}
 {{- define "shutdown-sidecar.sidecarImage" -}}
-{{- $ref := dict "image" .values.sidecar.image "global" .values.global "defaultRegistry" "ghcr.io" -}}
-{{- include "shutdown-sidecar.imageRef" (merge $ref (dict "defaultTag" (include "shutdown-sidecar.sidecarTag" .))) -}}
+{{- $tag := include "shutdown-sidecar.sidecarTag" . -}}
+{{- include "shutdown-sidecar.imageRef" (dict "image" .values.sidecar.image "global" .values.global "defaultRegistry" "ghcr.io" "defaultTag" $tag) -}}
 {{- end -}}
 
 {{/* The app's image: its own, or (empty repository) the sidecar's, which carries the demo app. */}}
@@ -129,6 +129,10 @@ app's preStop hook needs it when rendering. In order:
     the pod template on each sync and roll the pods), but computable by anyone who knows both names.
     README "The admin token" says what that protects against.
 With existingSecret and value both set, a Secret that lookup can read must hold that value.
+The token must be what the sidecar accepts (config.py parse_admin_token: printable ASCII without
+spaces), or the sidecar exits 2 and the pod never starts. The schema refuses a bad `value`; a Secret
+read with lookup is checked here. Failing, not trimming: the sidecar reads the Secret as it is
+(secretKeyRef), so trimming could only change the hook's header, never what the sidecar refuses.
 */}}
 {{- define "shutdown-sidecar.adminTokenValue" -}}
 {{- $t := .values.sidecar.adminToken -}}
@@ -137,20 +141,32 @@ With existingSecret and value both set, a Secret that lookup can read must hold 
 {{- $secret := lookup "v1" "Secret" $ns $t.existingSecret -}}
 {{- $data := dig "data" $t.secretKey "" ($secret | default dict) -}}
 {{- if $data -}}
+{{- if not (regexMatch "^[!-~]+$" ($data | b64dec)) -}}
+{{- fail (printf "sidecar.adminToken: Secret %s/%s key %q must be printable ASCII without spaces (a bearer token); a trailing newline counts (kubectl create secret --from-file keeps it): the sidecar reads the Secret as it is and would exit 2" $ns $t.existingSecret $t.secretKey) -}}
+{{- end -}}
 {{- if and $t.value (ne $t.value ($data | b64dec)) -}}
 {{- fail (printf "sidecar.adminToken: Secret %s/%s key %q differs from sidecar.adminToken.value: the sidecar would refuse the preStop hook's token" $ns $t.existingSecret $t.secretKey) -}}
 {{- end -}}
 {{- $data | b64dec -}}
 {{- else if $t.value -}}
-{{- $t.value -}}
+{{- include "shutdown-sidecar.checkedAdminTokenValue" $t.value -}}
 {{- else -}}
 {{- fail (printf "sidecar.adminToken: the app's preStop hook needs the token when rendering (httpGet headers cannot reference a Secret), and Secret %s/%s key %q was not found; set sidecar.adminToken.value or create the Secret first" $ns $t.existingSecret $t.secretKey) -}}
 {{- end -}}
 {{- else if $t.value -}}
-{{- $t.value -}}
+{{- include "shutdown-sidecar.checkedAdminTokenValue" $t.value -}}
 {{- else -}}
 {{- printf "shutdown-sidecar/admin-token/v1/%s/%s" $ns (include "shutdown-sidecar.fullname" .) | sha256sum -}}
 {{- end -}}
+{{- end -}}
+
+{{/* sidecar.adminToken.value as given, when the sidecar accepts it. The schema already refuses a bad
+one; this catches renders that skip the schema (--skip-schema-validation) with the same words. */}}
+{{- define "shutdown-sidecar.checkedAdminTokenValue" -}}
+{{- if not (regexMatch "^[!-~]+$" .) -}}
+{{- fail "sidecar.adminToken.value: must be printable ASCII without spaces (a bearer token)" -}}
+{{- end -}}
+{{- . -}}
 {{- end -}}
 
 {{/*

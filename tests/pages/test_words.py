@@ -1,0 +1,92 @@
+"""The one-line summary of a report: seconds after t0, the drain's end and how it was seen, the
+hold and why it ended, late connections split by whether the hold covered them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar.pages.words import late_words, summary_line
+
+T0 = 1_800_000_000.0
+
+
+def report(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "outcome": "clean",
+        "drain_end_source": "process_exit",
+        "grace_period_seconds": 10.0,
+        "t0": T0,
+        "deadline": T0 + 10,
+        "drain_end": T0 + 6.1,
+        "margin_seconds": 3.9,
+        "phases": {
+            "prestop_delay": {"start": T0, "end": T0 + 3.0, "duration_seconds": 3.0},
+            "drain": {"start": T0 + 3.0, "end": T0 + 6.1, "duration_seconds": 3.1},
+        },
+        "late_connections": 0,
+        "last_late_connection_seconds": None,
+        "connections": {"at_t0": 4, "at_stop": 2, "at_drain_end": 0, "at_stop_opened_before_t0": 0},
+        "app": {"inflight": 0, "inflight_at_stop": 2, "inflight_peak": 3, "complete_at": T0 + 6.0, "workers": {}},
+        "errors": [],
+    }
+    return {**base, **changes}
+
+
+def test_summary_line_says_the_drain_in_seconds_after_the_stop_and_before_sigkill() -> None:
+    line = summary_line(report())
+    assert line.startswith("clean - app exited 3.1 s after its stop, 3.9 s before SIGKILL")
+    assert "(measured by the app's exit)" in line
+    assert "app said complete" in line
+    assert "0 connections pinned at the stop (of 2 open)" in line
+    assert str(int(T0)) not in line  # no Unix time
+
+
+def test_summary_line_names_why_the_hold_ended_from_the_hold_key() -> None:
+    hold = {"mode": "auto", "released_by": "quiet", "duration_seconds": 4.2, "window_seconds": 1.0}
+    assert "hold 4.2 s (no new connection for 1.0 s)" in summary_line(report(hold=hold))
+    maximum = {**hold, "released_by": "maximum", "counting": "no /proc/net/tcp"}
+    assert "hit its maximum" in summary_line(report(hold=maximum))
+    assert "could not count arrivals: no /proc/net/tcp" in summary_line(report(hold=maximum))
+    assert "hold 3.0 s;" in summary_line(report())  # no hold key: the prestop_delay phase
+
+
+def test_late_words_says_all_covered_when_the_last_came_inside_the_hold() -> None:
+    assert late_words(report(late_connections=72, last_late_connection_seconds=2.5)) == (
+        "72 late connections, all inside the hold (last 2.5 s after t0)"
+    )
+
+
+def test_late_words_says_not_covered_when_one_came_after_the_hold() -> None:
+    words = late_words(report(late_connections=3, last_late_connection_seconds=4.0))
+    assert words is not None
+    assert "not all covered" in words
+    assert "1.0 s after the hold ended" in words
+
+
+def test_summary_line_of_a_timeout_says_the_app_was_still_running() -> None:
+    line = summary_line(report(outcome="timeout", drain_end_source="deadline", drain_end=None, app=None))
+    assert line.startswith("timeout")
+    assert "app still running at the deadline" in line
+
+
+def test_summary_line_of_a_report_cut_short_says_so_and_keeps_what_it_has() -> None:
+    line = summary_line({"outcome": "clean", "margin_seconds": 2.0, "truncated": True})
+    assert line == "clean - drain ended 2.0 s before SIGKILL; report cut short: some figures missing"
+
+
+def test_summary_line_says_a_negative_margin_as_time_past_sigkill() -> None:
+    assert "1.5 s after SIGKILL was due" in summary_line(report(margin_seconds=-1.5, outcome="timeout"))
+
+
+def test_summary_line_gives_the_reason_for_an_outcome_other_than_clean() -> None:
+    line = summary_line(report(outcome="unknown", outcome_reason="the listener closed; no exit was seen"))
+    assert line.startswith("unknown (the listener closed; no exit was seen) - ")
+    assert "(" not in summary_line(report(outcome_reason="the app exited")).split(" - ")[0]
+
+
+def test_summary_line_names_the_background_tasks_the_app_cancelled_or_left_stuck() -> None:
+    tasks = {"finished": ["upload"], "cancelled": ["refresh-cache"], "stuck": ["poll", "sync"], "waited_seconds": 1.0}
+    app = {**report()["app"], "tasks": tasks}
+    line = summary_line(report(app=app))
+    assert "app said complete, cancelled task refresh-cache, stuck tasks poll, sync" in line
+    assert "upload" not in line
