@@ -181,7 +181,9 @@ def test_lifeline_on_leaving_kills_its_carriers_and_restores_the_environment(pid
         assert os.environ[LIFELINES_ENV].split()[-1] == lifeline.token
         carrier = subprocess.Popen(["sleep", "60"], start_new_session=True)
         pids.append(carrier.pid)
-        assert carries(carrier.pid, lifeline.token)
+        # Popen returns once exec has begun (vfork): /proc/PID/environ is empty until the kernel
+        # has laid out the new image's environment, a moment later.
+        wait_until(lambda: carries(carrier.pid, lifeline.token), 10, what="the carrier")
     assert carrier.wait(timeout=GONE_SECONDS) == -signal.SIGKILL
     assert os.environ.get(LIFELINES_ENV) == before
 
