@@ -82,6 +82,7 @@ def hold_reason(report: Document) -> str | None:
         "quiet": "no new connection"
         + (f" for {seconds(hold['window_seconds'])}" if number(hold.get("window_seconds")) else ""),
         "maximum": "hit its maximum: arrivals had not stopped",
+        "interrupted": "cut short by the sidecar's SIGTERM or a second Ctrl-C",
     }.get(str(released), str(released))
     counting = hold.get("counting")
     if counting not in (None, "ok"):

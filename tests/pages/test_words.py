@@ -47,6 +47,8 @@ def test_summary_line_names_why_the_hold_ended_from_the_hold_key() -> None:
     maximum = {**hold, "released_by": "maximum", "counting": "no /proc/net/tcp"}
     assert "hit its maximum" in summary_line(report(hold=maximum))
     assert "could not count arrivals: no /proc/net/tcp" in summary_line(report(hold=maximum))
+    interrupted = {**hold, "released_by": "interrupted"}
+    assert "cut short by the sidecar's SIGTERM or a second Ctrl-C" in summary_line(report(hold=interrupted))
     assert "hold 3.0 s;" in summary_line(report())  # no hold key: the prestop_delay phase
 
 
