@@ -51,10 +51,15 @@ def test_configuration_smallest_report_reserve_still_ends_in_a_report(start_side
     assert sidecar.report()["drain_end_source"] == "deadline"
 
 
+BACKTRACKING_PATTERN = "zq7(a+)+$"
+
+
 @pytest.fixture
 def backtracking_bait() -> Iterator[None]:
-    """A process whose command line makes `(a+)+$` backtrack for minutes."""
-    bait = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "a" * 40 + "!"])
+    """A process whose command line makes BACKTRACKING_PATTERN backtrack for minutes. The pattern
+    starts with a token no other process carries: `(a+)+$` alone matched any command line ending in
+    `a` (other test workers' processes, say), and the watch then followed that process instead."""
+    bait = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "zq7" + "a" * 40 + "!"])
     yield
     bait.kill()
     bait.wait()
@@ -65,7 +70,7 @@ def backtracking_bait() -> Iterator[None]:
 def test_configuration_backtracking_pattern_does_not_block_probes_and_the_report_names_it(
     start_sidecar: StartSidecar,
 ) -> None:
-    sidecar = start_sidecar("--grace-period", "4", "--prestop-delay", "1", "--watch-process", "(a+)+$")
+    sidecar = start_sidecar("--grace-period", "4", "--prestop-delay", "1", "--watch-process", BACKTRACKING_PATTERN)
     sidecar.send_signal(signal.SIGTERM)
     sidecar.wait_for_log(lambda line: line.get("to") == "prestop_delay", 5)
     for _ in range(5):
