@@ -21,6 +21,8 @@ from sidecar.simulate.records import Clock
 # killContainer's minimumGracePeriodInSeconds: a container whose preStop hook used up the grace
 # period still gets this long after its stop signal before the SIGKILL.
 MINIMUM_GRACE_SECONDS: Final = 2
+# How long a cancelled exec hook, SIGKILLed, is waited for before the cancellation goes on.
+REAP_SECONDS: Final = 2.0
 
 
 def hook_passed(result: Result) -> bool:
@@ -91,7 +93,11 @@ async def run_exec_hook(hook: ExecHook, env: Mapping[str, str], grace_deadline: 
         await process.wait()
         return "still running at the end of the grace period", False
     except asyncio.CancelledError:
-        kill_session(process.pid)  # not awaited: asyncio's child watcher reaps it
+        kill_session(process.pid)
+        # Reaped before the cancellation goes on (SIGKILL makes it quick): a process transport
+        # left to the garbage collector unreaped warns that its process is still running.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), REAP_SECONDS)
         raise
     return f"exit status {status}", status == 0
 
