@@ -177,8 +177,11 @@ def test_asgi_middleware_drains_a_real_server_on_the_sidecars_clock(
     assert section["inflight_peak"] >= 2
     assert section["inflight_at_stop"] is not None
     assert section["complete_at"] is not None
-    assert section["workers"] == {
-        worker: {"inflight": 0, "complete": True, "exited": False, "complete_at": section["complete_at"]}
-    }
+    # `exited`: whether the worker's exit (right after its `complete`, which ended the drain) was
+    # seen before the report was made is a race the report need not win; `complete` is the point.
+    [(reported_worker, state)] = section["workers"].items()
+    assert reported_worker == worker
+    assert isinstance(state.pop("exited"), bool)
+    assert state == {"inflight": 0, "complete": True, "complete_at": section["complete_at"]}
     assert "cancelling background tasks still running tasks=forever" in app.output
     assert (section["tasks"]["finished"], section["tasks"]["cancelled"]) == ([], ["forever"])
