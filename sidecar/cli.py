@@ -5,17 +5,23 @@ on stderr and exit status 2, before anything has started."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import gc
 import importlib.util
+import os
 import socket
 import sys
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
 from sidecar import __version__
-from sidecar.config import (
+from sidecar.lean_imports import import_asyncio_without_tls
+
+# First, before anything imports asyncio (sidecar.config does): no mode runs a TLS transport of
+# asyncio's, and its ssl import costs every pod about 5 MB.
+import_asyncio_without_tls()
+
+from sidecar.config import (  # noqa: E402
     Settings,
     SettingsError,
     TracingEnvironment,
@@ -61,6 +67,28 @@ Exits with CMD's status (128+N when killed by signal N); 127 when CMD is not fou
 cannot be executed."""
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns without shutil, which argparse's formatter imports (with
+    bz2 and lzma) at the first add_argument of every start, for help text that is rarely printed."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class Formatter(argparse.HelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width)
+
+
+class RawDescriptionFormatter(Formatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse prints the whole usage before an error; operators reading pod logs want one line."""
 
@@ -72,7 +100,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `argv`, simulate's options only when it names simulate: they
     cost the imports of sidecar.simulate (about 10 ms), which serve and run never need (report's
     likewise, sidecar.pages)."""
-    parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION)
+    parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION, formatter_class=Formatter)
     parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
     commands = parser.add_subparsers(dest="mode", metavar="COMMAND")
     serve = commands.add_parser(
@@ -80,7 +108,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="run the admin server in its own container next to the app",
         description=DESCRIPTION,
         epilog=SERVE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     add_setting_flags(serve)
     run = commands.add_parser(
@@ -89,7 +117,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         usage="shutdown-sidecar run [options] -- CMD [ARGS...]",
         description=DESCRIPTION,
         epilog=RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     add_setting_flags(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="the app's command, after --")
@@ -99,7 +127,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         usage="shutdown-sidecar simulate [options] [-- APP CMD [ARGS...]]",
         description="Rehearse Kubernetes' termination sequence on this machine with real processes on "
         "loopback, and tell whether requests were dropped or a drain overran the grace period.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     if argv is None or "simulate" in argv:
         from sidecar.simulate.options import EPILOG as SIMULATE_EPILOG
@@ -112,7 +140,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="read real pods' final reports (kubectl get pods -o json, termination log, log line): one line "
         "per pod, or a page",
         usage="shutdown-sidecar report [FILE|-] [--html OUT]",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionFormatter,
     )
     if argv is None or "report" in argv:
         from sidecar.pages import command as report_command
@@ -159,9 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
     from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli
+    from sidecar.lean_imports import import_prometheus_client_without_exposition
     from sidecar.signals import hold_signals, restore_signal_mask
 
     import_uvicorn_without_its_cli()
+    import_prometheus_client_without_exposition()
     previous_mask = hold_signals()
     startup = prepare_to_serve(args)
     if isinstance(startup, int):
@@ -177,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
     # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
     gc.freeze()
+    import asyncio
+
     return asyncio.run(serve(startup.settings, startup.sock, startup.command, startup.tracing))
 
 

@@ -4,25 +4,26 @@
 - serve: the app is another container; --watch-pid/--watch-process watch its process
   (shared process namespace), and --native-sidecar takes our SIGTERM as the app's exit.
 - either: --app-port watches the app's listener and connections.
-Nothing else decides or asks which mode is running."""
+Nothing else decides or asks which mode is running. Each part's module is imported when the part
+is chosen: a mode does not pay the start-up time and memory of the parts it does not run."""
 
 from __future__ import annotations
 
 import dataclasses
 import signal
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from sidecar.app_process import AppProcess
 from sidecar.config import Settings
 from sidecar.drain.arrivals import OwnListener
-from sidecar.drain.connections import ConnectionWatch
-from sidecar.drain.process import WatchedProcess
-from sidecar.drain.sidecar_sigterm import SidecarSigterm
 from sidecar.lifecycle import DrainEndSource, Timeline
 from sidecar.parts import Part
 from sidecar.shutdown import ShutdownSequence
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import Observations
+
+if TYPE_CHECKING:
+    from sidecar.drain.connections import ConnectionWatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,8 @@ class PartContext:
 def choose_parts(settings: Settings, command: Sequence[str] | None, context: PartContext) -> list[Part]:
     parts: list[Part] = []
     if settings.watch_pid is not None or settings.watch_process is not None:
+        from sidecar.drain.process import WatchedProcess
+
         parts.append(
             WatchedProcess(
                 pid=settings.watch_pid,
@@ -57,6 +60,8 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
             )
         )
     if settings.app_port is not None:
+        from sidecar.drain.connections import ConnectionWatch
+
         parts.append(
             ConnectionWatch(
                 settings.app_port,
@@ -68,10 +73,14 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
             )
         )
     if settings.native_sidecar:
+        from sidecar.drain.sidecar_sigterm import SidecarSigterm
+
         parts.append(SidecarSigterm(lambda: context.sequence.finish_now(DrainEndSource.SIDECAR_SIGTERM)))
     # Last: parts see each phase change in this order, and the others must observe the app (its
     # connections at the stop) before this one signals it.
     if command is not None:
+        from sidecar.app_process import AppProcess
+
         parts.append(
             AppProcess(
                 command,
@@ -86,4 +95,9 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
 
 def arrival_source(parts: Sequence[Part]) -> ConnectionWatch | None:
     """The part that counts arrivals at the app port, for the auto hold (--app-port)."""
-    return next((part for part in parts if isinstance(part, ConnectionWatch)), None)
+    watch = next((part for part in parts if DrainEndSource.CONNECTIONS in part.drain_sources), None)
+    if watch is None:
+        return None
+    from sidecar.drain.connections import ConnectionWatch
+
+    return watch if isinstance(watch, ConnectionWatch) else None

@@ -1,25 +1,25 @@
 """The admin endpoints of SPEC.md. Probes take a pure-ASGI fast path (sidecar.admin.probes); the rest
-are Starlette routes. Handlers read and trigger the shutdown sequence;
+are routes (sidecar.admin.router). Handlers read and trigger the shutdown sequence;
 they never wait on anything but its events, and every request is bounded in size and time."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import time
+
+# hmac.compare_digest without hmac: importing hmac imports hashlib and loads libcrypto (about 3.5 MB
+# in every pod) for a comparison that is this C function whenever OpenSSL's is not there (hmac.py).
+from _operator import _compare_digest as compare_digest
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from prometheus_client import Counter
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from prometheus_client.metrics import Counter
 from starlette.types import ASGIApp
 
 from sidecar.admin.events import EventsEndpoint, ShutdownEvents
 from sidecar.admin.probes import ProbeFastPath
+from sidecar.admin.router import ClientDisconnect, Request, Response, Route, Router, json_response, text_response
 from sidecar.drain.app_report import AppReport, DrainReportError, TooManyWorkers, parse_drain_report
 from sidecar.lifecycle import DrainEndSource, Phase, Trigger
 from sidecar.parts import ReadinessCheck
@@ -47,12 +47,12 @@ class RequestRejected(Exception):
         self.message = message
 
 
-def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+def error_response(status_code: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status_code, headers)
 
 
 class AdminRoutes:
-    """The Starlette side: /prestop, /drain, /status, /metrics and /readyz?verbose."""
+    """The routed side: /prestop, /drain, /status, /metrics and /readyz?verbose."""
 
     def __init__(
         self,
@@ -86,28 +86,28 @@ class AdminRoutes:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/prestop", self.prestop, methods=["GET", "POST"]),
-            Route("/drain", self.drain, methods=["POST"]),
-            Route("/status", self.status_route, methods=["GET"]),
-            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
-            Route("/readyz", self.readyz_verbose, methods=["GET"]),
+            Route("/prestop", frozenset({"GET", "POST"}), handler=self.prestop),
+            Route("/drain", frozenset({"POST"}), handler=self.drain),
+            Route("/status", frozenset({"GET"}), handler=self.status_route),
+            Route("/metrics", frozenset({"GET"}), app=self.metrics_endpoint),
+            Route("/readyz", frozenset({"GET"}), handler=self.readyz_verbose),
         ]
 
     def is_authorized(self, request: Request) -> bool:
         if self.admin_token is None:
             return True
-        # Compared as the bytes that came on the wire (latin-1 is how Starlette decoded them); the
-        # token itself is printable ASCII (sidecar.config), so its bytes are the same in any encoding.
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        # compare_digest: the time taken must not tell an attacker how much of the token matched.
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("latin-1"), self.admin_token):
+        # Compared as the bytes that came on the wire (decoded as latin-1); the token itself is
+        # printable ASCII (sidecar.config), so its bytes are the same in any encoding.
+        scheme, _, token = (request.header(b"authorization") or "").partition(" ")
+        # A constant-time comparison: the time taken must not tell an attacker how much of the token matched.
+        if scheme.lower() == "bearer" and compare_digest(token.strip().encode("latin-1"), self.admin_token):
             return True
-        self.unauthorized.labels(path=request.url.path).inc()
+        self.unauthorized.labels(path=request.path).inc()
         return False
 
     async def read_body(self, request: Request) -> bytes:
         limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = request.header(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise RequestRejected(413, f"request body over {limit} bytes")
         body = bytearray()
@@ -137,7 +137,7 @@ class AdminRoutes:
 
     async def prestop(self, request: Request) -> Response:
         if request.method == "HEAD":
-            # Starlette answers HEAD wherever GET is allowed; HEAD is a safe method, and a
+            # The router answers HEAD wherever GET is allowed; HEAD is a safe method, and a
             # monitoring tool's HEAD must not shut the pod down.
             return error_response(405, "use GET or POST", {"Allow": "GET, POST"})
         response = await self.guard(request) or await self._hold_until_prestop_delay_over()
@@ -164,7 +164,7 @@ class AdminRoutes:
                 self.metrics.prestop_waiting.set(self.prestop_waiters)
         timeline = sequence.timeline
         released = time.monotonic()
-        return JSONResponse(
+        return json_response(
             {
                 "t0": timeline.to_wall(timeline.started_at),
                 "deadline": timeline.to_wall(timeline.deadline),
@@ -190,10 +190,10 @@ class AdminRoutes:
             accepted = self.app_report.apply(report)
         except TooManyWorkers as exc:
             return error_response(429, str(exc))
-        return JSONResponse({"phase": self.sequence.timeline.phase.value, "drain_end_accepted": accepted})
+        return json_response({"phase": self.sequence.timeline.phase.value, "drain_end_accepted": accepted})
 
     async def status_route(self, request: Request) -> Response:
-        return JSONResponse(self.status())
+        return json_response(self.status())
 
     async def readyz_verbose(self, request: Request) -> Response:
         lines, ready = [], True
@@ -202,7 +202,7 @@ class AdminRoutes:
             ready = ready and reason is None
             lines.append(f"[+]{name} ok" if reason is None else f"[-]{name} failed: {reason}")
         lines.append("readyz check passed" if ready else "readyz check failed")
-        return PlainTextResponse("\n".join(lines) + "\n", status_code=200 if ready else 503)
+        return text_response("\n".join(lines) + "\n", 200 if ready else 503)
 
 
 def create_app(
@@ -233,9 +233,6 @@ def create_app(
         limits=limits or Limits(),
         on_scrape=on_scrape,
     )
-    extra = [] if events is None else [Route("/events", EventsEndpoint(events), methods=["GET"])]
-    app = Starlette(routes=[*routes.routes(), *extra])
-    # No redirects on the admin port: Starlette would answer /prestop/ with a 307 whose Location is
-    # built from the client's Host header.
-    app.router.redirect_slashes = False
-    return ProbeFastPath(app, readiness, liveness or {})
+    extra = [] if events is None else [Route("/events", frozenset({"GET"}), app=EventsEndpoint(events))]
+    # Exact paths only: no redirect for /prestop/, whose Location would be built from the client's Host header.
+    return ProbeFastPath(Router([*routes.routes(), *extra]), readiness, liveness or {})

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import socket
 from collections.abc import Generator, Iterable
-from typing import Final
+from typing import Final, cast
 
 import uvicorn
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
+from uvicorn.lifespan.off import LifespanOff
 
 from sidecar.admin.listener import AdminListener
 from sidecar.admin.probes import ProbeFastPath
@@ -27,16 +29,43 @@ IPV4_ANY_HOST: Final = "0.0.0.0"
 STOP_GRACE_SECONDS: Final = 0.05
 
 
+class AdminConfig:
+    """The settings uvicorn's Server and httptools protocol read, as the admin port uses them: no
+    TLS, no lifespan, no WebSockets, no proxy headers, no server or date header, no concurrency
+    limit. uvicorn.Config would offer all of those, and cost every start the imports of ssl and
+    logging.config (sidecar.admin.uvicorn_core)."""
+
+    loaded = True
+    root_path = ""
+    asgi_version = "3.0"
+    ws_protocol_class = None  # ws="none": an upgrade request is answered as plain HTTP
+    lifespan_class = LifespanOff
+    # uvicorn's own limit answers 503 to everything, probes included, once reached; ours evicts.
+    limit_concurrency = None
+    reset_contextvars = False
+    encoded_headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012 (read only)
+
+    def __init__(self, app: ASGIApp, http_protocol_class: type[asyncio.Protocol], timeout_keep_alive: int) -> None:
+        # Nothing proxies the admin port (probes and hooks come from the kubelet, to the pod IP):
+        # no X-Forwarded-* middleware may rewrite the client or sit between a probe and its answer.
+        self.loaded_app = app
+        self.http_protocol_class = http_protocol_class
+        self.timeout_keep_alive = timeout_keep_alive
+
+    def load(self) -> None:
+        """Everything is built in __init__ (uvicorn's Server calls this before serving)."""
+
+
 class AdminServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
+    def __init__(self, config: AdminConfig) -> None:
+        super().__init__(config)  # type: ignore[arg-type]  # what Server reads of a uvicorn.Config
         self.listener: AdminListener | None = None
         self._stop = asyncio.Event()
         self.listening = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # Our own accept loop (sidecar.admin.listener) instead of loop.create_server's; no lifespan.
-        config = self.config
+        config = cast(AdminConfig, self.config)
         if sockets is None or len(sockets) != 1:
             raise ValueError("the admin server serves exactly one bound socket")
 
@@ -90,10 +119,9 @@ class AdminServer(uvicorn.Server):
                 task.cancel()
 
 
-def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> uvicorn.Config:
+def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> AdminConfig:
     """`connections`: the cap and close counts of this server's connections (a fresh, default one
-    when not given). uvicorn's own limit_concurrency is off: it answers 503 to everything, probes
-    included, once the cap is reached; ours evicts instead."""
+    when not given)."""
 
     table = AdminConnections() if connections is None else connections  # an empty table is falsy
 
@@ -102,23 +130,12 @@ def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> u
         # Probes without a query are answered by the protocol itself: no ASGI request, no task.
         probes = app if isinstance(app, ProbeFastPath) else None
 
-    return uvicorn.Config(
-        app,
-        http=Protocol,
-        lifespan="off",
-        log_config=None,
-        log_level="warning",  # uvicorn sets its loggers to this; its info chatter is noise next to ours
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        limit_concurrency=None,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        ws="none",
-        # Nothing proxies the admin port (probes and hooks come from the kubelet, to the pod IP):
-        # X-Forwarded-* from a loopback neighbour must not rewrite the client, and the middleware
-        # costs every request, probes included, a few microseconds.
-        proxy_headers=False,
-    )
+    # uvicorn logs its start-up chatter at info, and an access line per request: neither is wanted.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    access = logging.getLogger("uvicorn.access")
+    access.setLevel(logging.WARNING)
+    access.handlers, access.propagate = [], False
+    return AdminConfig(app, Protocol, KEEP_ALIVE_SECONDS)
 
 
 class AdminConnectionsCollector(Collector):

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from typing import Final
 
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+# Its submodules, not the package: `serve` imports prometheus_client without its exposition module
+# (sidecar.lean_imports).
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics import Counter, Gauge, Histogram
+from prometheus_client.registry import CollectorRegistry
 
 from sidecar.lifecycle import SHUTDOWN_PHASES, Outcome, Phase, Timeline
 from sidecar.signals import HANDLED_SIGNALS, SHUTDOWN_SIGNALS, signal_name
@@ -38,7 +41,7 @@ PRESTOP_CODES: Final = ("200", "401", "405", "408", "413", "429")
 def configure_prometheus_client() -> None:
     """Process-global switches, called once at start-up: `_created` series double the series
     count per pod and say nothing a start timestamp does not."""
-    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    prometheus_metrics.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class ShutdownMetrics:

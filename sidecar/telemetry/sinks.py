@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client.registry import CollectorRegistry
 
 from sidecar.config import Settings, TracingEnvironment
 from sidecar.deadline import SINK_RESERVE_SECONDS

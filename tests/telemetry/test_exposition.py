@@ -101,3 +101,64 @@ async def test_exposition_headers_and_the_scrape_callback() -> None:
     assert headers[b"content-type"].startswith(b"application/openmetrics-text")
     assert headers[b"content-length"] == str(len(body)).encode()
     assert scraped == 1
+
+
+def odd_registry() -> CollectorRegistry:
+    """Names and values each escaping scheme treats differently, and every metric type."""
+    from prometheus_client import Counter, Enum, Histogram, Info, Summary
+
+    registry = CollectorRegistry()
+    Gauge("g", 'a "gauge"\nwith \\ in its help', ["label"], registry=registry).labels(label='a"b\\c\nd').set(1e10)
+    Counter("c", "a counter", registry=registry).inc(2.5)
+    Histogram("h", "a histogram", buckets=(0.5, 1e7), registry=registry).observe(0.25)
+    Summary("s", "a summary", registry=registry).observe(3)
+    Info("i", "an info", registry=registry).info({"version": "1"})
+    Enum("e", "an enum", states=["on", "off"], registry=registry)
+    Gauge("with.dots:and_colons", "utf-8 name", ["la.bel"], registry=registry).labels(**{"la.bel": "x"}).set(-1)
+    return registry
+
+
+@pytest.mark.parametrize("escaping", ["underscores", "dots", "values", "allow-utf-8"])
+def test_exposition_the_text_format_is_prometheus_clients(escaping: str) -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from sidecar.telemetry.exposition import encode_text
+    from sidecar.telemetry.metrics import ShutdownMetrics
+
+    for registry in (
+        odd_registry(),
+        ShutdownMetrics(CollectorRegistry(), version="1", grace_period_seconds=30).registry,
+    ):
+        assert encode_text(registry, escaping=escaping) == generate_latest(registry, escaping=escaping)
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "text/plain",
+        "text/plain; version=0.0.4",
+        "text/plain;version=1.0.0;escaping=allow-utf-8",
+        "text/plain; version=1.0.0; escaping=nonsense",
+        OPENMETRICS,
+        "application/openmetrics-text",
+        "application/openmetrics-text; version=0.0.1",
+        "application/openmetrics-text; version=1.0.0; escaping=dots",
+        # Prometheus 2 and 3 as they scrape
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;"
+        "version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+        "application/json, */*",
+    ],
+)
+def test_exposition_content_negotiation_is_prometheus_clients(accept: str) -> None:
+    from prometheus_client.exposition import choose_encoder as prometheus_choose_encoder
+
+    from sidecar.telemetry.exposition import choose_encoder
+
+    registry = odd_registry()
+    encoder, content_type = choose_encoder(accept)
+    expected_encoder, expected_type = prometheus_choose_encoder(accept)
+    assert content_type == expected_type
+    assert encoder(registry) == expected_encoder(registry)

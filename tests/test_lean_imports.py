@@ -1,0 +1,145 @@
+"""What `serve` and `run` import at start-up, read from a real sidecar once it answers /readyz:
+none of the modules the footprint work left out (each costs every pod memory or start-up time),
+and what was left out still works when it is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# A real start (`python -m sidecar ...` as the image runs it), with a thread that waits for the
+# first /readyz 200, writes the modules imported and the shared libraries mapped, and SIGTERMs it.
+AT_READY = """
+import json, os, runpy, signal, socket, sys, threading, time
+
+def at_ready():
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    while True:
+        try:
+            with socket.socket() as probe:  # an address as bytes: no idna codec imported here
+                probe.settimeout(1)
+                probe.connect(("127.0.0.1", port))
+                probe.sendall(b"GET /readyz HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n")
+                if probe.recv(64).startswith(b"HTTP/1.1 200"):
+                    break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    with open("/proc/self/maps") as maps:
+        libraries = sorted({line.split("/")[-1].strip() for line in maps if ".so" in line})
+    with open(os.environ["AT_READY_OUT"], "w") as out:
+        json.dump({"modules": sorted(sys.modules), "libraries": libraries}, out)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=at_ready, daemon=True).start()
+sys.argv = ["shutdown-sidecar", *sys.argv[1:]]
+runpy.run_module("sidecar", run_name="__main__")
+"""
+
+# Each of these costs every pod memory or start-up time for something serve and run never do.
+LEFT_OUT = (
+    "ssl",  # asyncio's TLS: with libssl and libcrypto about 5 MB
+    "_hashlib",  # libcrypto again (hmac, hashlib)
+    "hmac",
+    "http.client",  # Starlette's exceptions; prometheus_client's exposition
+    "http.server",
+    "email.message",
+    "prometheus_client.exposition",
+    "starlette.applications",  # routing, requests and responses are sidecar.admin.router's
+    "anyio",
+    "uvicorn.main",  # uvicorn's command line (click)
+    "click",
+    "shutil",  # argparse's help formatter
+)
+
+
+def modules_at_ready(tmp_path: Path, mode: str) -> dict[str, list[str]]:
+    out = tmp_path / f"{mode}.json"
+    script = tmp_path / "at_ready.py"
+    script.write_text(AT_READY)
+    command = ["--", sys.executable, "-c", "import time; time.sleep(60)"] if mode == "run" else []
+    argv = [sys.executable, str(script), mode, "--host", "127.0.0.1", "--port", str(free_port())]
+    argv += ["--termination-log", "", "--grace-period", "2", "--prestop-delay", "0", *command]
+    # No SIDECAR_* or OTEL_* variable of the machine's (tracing would import the OpenTelemetry SDK).
+    env = {"AT_READY_OUT": str(out), "PATH": "", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False, env=env)
+    assert out.exists(), result.stderr
+    document: dict[str, list[str]] = json.loads(out.read_text())
+    return document
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("mode", ["serve", "run"])
+def test_lean_imports_the_sidecar_answers_probes_without_tls_hashlib_or_the_exposition_module(
+    tmp_path: Path, mode: str
+) -> None:
+    found = modules_at_ready(tmp_path, mode)
+    imported = set(found["modules"])
+    assert [name for name in LEFT_OUT if name in imported] == []
+    # The real uvicorn.config (ssl, logging.config) is not imported; its stand-in is.
+    assert "logging.config" not in imported
+    assert not [library for library in found["libraries"] if library.startswith(("libssl", "libcrypto"))]
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_lean_imports_prometheus_client_runs_its_init_when_the_package_is_first_used() -> None:
+    out = run_python(
+        """
+        import sys
+        from sidecar.lean_imports import import_prometheus_client_without_exposition, is_stood_in
+        import_prometheus_client_without_exposition()
+        from prometheus_client.metrics import Counter
+        from prometheus_client.registry import CollectorRegistry
+        import prometheus_client
+        assert is_stood_in(prometheus_client) and "prometheus_client.exposition" not in sys.modules
+        registry = CollectorRegistry()
+        Counter("c", "a counter", registry=registry).inc()
+        from prometheus_client import generate_latest  # the real __init__ runs now
+        assert not is_stood_in(prometheus_client) and prometheus_client.Counter is Counter
+        print(generate_latest(registry).decode().splitlines()[2])
+        """
+    )
+    assert out == "c_total 1.0\n"
+
+
+def test_lean_imports_asyncio_refuses_a_tls_transport_in_words_and_ssl_still_imports() -> None:
+    out = run_python(
+        """
+        from sidecar.lean_imports import import_asyncio_without_tls
+        import_asyncio_without_tls()
+        import asyncio, socket, sys
+        assert "ssl" not in sys.modules
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        async def connect():
+            try:
+                await asyncio.open_connection(*listener.getsockname(), ssl=True)
+            except RuntimeError as exc:
+                print(exc)
+
+        asyncio.run(connect())
+        import ssl, urllib.request  # what the Pushgateway's and OTLP's threads import
+        print(ssl.create_default_context().verify_mode.name)
+        """
+    )
+    assert out.splitlines() == ["stdlib ssl module not available", "CERT_REQUIRED"]
