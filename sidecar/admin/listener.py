@@ -81,10 +81,12 @@ class AdminListener:
             self._log_timer.cancel()  # the count is in sidecar_admin_connections_closed_total
 
     def accept_batch(self) -> None:
+        drained = False  # the kernel's queue is empty (or accepting has to stop for now)
         for _ in range(min(ACCEPT_BATCH, MAX_WAITING - len(self._waiting))):
             try:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
+                drained = True
                 break
             except ConnectionAbortedError:
                 continue  # reset while queued
@@ -95,11 +97,16 @@ class AdminListener:
                     self._pause(MEMORY_RETRY_SECONDS)
                 else:
                     raise
+                drained = True
                 break  # the next turn accepts again, once the room made here is free
             conn.setblocking(False)
             self._waiting.append(conn)
         if len(self._waiting) >= MAX_WAITING:
             self._pause_until_set_up()
+        elif not drained:
+            # More is queued, and the newest connection (a probe sent into the burst) is behind it:
+            # accept the rest first (the next turn) instead of setting up older ones now.
+            return
         self._schedule_setup()
 
     def _schedule_setup(self) -> None:
