@@ -83,6 +83,8 @@ async def wait_for_any(events: tuple[asyncio.Event, ...], deadline: float) -> bo
     """Wait until one of `events` is set or `deadline` passes; True if an event won."""
     if any(event.is_set() for event in events):
         return True
+    if seconds_left(deadline) <= 0:
+        return False  # at once: no waiter task or timer for a deadline already past (a delay of 0)
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
         done, _ = await asyncio.wait(waiters, timeout=seconds_left(deadline), return_when=asyncio.FIRST_COMPLETED)

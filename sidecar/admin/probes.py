@@ -8,6 +8,7 @@ changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Mapping
 from typing import Final
@@ -40,18 +41,46 @@ def first_failure(checks: Mapping[str, ReadinessCheck]) -> str | None:
 
 class RequestTurns:
     """At most `per_turn` requests start per event-loop turn; the others wait, in order and without
-    using the CPU. A request holds its permit from its turn to the next and none after it starts,
-    so a request that waits (a /prestop held, an event stream, a client not reading) holds nothing.
-    asyncio.Semaphore is fair since Python 3.11.1: a newcomer queues behind the waiters."""
+    using the CPU, for a later turn. A request within the turn's count starts at once (it does not
+    wait a turn: a /prestop hook in a burst of connections is answered turns sooner, each turn then
+    being long). Nothing is held once a request has started, so a request that waits (a /prestop
+    held, an event stream, a client not reading) holds nothing."""
 
     def __init__(self, per_turn: int = REQUESTS_PER_TURN) -> None:
-        self._permits = asyncio.Semaphore(per_turn)  # binds to the loop at its first wait
+        self.per_turn = per_turn
+        self._started = 0  # in this turn
+        self._turn_ends_scheduled = False
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     async def wait(self) -> None:
-        async with self._permits:
-            # Held into the next turn: a permit released in this one would admit the next waiter
-            # at once, and a whole queue would start in one turn.
-            await asyncio.sleep(0)
+        if self._started < self.per_turn and not self._waiting:
+            self._start()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self._schedule_turn_end()
+        await waiter  # cancelled with its request: skipped when turns come
+
+    def _start(self) -> None:
+        self._started += 1
+        self._schedule_turn_end()
+
+    def _schedule_turn_end(self) -> None:
+        if not self._turn_ends_scheduled:
+            self._turn_ends_scheduled = True
+            # call_soon from a callback of this turn runs in the next turn.
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_ends_scheduled = False
+        self._started = 0
+        while self._waiting and self._started < self.per_turn:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._start()
+        if self._waiting:
+            self._schedule_turn_end()
 
 
 class ProbeFastPath:
