@@ -201,6 +201,8 @@ class Sidecar:
         try:
             await server.listening.wait()
             logger.info("sidecar ready", extra={"fields": self._start_fields(sock)})
+            # Only now: the OpenTelemetry SDK's import would hold the first probe's answer back.
+            self.sinks.start_tracing_setup()
             done, _ = await asyncio.wait({server_task, sequence_task}, return_when=asyncio.FIRST_COMPLETED)
             if server_task in done:
                 # The admin server ended before any shutdown: probes would go unanswered.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -135,3 +137,45 @@ def test_tracing_unsupported_configuration_exits_2_naming_the_variable(env: dict
     )  # fmt: skip
     assert result.returncode == 2
     assert name in result.stderr
+
+
+# On the sidecar's sys.path as sitecustomize: the import of the tracing module (the OpenTelemetry
+# SDK and exporter) takes 1.5 s longer, and its start is written down (CLOCK_MONOTONIC, which this
+# process reads too).
+SLOW_TRACING_IMPORT = """
+import os, sys, time
+
+class SlowTracingImport:
+    def find_spec(self, name, path, target=None):
+        if name == "sidecar.telemetry.tracing":
+            time.sleep(1.5)
+            with open(os.environ["TRACING_IMPORT_RESUMED_AT"], "w") as out:
+                out.write(repr(time.monotonic()))
+        return None  # the ordinary finders import it
+
+sys.meta_path.insert(0, SlowTracingImport())
+"""
+
+
+def test_tracing_a_sigterm_during_the_deferred_sdk_import_still_exports_the_trace(
+    start_sidecar: StartSidecar, tmp_path: Path
+) -> None:
+    """The SDK is imported on a thread once the admin port answers; a native sidecar's SIGTERM
+    (the report at once) that lands during that import waits for it and exports the trace."""
+    (tmp_path / "sitecustomize.py").write_text(SLOW_TRACING_IMPORT)
+    resumed_at = tmp_path / "resumed_at"
+    with otlp_receiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+            "TRACING_IMPORT_RESUMED_AT": str(resumed_at),
+        }
+        sidecar = start_sidecar("--grace-period", "6", "--prestop-delay", "0", "--native-sidecar", "true", env=env)
+        sent = sidecar.send_signal(signal.SIGTERM)
+        assert sidecar.wait(timeout=10) == 0
+        assert receiver.received.is_set()
+    assert sent < float(resumed_at.read_text()), "the signal came after the import: nothing was tested"
+    assert sidecar.report()["errors"] == []
+    spans = [span for scope in receiver.requests[0].resource_spans[0].scope_spans for span in scope.spans]
+    root = next(span for span in spans if span.name == "shutdown")
+    assert attributes(root.attributes)["shutdown.trigger"] == "signal"
