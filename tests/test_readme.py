@@ -52,12 +52,34 @@ def test_readme_first_command_runs_simulate() -> None:
     assert "pip install '.[server]'" in first_block
 
 
-def test_readme_pictures_are_in_the_repository() -> None:
-    root = Path(__file__).resolve().parent.parent
-    pictures = [part.split(")", 1)[0] for part in README.split("](docs/")[1:]]
-    assert "simulate.png" in pictures
+# The README is also the package's long description on PyPI, where a relative link leads nowhere.
+REPOSITORY_FILE = re.compile(
+    r"https://(?:github\.com/shutdown-sidecar/shutdown-sidecar/blob|raw\.githubusercontent\.com/"
+    r"shutdown-sidecar/shutdown-sidecar)/main/([^)#\s]+)"
+)
+
+
+def test_readme_links_are_absolute_for_pypi() -> None:
+    targets = re.findall(r"\]\(([^)\s]+)", README)
+    assert targets
+    relative = [target for target in targets if not target.startswith(("https://", "http://", "#"))]
+    assert relative == []
+
+
+def test_readme_repository_links_name_files_that_exist() -> None:
+    files = REPOSITORY_FILE.findall(README)
+    assert "docs/simulate.png" in files
+    assert "charts/shutdown-sidecar/README.md" in files
+    for name in files:
+        assert (ROOT / name).is_file(), name
+
+
+def test_readme_pictures_are_raw_files_that_render_on_pypi() -> None:
+    # A blob/ address is GitHub's HTML page about the file: an image there shows as broken.
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", README)
+    assert pictures
     for picture in pictures:
-        assert (root / "docs" / picture).is_file(), picture
+        assert picture.startswith("https://raw.githubusercontent.com/shutdown-sidecar/shutdown-sidecar/main/"), picture
 
 
 def test_readme_gives_the_page_commands() -> None:
