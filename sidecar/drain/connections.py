@@ -132,18 +132,20 @@ class ConnectionWatch(Part):
 
     def shutdown_began(self, t0: float) -> None:
         """Tick fast from now on; the connections now are the baseline for late connections.
-        Arrivals up to now are counted first, so those just before t0 are not taken for late."""
+        Arrivals since the last tick are counted first, at t0: they came before it, and are not
+        late (TcpPassiveOpens, read a tick behind, counts its share at the next tick, after t0)."""
+        self._at_t0 = self._sample(at=t0).established
         self._t0 = t0
-        self._at_t0 = self._sample().established
         self.counts.at_t0 = len(self._at_t0)
         self._shutdown.set()
 
     def close(self) -> None:
         self.reader.close()
 
-    def _sample(self, *, listener_only: bool = False) -> PortSnapshot:
-        """Read the port; unless `listener_only`, count arrivals since the last full read."""
-        now = time.monotonic()
+    def _sample(self, *, listener_only: bool = False, at: float | None = None) -> PortSnapshot:
+        """Read the port; unless `listener_only`, count arrivals since the last full read, as
+        arrived `at` (default: now)."""
+        now = time.monotonic() if at is None else at
         try:
             found = self.reader.read(listener_only=listener_only)
         except OSError as exc:

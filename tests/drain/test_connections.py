@@ -63,3 +63,28 @@ async def wait_for_port_to_drain(port: int) -> None:
     while read_port_snapshot(port).established:
         assert time.monotonic() < deadline, "the connections never closed"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_connections_an_arrival_just_before_t0_is_not_late() -> None:
+    # Dumps count the arrivals here (the /proc tables: no counter); the one that came after the
+    # last tick but before t0 is counted at t0's own read, as traffic before t0.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    observations = Observations()
+    server = await asyncio.start_server(lambda _r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    watch = ConnectionWatch(
+        port, metrics=metrics, observations=observations, on_drained=lambda: None, tables=("/proc/net/tcp",)
+    )
+    watch.start()
+    watch._sample()  # the last idle tick's read: the baseline
+    with socket.create_connection(("127.0.0.1", port)):
+        t0 = time.monotonic()
+        watch.shutdown_began(t0)
+        assert watch.arrivals.before(t0).arrivals == 1
+        assert watch.arrivals.since(t0) == (0, None)
+        assert observations.late_connections == 0
+        assert metrics.registry.get_sample_value("sidecar_late_connections_total") == 0
+    watch.close()
+    server.close()
+    await server.wait_closed()
