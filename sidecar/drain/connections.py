@@ -132,8 +132,10 @@ class ConnectionWatch(Part):
 
     def shutdown_began(self, t0: float) -> None:
         """Tick fast from now on; the connections now are the baseline for late connections.
-        Arrivals since the last tick are counted first, at t0: they came before it, and are not
-        late (TcpPassiveOpens, read a tick behind, counts its share at the next tick, after t0)."""
+        Arrivals read up to now are counted first, at t0: they came before it, and are not late.
+        (TcpPassiveOpens is counted a tick behind: what it reads now is counted after t0.)"""
+        self._counters_moved()
+        self._count_unseen(at=t0)
         self._at_t0 = self._sample(at=t0).established
         self._t0 = t0
         self.counts.at_t0 = len(self._at_t0)
@@ -200,14 +202,15 @@ class ConnectionWatch(Part):
         """True while TcpPassiveOpens is the app port's and the sidecar's alone (no other listener)."""
         return self.other_listeners == frozenset()
 
-    def _count_unseen(self) -> None:
+    def _count_unseen(self, at: float | None = None) -> None:
         """In a namespace of its own, every arrival is counted from TcpPassiveOpens, less the
         sidecar's own accepts and the node's probes the dumps saw: the dumps alone would count
         a connection twice (once from the counter before any dump, once when a dump sees it)."""
         if not self._counted_by_counter or self._last_counters is None:
             return
         passive_opens = self._last_counters[0]
-        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.ignored), time.monotonic())
+        now = time.monotonic() if at is None else at
+        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.ignored), now)
 
     def _warn_if_never_bound(self) -> None:
         if self.listener_seen or self._warned_no_listener:

@@ -88,3 +88,27 @@ async def test_connections_an_arrival_just_before_t0_is_not_late() -> None:
     watch.close()
     server.close()
     await server.wait_closed()
+
+
+def test_connections_counter_arrivals_read_before_t0_are_not_late() -> None:
+    # In a pod's own namespace TcpPassiveOpens counts the arrivals, a tick behind: what the last
+    # tick before t0 read is counted at t0, as before it, not at the first tick after.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    observations = Observations()
+    readings = iter([(100, 0), (105, 0), (105, 0), (105, 0)])
+    watch = ConnectionWatch(
+        9,
+        metrics=metrics,
+        observations=observations,
+        on_drained=lambda: None,
+        tables=("/nonexistent/tcp",),  # no socket to dump: the counter alone counts
+        counters=lambda: next(readings),
+    )
+    watch.other_listeners = frozenset()  # no other listener: the counter is the app's
+    for _ in range(2):  # the start, then an idle tick that reads five new passive opens
+        watch._counters_moved()
+        watch._count_unseen()
+    t0 = time.monotonic()
+    watch.shutdown_began(t0)
+    assert watch.arrivals.before(t0).arrivals == 5
+    assert observations.late_connections == 0
