@@ -96,7 +96,10 @@ def drain_words(report: Document) -> str | None:
     margin = number(report.get("margin_seconds"))
     drain_end, stop = after_t0(report, report.get("drain_end")), stop_after_t0(report)
     if source == "deadline":
-        return "app still running at the deadline (nothing saw it end)"
+        # timeout: a source watched the app and saw no end; unknown: nothing watched it at all.
+        if report.get("outcome") == "timeout":
+            return "app still running at the deadline (nothing saw it end)"
+        return "nothing saw the drain end by the deadline"
     parts = []
     if drain_end is not None and stop is not None:
         parts.append(f"{ENDED.get(source, 'drain ended')} {seconds(drain_end - stop)} after its stop")

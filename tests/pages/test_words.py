@@ -71,6 +71,17 @@ def test_summary_line_of_a_timeout_says_the_app_was_still_running() -> None:
     assert "app still running at the deadline" in line
 
 
+def test_summary_line_of_an_unwatched_app_at_the_deadline_does_not_say_it_still_ran() -> None:
+    # Nothing watched the app (no process, port, native sidecar or report): unknown, not timeout.
+    reason = "nothing watched the app"
+    line = summary_line(
+        report(outcome="unknown", outcome_reason=reason, drain_end_source="deadline", drain_end=None, app=None)
+    )
+    assert line.startswith(f"unknown ({reason})")
+    assert "still running" not in line
+    assert "nothing saw the drain end by the deadline" in line
+
+
 def test_summary_line_of_a_report_cut_short_says_so_and_keeps_what_it_has() -> None:
     line = summary_line({"outcome": "clean", "margin_seconds": 2.0, "truncated": True})
     assert line == "clean - drain ended 2.0 s before SIGKILL; report cut short: some figures missing"
