@@ -12,9 +12,11 @@ import pytest
 from sidecar.supervisor import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
+    STARTED_GROUPS,
     Child,
     SpawnError,
     exit_status_of,
+    kill_started_groups,
 )
 from tests.e2e.sidecar_process import wait_until
 
@@ -168,3 +170,37 @@ def test_child_kill_group_kills_the_child_and_its_descendants(children: list[Chi
     child.reap()
     assert statuses == [137]
     wait_until(lambda: is_gone(grandchild), 10, what="the grandchild to die")
+
+
+def test_child_group_left_behind_stays_in_the_watchdogs_last_words_until_killed(
+    children: list[Child], tmp_path: Path
+) -> None:
+    # A shell entrypoint that exits and leaves its server running: the watchdog's last words
+    # (kill_started_groups) must still reach that server; once kill_group ran, the group is forgotten.
+    orphan_file = tmp_path / "orphan"
+    code = (
+        "import os, subprocess, sys\n"
+        "orphan = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(orphan_file)!r} + '.tmp', 'w').write(str(orphan.pid))\n"
+        f"os.rename({str(orphan_file)!r} + '.tmp', {str(orphan_file)!r})\n"
+    )
+    statuses: list[int] = []
+    child = Child([sys.executable, "-c", code], on_exit=statuses.append)
+    children.append(child)
+    child.start()
+    pid = child.pid
+    assert pid is not None
+    wait_until(orphan_file.exists, 10, what="the orphan to start")
+    orphan = int(orphan_file.read_text())
+    try:
+        wait_until(lambda: has_exited(pid), 10, what="the child to exit")
+        child.reap()
+        assert statuses == [0]
+        assert pid in STARTED_GROUPS, "the group outlives its leader"
+        kill_started_groups()
+        wait_until(lambda: is_gone(orphan), 10, what="the orphan to die")
+        child.kill_group()
+        assert pid not in STARTED_GROUPS
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)
