@@ -112,3 +112,28 @@ def test_connections_counter_arrivals_read_before_t0_are_not_late() -> None:
     watch.shutdown_began(t0)
     assert watch.arrivals.before(t0).arrivals == 5
     assert observations.late_connections == 0
+
+
+def test_connections_counter_restarts_its_baseline_when_another_listener_came_and_went() -> None:
+    # While another listener shares the namespace, TcpPassiveOpens counts its connections too:
+    # once it is gone, only the passive opens from then on are the app's.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    # One look a tick: alone (the baseline, ten arrivals counted a tick behind), beside another
+    # listener whose 40 connections are not the app's, alone again (the baseline again, three).
+    ticks = [(100, {9}), (110, {9}), (110, {9}), (150, {9, 5000}), (150, {9}), (153, {9}), (153, {9})]
+    readings = iter([(opens, 0) for opens, _ in ticks])
+    listeners = iter([ports for _, ports in ticks])
+    watch = ConnectionWatch(
+        9,
+        metrics=metrics,
+        observations=Observations(),
+        on_drained=lambda: None,
+        tables=("/nonexistent/tcp",),
+        counters=lambda: next(readings),
+    )
+    watch.reader.listening_ports = lambda: next(listeners)  # type: ignore[method-assign]
+    for _ in ticks:
+        watch._check_listeners()
+        watch._counters_moved()
+        watch._count_unseen()
+    assert watch.arrivals.total == 10 + 3
