@@ -178,6 +178,7 @@ def test_hold_events_carry_the_auto_hold_at_t0(start_sidecar: StartSidecar, app:
     assert hold["maximum_seconds"] == 6
     assert isinstance(hold["window_seconds"], float)
     assert hold["rate_per_second"] > 1
+    assert hold["evidence"] == "connections"  # the app reports no requests: the connections set the window
 
 
 class PooledLoad:
@@ -252,3 +253,5 @@ def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middle
     assert 0.8 < last < 1.6  # the last request came when the client stopped, ~1 s after t0
     assert hold["duration_seconds"] == pytest.approx(last + window, abs=0.2)
     assert released - stopped < window + 1.0  # a window after the last request, not the maximum (6 s)
+    logged = sidecar.wait_for_log(lambda line: line.get("msg") == "hold ended", 0)
+    assert (logged["evidence"], logged["released_by"]) == ("requests", "quiet")
