@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,6 +13,7 @@ from sidecar.drain.arrivals import ArrivalLog
 from sidecar.drain.request_starts import RequestStarts
 from sidecar.hold import Hold
 from sidecar.hold_rule import HoldRule
+from sidecar.telemetry.report import HoldDocument
 
 RULE = HoldRule(minimum_seconds=0.5, maximum_seconds=3.0, confidence=0.999)
 
@@ -76,49 +78,47 @@ async def test_hold_without_app_reports_takes_its_window_from_connections_as_bef
         assert document["requests_after_t0"] is None
 
 
-@pytest.mark.anyio
-async def test_hold_a_silent_reporter_does_not_end_the_hold_while_connections_still_arrive() -> None:
+async def hold_with_late_arrivals(
+    arrive: Callable[[Connections, RequestStarts, int], None],
+) -> tuple[HoldDocument, float]:
+    """A hold begun now on pooled_traffic, with `arrive(connections, requests, n)` for n = 1, 2, 3,
+    0.1 s apart, after t0. Returns the document at the release, and the seconds from the last
+    arrival to the release."""
     t0 = time.monotonic()
     connections, requests = pooled_traffic(t0)
     hold = Hold(None, RULE, connections, requests=requests)
     hold.begin(t0)
 
-    async def late_connections() -> float:
-        for _ in range(3):  # the app reports nothing after t0; new connections keep coming
+    async def late_arrivals() -> float:
+        for n in (1, 2, 3):
             await asyncio.sleep(0.1)
-            connections.add(time.monotonic())
+            arrive(connections, requests, n)
         return time.monotonic()
 
-    late = asyncio.create_task(late_connections())
+    late = asyncio.create_task(late_arrivals())
     await hold.wait(t0, asyncio.Event())
     released = time.monotonic()
     last = await late
     document = hold.document(released)
     assert document is not None
+    assert document["last_arrival_seconds"] == pytest.approx(last - t0, abs=0.01)
+    return document, released - last
+
+
+@pytest.mark.anyio
+async def test_hold_a_silent_reporter_does_not_end_the_hold_while_connections_still_arrive() -> None:
+    # The app reports nothing after t0; new connections keep coming.
+    document, quiet = await hold_with_late_arrivals(lambda connections, _, n: connections.add(time.monotonic()))
     assert document["released_by"] == "quiet"
-    assert released >= last + 0.5  # a window after the last connection, not after t0
+    assert quiet >= 0.5  # a window after the last connection, not after t0
     assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (3, 0)
 
 
 @pytest.mark.anyio
 async def test_hold_a_request_start_after_t0_restarts_the_quiet_window() -> None:
-    t0 = time.monotonic()
-    connections, requests = pooled_traffic(t0)
-    hold = Hold(None, RULE, connections, requests=requests)
-    hold.begin(t0)
-
-    async def late_requests() -> float:
-        for count in (260, 270, 280):
-            await asyncio.sleep(0.1)
-            requests.update("1", count, time.monotonic())
-        return time.monotonic()
-
-    late = asyncio.create_task(late_requests())
-    await hold.wait(t0, asyncio.Event())
-    released = time.monotonic()
-    last = await late
-    document = hold.document(released)
-    assert document is not None
-    assert released >= last + 0.5
-    assert document["requests_after_t0"] == 35  # 245 -> 280
-    assert document["last_arrival_seconds"] == pytest.approx(last - t0, abs=0.01)
+    document, quiet = await hold_with_late_arrivals(
+        lambda _, requests, n: requests.update("1", 250 + 10 * n, time.monotonic())
+    )
+    assert document["released_by"] == "quiet"
+    assert quiet >= 0.5
+    assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 35)  # 245 -> 280
