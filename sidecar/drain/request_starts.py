@@ -7,8 +7,14 @@ clock of its own and does no I/O."""
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 from sidecar.drain.arrivals import ArrivalLog
+
+# Each worker reports up to ten times a second; with many workers the log's MAX_BATCHES would hold
+# less than the lookback (and the rate read over the lookback would be too low). Arrivals this
+# close to the last batch join it: at most 20 batches a second, 204 s of MAX_BATCHES.
+MERGE_SECONDS: Final = 0.05
 
 
 class RequestStarts:
@@ -34,7 +40,7 @@ class RequestStarts:
         if previous is None or count <= previous:
             return 0
         new = count - previous
-        self.arrivals.add(now, new)
+        self.arrivals.add(now, new, merge_within_seconds=MERGE_SECONDS)
         self.arrived.set()
         return new
 

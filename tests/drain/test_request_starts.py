@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.drain.arrivals import LOOKBACK_SECONDS, MAX_BATCHES
 from sidecar.drain.request_starts import RequestStarts
 
 
@@ -49,3 +50,17 @@ def test_request_starts_a_forgotten_worker_starts_again_from_a_baseline() -> Non
     assert starts.update("1", 900, now=2.0) == 0
     assert starts.arrivals.total == 0
     assert not starts.arrived.is_set()
+
+
+def test_request_starts_many_workers_reports_keep_the_whole_lookback() -> None:
+    # 64 workers, each reporting ten times a second for the whole lookback: 76,800 reports.
+    starts = RequestStarts()
+    for worker in range(64):
+        starts.update(str(worker), 0, now=0.0)
+    for tick in range(1, int(LOOKBACK_SECONDS * 10) + 1):
+        for worker in range(64):
+            starts.update(str(worker), tick, now=tick / 10 + worker / 6400)
+    traffic = starts.arrivals.before(LOOKBACK_SECONDS + 0.1)
+    assert traffic.arrivals == 64 * LOOKBACK_SECONDS * 10  # none lost to the log's bound
+    assert traffic.rate_per_second == pytest.approx(640, rel=0.01)
+    assert len(starts.arrivals.batches) <= MAX_BATCHES
