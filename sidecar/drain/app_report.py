@@ -5,8 +5,8 @@ A report is validated in full before any of it is applied, so a bad one changes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Final
 
 from sidecar.drain.request_starts import RequestStarts
+from sidecar.exit_watch import ProcessExitWatch
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
@@ -180,7 +181,7 @@ class AppReport:
         self._pid_namespace = own_pid_namespace() if pid_namespace is None else pid_namespace
         self._max_workers = max_workers
         self._shutting_down = False
-        self._pidfds: dict[str, int] = {}
+        self._exit_watches: dict[str, ProcessExitWatch] = {}
         self.requests = RequestStarts()  # the requests the app says it started: the auto hold's evidence
 
     def apply(self, report: DrainReport) -> bool:
@@ -220,7 +221,7 @@ class AppReport:
             self._shutting_down = False
 
     def close(self) -> None:
-        for key in list(self._pidfds):
+        for key in list(self._exit_watches):
             self._unwatch(key)
 
     def _counts_changed(self) -> None:
@@ -259,22 +260,19 @@ class AppReport:
         if pid is None or self._pid_namespace is None or report.pid_namespace != self._pid_namespace:
             return
         try:
-            loop = asyncio.get_running_loop()
-            pidfd = os.pidfd_open(pid)
+            watch = ProcessExitWatch(asyncio.get_running_loop(), functools.partial(self._on_exit, report.worker))
+            watch.watch(pid)
         except ProcessLookupError:
             self.activity.workers[report.worker].exited = True  # gone already
             return
         except (RuntimeError, OSError):  # no loop (a synchronous caller), or no pidfd on this kernel
             return
-        self._pidfds[report.worker] = pidfd
-        loop.add_reader(pidfd, self._on_exit, report.worker)
+        self._exit_watches[report.worker] = watch
 
     def _unwatch(self, key: str) -> None:
-        pidfd = self._pidfds.pop(key, None)
-        if pidfd is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(pidfd)
-            os.close(pidfd)
+        watch = self._exit_watches.pop(key, None)
+        if watch is not None:
+            watch.close()
 
     def _on_exit(self, key: str) -> None:
         worker = self.activity.workers.get(key)

@@ -263,4 +263,4 @@ async def test_app_report_a_pid_from_another_namespace_is_never_watched() -> Non
     app_report.apply(DrainReport(1, complete=False, worker="1", pid_namespace="pid:[theirs]"))
     app_report.apply(DrainReport(0, complete=False, worker="2", pid_namespace=None))
     assert not app_report.activity.workers["1"].exited
-    assert app_report._pidfds == {}
+    assert app_report._exit_watches == {}
