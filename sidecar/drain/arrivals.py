@@ -55,10 +55,15 @@ class ArrivalLog:
         self.batches: collections.deque[tuple[float, int]] = collections.deque(maxlen=MAX_BATCHES)
         self.total = 0
 
-    def add(self, at: float, count: int) -> None:
-        if count > 0:
-            self.batches.append((at, count))
-            self.total += count
+    def add(self, at: float, count: int, merge_within_seconds: float = 0.0) -> None:
+        """With `merge_within_seconds`, arrivals that close after the last batch join it, at their
+        later time (so a hold is never shortened by it): a source that adds often (many workers
+        each reporting) then keeps MAX_BATCHES from cutting the lookback short."""
+        if count <= 0:
+            return
+        merged = self.batches.pop()[1] if self.batches and at - self.batches[-1][0] < merge_within_seconds else 0
+        self.batches.append((at, merged + count))
+        self.total += count
 
     def since(self, t0: float) -> tuple[int, float | None]:
         """(arrivals after t0, the time of the last one)."""

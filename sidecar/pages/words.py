@@ -79,7 +79,7 @@ def hold_reason(report: Document) -> str | None:
     released = hold.get("released_by")
     why = {
         "fixed": "fixed delay",
-        "quiet": "no new connection"
+        "quiet": ("no new request or connection" if hold.get("evidence") == "requests" else "no new connection")
         + (f" for {seconds(hold['window_seconds'])}" if number(hold.get("window_seconds")) else ""),
         "maximum": "hit its maximum: arrivals had not stopped",
         "interrupted": "cut short by the sidecar's SIGTERM or a second Ctrl-C",

@@ -107,6 +107,8 @@ def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
         "holds": durations,
         "released_by": [h.get("released_by") for h in holds],
         "counting": sorted({str(h.get("counting")) for h in holds}),
+        "evidence": [h.get("evidence") for h in holds],
+        "windows": [h.get("window_seconds") for h in holds],
         "rollout_seconds": round(max(ends) - min(starts), 2) if ends and starts else None,
         "doubts": result.get("doubts", []),
     }

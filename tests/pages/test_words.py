@@ -44,6 +44,8 @@ def test_summary_line_says_the_drain_in_seconds_after_the_stop_and_before_sigkil
 def test_summary_line_names_why_the_hold_ended_from_the_hold_key() -> None:
     hold = {"mode": "auto", "released_by": "quiet", "duration_seconds": 4.2, "window_seconds": 1.0}
     assert "hold 4.2 s (no new connection for 1.0 s)" in summary_line(report(hold=hold))
+    on_requests = {**hold, "evidence": "requests"}
+    assert "hold 4.2 s (no new request or connection for 1.0 s)" in summary_line(report(hold=on_requests))
     maximum = {**hold, "released_by": "maximum", "counting": "no /proc/net/tcp"}
     assert "hit its maximum" in summary_line(report(hold=maximum))
     assert "could not count arrivals: no /proc/net/tcp" in summary_line(report(hold=maximum))
