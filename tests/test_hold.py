@@ -8,11 +8,15 @@ import time
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from sidecar.deadline import Budget
 from sidecar.drain.arrivals import ArrivalLog
 from sidecar.drain.request_starts import RequestStarts
 from sidecar.hold import Hold
 from sidecar.hold_rule import HoldRule
+from sidecar.lifecycle import Phase, Timeline
+from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import HoldDocument
 
 RULE = HoldRule(minimum_seconds=0.5, maximum_seconds=3.0, confidence=0.999)
@@ -79,7 +83,7 @@ async def test_hold_without_app_reports_takes_its_window_from_connections_as_bef
 
 
 async def hold_with_late_arrivals(
-    arrive: Callable[[Connections, RequestStarts, int], None],
+    arrive: Callable[[Connections, RequestStarts, int], object],
 ) -> tuple[HoldDocument, float]:
     """A hold begun now on pooled_traffic, with `arrive(connections, requests, n)` for n = 1, 2, 3,
     0.1 s apart, after t0. Returns the document at the release, and the seconds from the last
@@ -122,3 +126,35 @@ async def test_hold_a_request_start_after_t0_restarts_the_quiet_window() -> None
     assert document["released_by"] == "quiet"
     assert quiet >= 0.5
     assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 35)  # 245 -> 280
+
+
+def convergence_observed(connections: Connections, after_t0: list[float]) -> tuple[float, float]:
+    """(observations, their sum) of sidecar_endpoint_convergence_seconds once a hold that began
+    at t0 reaches the report, `after_t0` being the new connections' offsets from t0."""
+    registry = CollectorRegistry()
+    metrics = ShutdownMetrics(registry, version="test", grace_period_seconds=30)
+    t0 = time.monotonic()
+    hold = Hold(None, RULE, connections, metrics)
+    hold.begin(t0)
+    for offset in after_t0:
+        connections.add(t0 + offset)
+    hold.on_phase_change(Phase.DRAIN, Phase.REPORT, Timeline(Budget(30, 5, 1)))
+    count = registry.get_sample_value("sidecar_endpoint_convergence_seconds_count")
+    total = registry.get_sample_value("sidecar_endpoint_convergence_seconds_sum")
+    return count or 0.0, total or 0.0
+
+
+def test_convergence_is_the_last_arrival_after_t0() -> None:
+    connections, _ = pooled_traffic(time.monotonic())
+    count, total = convergence_observed(connections, [0.4, 1.5])
+    assert count == 1
+    assert total == pytest.approx(1.5, abs=0.01)
+
+
+def test_convergence_is_zero_for_a_pod_that_had_traffic_and_got_none_after_t0() -> None:
+    connections, _ = pooled_traffic(time.monotonic())
+    assert convergence_observed(connections, []) == (1.0, 0.0)
+
+
+def test_convergence_is_not_observed_for_a_pod_that_never_had_traffic() -> None:
+    assert convergence_observed(Connections(time.monotonic() - 60), []) == (0.0, 0.0)
