@@ -12,10 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from sidecar.deadline import wait_for_any
+from sidecar.exit_watch import wait_until_gone
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.parts import Part, ReadinessCheck
-from sidecar.supervisor import Child, install_child_signals, wait_until_gone
+from sidecar.supervisor import Child, install_child_signals
 from sidecar.telemetry.report import Observations
 
 logger = logging.getLogger(LOGGER_NAME)

@@ -86,7 +86,11 @@ class Sidecar:
         # app's own report once the app has reported.
         self.sequence.sources = frozenset().union(*(part.drain_sources for part in self.parts))
         self.hold = Hold(
-            settings.prestop_delay_seconds, settings.hold_rule, arrival_source(self.parts), metrics=self.metrics
+            settings.prestop_delay_seconds,
+            settings.hold_rule,
+            arrival_source(self.parts),
+            metrics=self.metrics,
+            requests=self.app_report.requests,
         )
         self.sequence.hold = self.hold
         self.observations.hold = self.hold.document

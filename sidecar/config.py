@@ -221,8 +221,9 @@ class Settings:
     )
     prestop_delay_seconds: float | None = setting(
         _DEFAULT_PRESTOP_DELAY,
-        "seconds readiness fails before the app is told to stop; auto: until new connections to --app-port "
-        "stop arriving (the quiet window; bounded by --prestop-delay-min/-max)",
+        "seconds readiness fails before the app is told to stop; auto: until new arrivals stop: new "
+        "connections to --app-port, and the requests an app using sidecar.integrations reports it started "
+        "(the quiet window, set by the requests when the app reports them; bounded by --prestop-delay-min/-max)",
         parse=parse_prestop_delay,
         metavar="S|auto",
     )

@@ -1,7 +1,8 @@
 """The prestop hold: from t0 until the app is told to stop. Fixed, it lasts --prestop-delay;
-auto, it lasts until the pod has been quiet (no new connection to the app port) for the window
-the arrivals before t0 call for (sidecar.hold_rule), within its bounds. It waits on events and
-timers; the counting is sidecar.drain.connections', the rule sidecar.hold_rule's."""
+auto, it lasts until the pod has been quiet (no new connection to the app port, no request the app
+reported it started) for the window the arrivals before t0 call for (sidecar.hold_rule), within
+its bounds. It waits on events and timers; the counting is sidecar.drain.connections' and
+sidecar.drain.request_starts', the rule sidecar.hold_rule's."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Protocol
 
 from sidecar.deadline import wait_for_any
 from sidecar.drain.arrivals import ArrivalLog, PreT0Traffic
-from sidecar.hold_rule import HoldRule, quiet_window, release_at
+from sidecar.hold_rule import HoldRule, choose_evidence, quiet_window, release_at
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
@@ -32,6 +33,14 @@ class ArrivalSource(Protocol):
     def counting(self) -> str: ...
 
 
+class RequestSource(Protocol):
+    """The requests the app reported it started: sidecar.drain.request_starts.RequestStarts."""
+
+    arrivals: ArrivalLog
+    arrived: asyncio.Event  # set at each arrival; the hold clears it
+    is_reported: bool  # a worker has sent a count: the app counts its requests
+
+
 class Hold:
     """One shutdown's hold. A Timeline listener (the window is decided at t0, so the t0 event
     on /events carries it); `wait` returns when the hold is over, for every /prestop caller at
@@ -43,13 +52,18 @@ class Hold:
         rule: HoldRule | None,
         source: ArrivalSource | None,
         metrics: ShutdownMetrics | None = None,
+        requests: RequestSource | None = None,
     ) -> None:
         """`fixed_seconds` for a fixed hold; else `rule`, and `source` (None: nothing counts
-        arrivals, so the hold lasts its maximum)."""
+        arrivals, so the hold lasts its maximum). `requests`: the app's reported request starts,
+        used only beside a working `source`: a reporter that goes silent must not end the hold
+        while connections still arrive."""
         self.metrics = metrics
         self.fixed_seconds = fixed_seconds
         self.rule = rule
         self.source = source
+        self.requests = requests
+        self._evidence: str | None = None  # requests | connections: the stream the window came from
         self._t0: float | None = None
         self._traffic: PreT0Traffic | None = None
         self._window: float | None = None
@@ -78,12 +92,14 @@ class Hold:
 
     def _observe_convergence(self) -> None:
         """Once per shutdown, at the drain's end (connections keep arriving after the hold when
-        endpoints converge late): when the last new connection came. A pod that had no traffic
-        before t0 and got none after says nothing about convergence and is left out."""
-        _, last = self._since_t0()
+        endpoints converge late): when the last new connection, or request the app reported, came.
+        A pod that had no traffic before t0 and got none after says nothing about convergence and
+        is left out."""
+        last = self._last_since_t0()
         if self.metrics is None or self.source is None or self._t0 is None:
             return
-        had_traffic = self.source.arrivals.before(self._t0).arrivals > 0
+        logs = [self.source.arrivals] if self.requests is None else [self.source.arrivals, self.requests.arrivals]
+        had_traffic = any(log.before(self._t0).arrivals > 0 for log in logs)
         if last is not None:
             self.metrics.convergence.observe(last - self._t0)
         elif had_traffic:
@@ -97,7 +113,8 @@ class Hold:
             logger.warning("holding to the maximum", extra={"fields": {"reason": self.counting}})
             return
         assert self.source is not None  # noqa: S101 - _can_count() says so
-        self._traffic = self.source.arrivals.before(t0)
+        requests = None if self.requests is None else self.requests.arrivals.before(t0)
+        self._evidence, self._traffic = choose_evidence(self.source.arrivals.before(t0), requests)
         self._window = quiet_window(self._traffic, self.rule)
 
     async def wait(self, t0: float, interrupted: asyncio.Event) -> None:
@@ -108,15 +125,16 @@ class Hold:
             ended = not await wait_for_any((interrupted,), t0 + (self.fixed_seconds or 0.0))
             self._release("fixed" if ended else "interrupted")
             return
-        source = self.source
+        arrived = [] if self.source is None else [self.source.arrived]
+        if self.requests is not None:
+            arrived.append(self.requests.arrived)
         while True:
-            if source is not None:
-                source.arrived.clear()
+            for event in arrived:
+                event.clear()
             release = self._release_at(t0)
             if release <= time.monotonic():
                 break
-            events = (interrupted,) if source is None or not self._can_count() else (interrupted, source.arrived)
-            await wait_for_any(events, release)
+            await wait_for_any((interrupted, *arrived) if self._can_count() else (interrupted,), release)
             if interrupted.is_set():
                 self._release("interrupted")
                 return
@@ -127,13 +145,26 @@ class Hold:
         assert self.rule is not None  # noqa: S101
         if not self._can_count():
             return t0 + self.rule.maximum_seconds
-        _, last = self._since_t0()
-        return release_at(t0, self._window, last, self.rule)
+        return release_at(t0, self._window, self._last_since_t0(), self.rule)
 
     def _since_t0(self) -> tuple[int, float | None]:
+        """(new connections after t0, the last one's time)."""
         if self.source is None or self._t0 is None:
             return 0, None
         return self.source.arrivals.since(self._t0)
+
+    def _requests_since_t0(self) -> tuple[int, float | None] | None:
+        """(requests the app reported it started after t0, the last one's time); None when the
+        app has reported no count."""
+        if self.requests is None or self._t0 is None or not self.requests.is_reported:
+            return None
+        return self.requests.arrivals.since(self._t0)
+
+    def _last_since_t0(self) -> float | None:
+        """The last arrival after t0 of either kind: each restarts the quiet window."""
+        requests = self._requests_since_t0()
+        times = [at for at in (self._since_t0()[1], None if requests is None else requests[1]) if at is not None]
+        return max(times, default=None)
 
     def _release(self, released_by: str) -> None:
         self._released = (released_by, time.monotonic())
@@ -147,7 +178,9 @@ class Hold:
         t0 = self._t0
         if t0 is None:
             return None
-        count, last = self._since_t0()
+        count, _ = self._since_t0()
+        requests = self._requests_since_t0()
+        last = self._last_since_t0()
         traffic = self._traffic
         auto = self.rule is not None
         rate = None if traffic is None or traffic.rate_per_second is None else round(traffic.rate_per_second, 3)
@@ -162,6 +195,8 @@ class Hold:
             if traffic is None or traffic.longest_gap_seconds is None
             else round(traffic.longest_gap_seconds, 6),
             "arrivals_after_t0": count,
+            "requests_after_t0": None if requests is None else requests[0],
             "last_arrival_seconds": None if last is None else round(last - t0, 6),
             "counting": self.counting,
+            "evidence": self._evidence,
         }

@@ -66,3 +66,13 @@ def release_at(t0: float, window: float | None, last_arrival: float | None, rule
         return latest
     quiet_since = t0 if last_arrival is None else max(t0, last_arrival)
     return min(quiet_since + window, latest)
+
+
+def choose_evidence(connections: PreT0Traffic, requests: PreT0Traffic | None) -> tuple[str, PreT0Traffic]:
+    """Which stream before t0 sets the window: the requests the app reported it started when it
+    reported any in the lookback (the finer evidence: pooled keep-alive clients and an l7 proxy
+    send many requests over few new connections), else the new connections. Never both summed:
+    a fresh connection and its first request are one arrival, and the rate would be doubled."""
+    if requests is not None and requests.arrivals > 0:
+        return "requests", requests
+    return "connections", connections

@@ -13,7 +13,15 @@ from collections.abc import Awaitable, Callable
 
 from sidecar.deadline import wait_for_any
 from sidecar.hold import Hold
-from sidecar.lifecycle import DrainEndSource, Phase, Timeline, Trigger, decide_outcome, outranks
+from sidecar.lifecycle import (
+    DRAIN_SOURCE_PRECEDENCE,
+    DrainEndSource,
+    Phase,
+    Timeline,
+    Trigger,
+    decide_outcome,
+    outranks,
+)
 from sidecar.logs import LOGGER_NAME
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -87,13 +95,17 @@ class ShutdownSequence:
 
     def source_unavailable(self, source: DrainEndSource) -> None:
         """A configured source cannot watch after all (no process matches --watch-process): it no
-        longer holds back the others, and the best event they have already seen ends the drain."""
+        longer holds back the others, and the most precise event they have already seen (by
+        DRAIN_SOURCE_PRECEDENCE, not by which came first) ends the drain."""
         self.sources = self.sources - {source}
         if self._drain_end is not None or self.timeline.phase not in (Phase.PRESTOP_DELAY, Phase.DRAIN):
             return
-        seen = [other for other in self.observed if outranks(other, self.watching)]
-        if seen:
-            self._drain_end = (seen[0], self.observed[seen[0]])
+        best = next(
+            (other for other in DRAIN_SOURCE_PRECEDENCE if other in self.observed and outranks(other, self.watching)),
+            None,
+        )
+        if best is not None:
+            self._drain_end = (best, self.observed[best])
             self._drain_reported.set()
 
     def report_drain_end(self, source: DrainEndSource) -> bool:

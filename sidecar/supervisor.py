@@ -134,31 +134,6 @@ class Child:
         return [pid for pid in process_table.members(group=self.pid) if pid != self.pid]
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-async def wait_until_gone(pids: Sequence[int]) -> None:
-    """Return once every one of `pids` has exited, woken by the kernel (a pidfd per process)."""
-    loop = asyncio.get_running_loop()
-    pidfds = []
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            pidfds.append(os.pidfd_open(pid))
-    try:
-        for pidfd in pidfds:
-            exited = loop.create_future()
-            loop.add_reader(pidfd, _settle, exited)
-            try:
-                await exited
-            finally:
-                loop.remove_reader(pidfd)
-    finally:
-        for pidfd in pidfds:
-            os.close(pidfd)
-
-
 def install_child_signals(loop: asyncio.AbstractEventLoop, child: Child) -> Callable[[], None]:
     """SIGCHLD reaps; the forwarded signals go to the child at once. Returns an uninstaller."""
     loop.add_signal_handler(signal.SIGCHLD, child.reap)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from sidecar.drain.arrivals import PreT0Traffic
-from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule, quiet_window, release_at
+from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule, choose_evidence, quiet_window, release_at
 
 RULE = HoldRule(minimum_seconds=1.0, maximum_seconds=15.0, confidence=0.999)
 
@@ -52,3 +52,10 @@ def test_hold_rule_bad_bounds_are_named(rule: HoldRule, words: str) -> None:
 
 def test_hold_rule_defaults_are_sound() -> None:
     assert DEFAULT_HOLD_RULE.problem() is None
+
+
+def test_hold_rule_evidence_is_the_apps_requests_when_it_reported_any_before_t0() -> None:
+    connections, requests = PreT0Traffic(3, 120.0, 40.0), PreT0Traffic(6000, 100.0, 0.2)
+    assert choose_evidence(connections, requests) == ("requests", requests)
+    assert choose_evidence(connections, PreT0Traffic(0, 100.0, None)) == ("connections", connections)
+    assert choose_evidence(connections, None) == ("connections", connections)  # the app reports no count

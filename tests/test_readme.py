@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
@@ -52,12 +53,41 @@ def test_readme_first_command_runs_simulate() -> None:
     assert "pip install '.[server]'" in first_block
 
 
-def test_readme_pictures_are_in_the_repository() -> None:
-    root = Path(__file__).resolve().parent.parent
-    pictures = [part.split(")", 1)[0] for part in README.split("](docs/")[1:]]
-    assert "simulate.png" in pictures
+# The README is also the package's long description on PyPI, and the chart's README is shown on
+# Artifact Hub and in a pulled chart: in all three a relative link leads nowhere.
+REPOSITORY_FILE = re.compile(
+    r"https://(?:github\.com/shutdown-sidecar/shutdown-sidecar/(?:blob|tree)|raw\.githubusercontent\.com/"
+    r"shutdown-sidecar/shutdown-sidecar)/main/([^)#\s]+)"
+)
+CHART_README = (CHART / "README.md").read_text()
+
+
+@pytest.mark.parametrize("text", [README, CHART_README], ids=["README", "chart README"])
+def test_readme_links_are_absolute_for_pypi_and_artifact_hub(text: str) -> None:
+    targets = re.findall(r"\]\(([^)\s]+)", text)
+    assert targets
+    relative = [target for target in targets if not target.startswith(("https://", "http://", "#"))]
+    assert relative == []
+
+
+@pytest.mark.parametrize(
+    ("text", "must_name"),
+    [(README, "charts/shutdown-sidecar/README.md"), (CHART_README, "charts/shutdown-sidecar/files/alerts.yaml")],
+    ids=["README", "chart README"],
+)
+def test_readme_repository_links_name_files_that_exist(text: str, must_name: str) -> None:
+    files = REPOSITORY_FILE.findall(text)
+    assert must_name in files
+    for name in files:
+        assert (ROOT / name).exists(), name
+
+
+def test_readme_pictures_are_raw_files_that_render_on_pypi() -> None:
+    # A blob/ address is GitHub's HTML page about the file: an image there shows as broken.
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)", README)
+    assert pictures
     for picture in pictures:
-        assert (root / "docs" / picture).is_file(), picture
+        assert picture.startswith("https://raw.githubusercontent.com/shutdown-sidecar/shutdown-sidecar/main/"), picture
 
 
 def test_readme_gives_the_page_commands() -> None:

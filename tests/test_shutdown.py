@@ -223,3 +223,22 @@ async def test_shutdown_a_source_that_cannot_watch_lets_an_outranked_event_end_t
     timeline = sequence.timeline
     assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.CONNECTIONS, Outcome.UNKNOWN)
     assert timeline.drain_end == sequence.observed[DrainEndSource.CONNECTIONS]
+
+
+@pytest.mark.anyio
+async def test_shutdown_a_source_that_cannot_watch_lets_the_most_precise_observed_event_end_the_drain() -> None:
+    # The listener closed first, then the app said complete without having reported before (an
+    # AppReport without on_report, as create_app's default): both were held back by the process
+    # watch. Once it cannot watch, precedence decides, not which was seen first.
+    sequence = port_watching_sequence()
+    sequence.sources = frozenset({DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS})
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    await sequence.wait_prestop_delay_over()
+    assert not sequence.report_drain_end(DrainEndSource.CONNECTIONS)
+    assert not sequence.report_drain_end(DrainEndSource.APP_REPORT)
+    sequence.source_unavailable(DrainEndSource.PROCESS_EXIT)
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.APP_REPORT, Outcome.CLEAN)
+    assert timeline.drain_end == sequence.observed[DrainEndSource.APP_REPORT]

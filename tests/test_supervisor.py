@@ -12,9 +12,11 @@ import pytest
 from sidecar.supervisor import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
+    STARTED_GROUPS,
     Child,
     SpawnError,
     exit_status_of,
+    kill_started_groups,
 )
 from tests.e2e.sidecar_process import wait_until
 
@@ -144,27 +146,56 @@ def test_child_reap_before_the_exit_reports_nothing(children: list[Child]) -> No
     assert child.is_running
 
 
-def test_child_kill_group_kills_the_child_and_its_descendants(children: list[Child], tmp_path: Path) -> None:
+def start_with_a_grandchild(children: list[Child], tmp_path: Path, *, then: str) -> tuple[Child, int, list[int]]:
+    """A child that starts a sleeping grandchild (in its group), then runs `then`: (the child,
+    the grandchild's pid, the statuses reap reports)."""
     grandchild_file = tmp_path / "grandchild"
     code = (
         "import os, subprocess, sys, time\n"
         "grandchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         f"open({str(grandchild_file)!r} + '.tmp', 'w').write(str(grandchild.pid))\n"
         f"os.rename({str(grandchild_file)!r} + '.tmp', {str(grandchild_file)!r})  # appears whole\n"
-        "time.sleep(60)\n"
+        f"{then}\n"
     )
     statuses: list[int] = []
     child = Child([sys.executable, "-c", code], on_exit=statuses.append)
     children.append(child)
     child.start()
-    pid = child.pid
-    assert pid is not None
+    assert child.pid is not None
     wait_until(grandchild_file.exists, 10, what="the grandchild to start")
     grandchild = int(grandchild_file.read_text())
-    assert os.getpgid(grandchild) == pid
+    assert os.getpgid(grandchild) == child.pid
+    return child, grandchild, statuses
 
+
+def test_child_kill_group_kills_the_child_and_its_descendants(children: list[Child], tmp_path: Path) -> None:
+    child, grandchild, statuses = start_with_a_grandchild(children, tmp_path, then="time.sleep(60)")
+    pid = child.pid
+    assert pid is not None
     child.kill_group()
     wait_until(lambda: has_exited(pid), 10, what="the child to die")
     child.reap()
     assert statuses == [137]
     wait_until(lambda: is_gone(grandchild), 10, what="the grandchild to die")
+
+
+def test_child_group_left_behind_stays_in_the_watchdogs_last_words_until_killed(
+    children: list[Child], tmp_path: Path
+) -> None:
+    # A shell entrypoint that exits and leaves its server running: the watchdog's last words
+    # (kill_started_groups) must still reach that server; once kill_group ran, the group is forgotten.
+    child, orphan, statuses = start_with_a_grandchild(children, tmp_path, then="pass")
+    pid = child.pid
+    assert pid is not None
+    try:
+        wait_until(lambda: has_exited(pid), 10, what="the child to exit")
+        child.reap()
+        assert statuses == [0]
+        assert pid in STARTED_GROUPS, "the group outlives its leader"
+        kill_started_groups()
+        wait_until(lambda: is_gone(orphan), 10, what="the orphan to die")
+        child.kill_group()
+        assert pid not in STARTED_GROUPS
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(orphan, signal.SIGKILL)

@@ -5,8 +5,8 @@ A report is validated in full before any of it is applied, so a bad one changes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -15,12 +15,18 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from sidecar.drain.request_starts import RequestStarts
+from sidecar.exit_watch import ProcessExitWatch
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import AppActivity, TaskOutcome, WorkerActivity
 
-DRAIN_KEYS: Final = frozenset({"inflight", "event", "worker", "pid_namespace", "tasks"})
+DRAIN_KEYS: Final = frozenset({"inflight", "event", "worker", "pid_namespace", "tasks", "requests_started"})
+# "requests_started": how many requests this worker has started since it began, a count that only
+# grows (sidecar.drain.request_starts turns it into arrivals for the auto hold). Optional: older
+# integrations do not send it. Bounded by the largest integer every JSON reader keeps exactly.
+MAX_REQUESTS_STARTED: Final = 2**53 - 1
 # "tasks": what the app's lifespan helper did with its background tasks at its shutdown (names
 # that ended on their own, were cancelled, ignored their cancellation; how long it waited).
 TASK_LISTS: Final = ("finished", "cancelled", "stuck")
@@ -62,6 +68,7 @@ class DrainReport:
     worker: str = ""  # "" for a report that names no worker
     pid_namespace: str | None = None  # the reporter's /proc/self/ns/pid, when it sent one
     tasks: TaskOutcome | None = None  # the background tasks at the app's shutdown, when it said
+    requests_started: int | None = None  # the worker's count of requests started, when it sent one
 
     @property
     def pid(self) -> int | None:
@@ -78,21 +85,24 @@ def _parse_int(text: str) -> int | float:
 
 
 def parse_drain_report(body: bytes) -> DrainReport:
-    """`{"inflight": N}` and/or `{"event": "complete"|"exit"}`, optionally with `"worker"` (a PID
-    or a short printable id), `"pid_namespace"` and `"tasks"` (see parse_tasks); raises
-    DrainReportError otherwise."""
+    """`{"inflight": N}` and/or `{"event": "complete"|"exit"}` and/or `{"requests_started": N}`,
+    optionally with `"worker"` (a PID or a short printable id), `"pid_namespace"` and `"tasks"`
+    (see parse_tasks); raises DrainReportError otherwise."""
     try:
         report = json.loads(body, parse_int=_parse_int)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise DrainReportError("body is not JSON") from None
-    if not isinstance(report, dict) or not set(report) & {"inflight", "event"}:
-        raise DrainReportError('expected an object with "inflight" and/or "event"')
+    if not isinstance(report, dict) or not set(report) & {"inflight", "event", "requests_started"}:
+        raise DrainReportError('expected an object with "inflight", "event" and/or "requests_started"')
     unknown = set(report) - DRAIN_KEYS
     if unknown:
         raise DrainReportError(f"unknown keys: {', '.join(sorted(unknown))}")
     inflight = report.get("inflight")
     if inflight is not None and (type(inflight) is not int or not 0 <= inflight <= MAX_INFLIGHT):
         raise DrainReportError(f'"inflight" must be a whole number from 0 to {MAX_INFLIGHT}')
+    started = report.get("requests_started")
+    if started is not None and (type(started) is not int or not 0 <= started <= MAX_REQUESTS_STARTED):
+        raise DrainReportError(f'"requests_started" must be a whole number from 0 to {MAX_REQUESTS_STARTED}')
     event = report.get("event")
     if event is not None and event not in EVENTS:
         raise DrainReportError('"event" must be "complete" or "exit"')
@@ -108,7 +118,7 @@ def parse_drain_report(body: bytes) -> DrainReport:
     if namespace is not None and not _short_text(namespace):
         raise DrainReportError(f'"pid_namespace" must be printable ASCII of 1 to {MAX_WORKER_ID_LENGTH} characters')
     tasks = parse_tasks(report["tasks"]) if "tasks" in report else None
-    return DrainReport(inflight, event == "complete", event == "exit", worker, namespace, tasks)
+    return DrainReport(inflight, event == "complete", event == "exit", worker, namespace, tasks, started)
 
 
 def parse_tasks(tasks: object) -> TaskOutcome:
@@ -171,7 +181,8 @@ class AppReport:
         self._pid_namespace = own_pid_namespace() if pid_namespace is None else pid_namespace
         self._max_workers = max_workers
         self._shutting_down = False
-        self._pidfds: dict[str, int] = {}
+        self._exit_watches: dict[str, ProcessExitWatch] = {}
+        self.requests = RequestStarts()  # the requests the app says it started: the auto hold's evidence
 
     def apply(self, report: DrainReport) -> bool:
         """Returns whether the report ended the drain. Raises TooManyWorkers, changing nothing."""
@@ -183,6 +194,9 @@ class AppReport:
             worker = workers[report.worker] = WorkerActivity()
             self._watch(report)
         self._on_report()
+        if report.requests_started is not None:
+            started = self.requests.update(report.worker, report.requests_started, time.monotonic())
+            self.metrics.app_requests_started.inc(started)
         if report.inflight is not None and not worker.is_finished:
             worker.inflight = report.inflight
         if report.tasks is not None:
@@ -207,7 +221,7 @@ class AppReport:
             self._shutting_down = False
 
     def close(self) -> None:
-        for key in list(self._pidfds):
+        for key in list(self._exit_watches):
             self._unwatch(key)
 
     def _counts_changed(self) -> None:
@@ -237,6 +251,7 @@ class AppReport:
         key = next((key for key, worker in self.activity.workers.items() if worker.exited), None)
         if key is not None:
             del self.activity.workers[key]
+            self.requests.forget(key)
         return key is not None
 
     def _watch(self, report: DrainReport) -> None:
@@ -245,22 +260,19 @@ class AppReport:
         if pid is None or self._pid_namespace is None or report.pid_namespace != self._pid_namespace:
             return
         try:
-            loop = asyncio.get_running_loop()
-            pidfd = os.pidfd_open(pid)
+            watch = ProcessExitWatch(asyncio.get_running_loop(), functools.partial(self._on_exit, report.worker))
+            watch.watch(pid)
         except ProcessLookupError:
             self.activity.workers[report.worker].exited = True  # gone already
             return
         except (RuntimeError, OSError):  # no loop (a synchronous caller), or no pidfd on this kernel
             return
-        self._pidfds[report.worker] = pidfd
-        loop.add_reader(pidfd, self._on_exit, report.worker)
+        self._exit_watches[report.worker] = watch
 
     def _unwatch(self, key: str) -> None:
-        pidfd = self._pidfds.pop(key, None)
-        if pidfd is not None:
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().remove_reader(pidfd)
-            os.close(pidfd)
+        watch = self._exit_watches.pop(key, None)
+        if watch is not None:
+            watch.close()
 
     def _on_exit(self, key: str) -> None:
         worker = self.activity.workers.get(key)

@@ -55,10 +55,15 @@ class ArrivalLog:
         self.batches: collections.deque[tuple[float, int]] = collections.deque(maxlen=MAX_BATCHES)
         self.total = 0
 
-    def add(self, at: float, count: int) -> None:
-        if count > 0:
-            self.batches.append((at, count))
-            self.total += count
+    def add(self, at: float, count: int, merge_within_seconds: float = 0.0) -> None:
+        """With `merge_within_seconds`, arrivals that close after the last batch join it, at their
+        later time (so a hold is never shortened by it): a source that adds often (many workers
+        each reporting) then keeps MAX_BATCHES from cutting the lookback short."""
+        if count <= 0:
+            return
+        merged = self.batches.pop()[1] if self.batches and at - self.batches[-1][0] < merge_within_seconds else 0
+        self.batches.append((at, merged + count))
+        self.total += count
 
     def since(self, t0: float) -> tuple[int, float | None]:
         """(arrivals after t0, the time of the last one)."""
@@ -118,19 +123,20 @@ class UnseenArrivals:
     before the counter did makes the residual dip, never count twice."""
 
     def __init__(self) -> None:
-        self._start: tuple[int, int] | None = None  # passive opens, own accepts
+        self._start: tuple[int, int, int] | None = None  # passive opens, own accepts, probes seen
         self._previous = 0
         self._counted = 0
 
     def update(self, passive_opens: int, own_accepted: int, seen: int) -> int:
         """New arrivals; `seen`: passive opens that are not arrivals (the node's probes the dumps
-        saw) since the first call."""
+        saw), a running total; only those since the baseline (the first call since a reset) count."""
         if self._start is None:
-            self._start = (passive_opens, own_accepted)
+            self._start = (passive_opens, own_accepted, seen)
             self._previous = passive_opens
             return 0
         lagged, self._previous = self._previous, passive_opens
-        residual = (lagged - self._start[0]) - (own_accepted - self._start[1]) - seen
+        start_opens, start_accepted, start_seen = self._start
+        residual = (lagged - start_opens) - (own_accepted - start_accepted) - (seen - start_seen)
         if residual <= self._counted:
             return 0
         new, self._counted = residual - self._counted, residual

@@ -1,29 +1,22 @@
 """connections: the app's listener, its connections and the arrivals of new ones, read from the
-pod's shared network namespace. The port's sockets are dumped over NETLINK_SOCK_DIAG with an
-in-kernel filter (sidecar.drain.sockdiag; /proc/net/tcp{,6} where the kernel refuses it), and
-only when the namespace's TCP counters moved: an idle pod costs one small /proc read a tick.
+pod's shared network namespace. The port's sockets are read by sidecar.drain.port_reader
+(sock_diag, or /proc/net/tcp{,6} where the kernel refuses it), and only when the namespace's
+TCP counters moved: an idle pod costs one small /proc read a tick.
 There is no event for "the last connection closed", so this ticks: every IDLE_TICK before t0,
 every SHUTDOWN_TICK after. Arrivals are counted by identity (sidecar.drain.arrivals)."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import socket
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Final
 
 from sidecar.deadline import wait_for_any
 from sidecar.drain.arrivals import ArrivalLog, IdentityDiff, OwnListener, UnseenArrivals
-from sidecar.drain.sockdiag import (
-    TCP_LISTEN,
-    PortSockets,
-    SockDiag,
-    SockDiagError,
-    read_tcp_counters,
-)
+from sidecar.drain.port_reader import PortReader, PortSnapshot
+from sidecar.drain.sockdiag import PortSockets, read_tcp_counters
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.parts import Part, ReadinessCheck
@@ -32,9 +25,6 @@ from sidecar.telemetry.report import ConnectionCounts, Observations
 
 logger = logging.getLogger(LOGGER_NAME)
 
-TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
-STATE_ESTABLISHED: Final = "01"
-STATE_LISTEN: Final = "0A"
 # Before t0 a tick decides whether the port's sockets are dumped (the counters moved) and so how
 # precisely an arrival is timed; a dump costs the kernel a walk of its whole connection table.
 IDLE_TICK_SECONDS: Final = 0.25
@@ -45,117 +35,6 @@ SHUTDOWN_TICK_SECONDS: Final = 0.05
 LISTENER_CHECK_SECONDS: Final = 1.0
 # An app that has not bound its port this long after start-up is named in the log, once.
 NO_LISTENER_WARNING_SECONDS: Final = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class PortSnapshot:
-    listening: bool
-    established: frozenset[str]  # the remote "address:port" of each connection to the port
-
-
-def parse_tcp_table(text: str, port: int) -> tuple[bool, set[str]]:
-    """(is something listening on `port`, remote endpoints of established connections to it)."""
-    listening, established = False, set()
-    for _local, remote, state in _table_rows(text, port):
-        if state == STATE_LISTEN:
-            listening = True
-        elif state == STATE_ESTABLISHED:
-            established.add(remote)
-    return listening, established
-
-
-def _table_rows(text: str, port: int) -> Iterable[tuple[str, str, str]]:
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 4 and int(fields[1].rpartition(":")[2], 16) == port:
-            yield fields[1], fields[2], fields[3]
-
-
-def decode_table_address(hex_address: str) -> str:
-    """An address as /proc/net/tcp{,6} writes it (32-bit words in host order, little-endian here)."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    family = socket.AF_INET if len(words) == 4 else socket.AF_INET6
-    return socket.inet_ntop(family, words).removeprefix("::ffff:")
-
-
-def parse_port_sockets(text: str, port: int) -> PortSockets:
-    """The sockets of `port` in a /proc/net/tcp{,6} table, as sock_diag would give them."""
-    listening, connections = False, {}
-    for local, remote, state in _table_rows(text, port):
-        if int(state, 16) == TCP_LISTEN:
-            listening = True
-            continue
-        address, _, remote_port = remote.rpartition(":")
-        identity = (decode_table_address(address), int(remote_port, 16), decode_table_address(local.rpartition(":")[0]))
-        connections[identity] = int(state, 16)
-    return PortSockets(listening, 0, connections)
-
-
-def read_port_sockets(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSockets:
-    """The fallback reader: every socket of the namespace formatted as text, then filtered here."""
-    listening, connections = False, {}
-    for table in tables:
-        try:
-            with open(table) as stream:
-                found = parse_port_sockets(stream.read(), port)
-        except FileNotFoundError:  # no IPv6 in this kernel
-            continue
-        listening = listening or found.listening
-        connections.update(found.connections)
-    return PortSockets(listening, 0, connections)
-
-
-def read_port_snapshot(port: int, tables: Iterable[str] = TCP_TABLES) -> PortSnapshot:
-    found = read_port_sockets(port, tables)
-    return PortSnapshot(found.listening, frozenset(f"{addr}:{rport}" for addr, rport, _ in found.established))
-
-
-class PortReader:
-    """Dumps the port over sock_diag, or reads /proc/net/tcp{,6} when the kernel refuses
-    sock_diag (`fallback` then says why). The netlink socket is opened at the first read, so
-    building the reader holds nothing. Raises OSError when neither can be read."""
-
-    def __init__(self, port: int, tables: Iterable[str] | None = None) -> None:
-        self.port = port
-        self.tables = tuple(tables) if tables is not None else None
-        self.fallback: str | None = None
-        self._diag: SockDiag | None = None
-
-    def _dumper(self) -> SockDiag | None:
-        if self._diag is None and self.fallback is None and self.tables is None:
-            try:
-                self._diag = SockDiag()
-            except SockDiagError as exc:
-                self.fallback = str(exc)
-                logger.warning("counting connections from /proc instead", extra={"fields": {"reason": exc}})
-        return self._diag
-
-    def read(self, *, listener_only: bool = False) -> PortSockets:
-        diag = self._dumper()
-        if diag is not None:
-            try:
-                return diag.dump(self.port, listener_only=listener_only)
-            except OSError as exc:
-                self.fallback = f"sock_diag failed: {exc}"
-                self.close()
-                logger.warning("counting connections from /proc instead", extra={"fields": {"reason": self.fallback}})
-        return read_port_sockets(self.port, self.tables or TCP_TABLES)
-
-    def listening_ports(self) -> set[int] | None:
-        """Every listening port of the namespace, or None when only /proc is read."""
-        diag = self._dumper()
-        if diag is None:
-            return None
-        try:
-            return diag.listening_ports()
-        except OSError:
-            return None
-
-    def close(self) -> None:
-        if self._diag is not None:
-            self._diag.close()
-            self._diag = None
 
 
 class ConnectionWatch(Part):
@@ -253,18 +132,22 @@ class ConnectionWatch(Part):
 
     def shutdown_began(self, t0: float) -> None:
         """Tick fast from now on; the connections now are the baseline for late connections.
-        Arrivals up to now are counted first, so those just before t0 are not taken for late."""
+        Arrivals read up to now are counted first, at t0: they came before it, and are not late.
+        (TcpPassiveOpens is counted a tick behind: what it reads now is counted after t0.)"""
+        self._counters_moved()
+        self._count_unseen(at=t0)
+        self._at_t0 = self._sample(at=t0).established
         self._t0 = t0
-        self._at_t0 = self._sample().established
         self.counts.at_t0 = len(self._at_t0)
         self._shutdown.set()
 
     def close(self) -> None:
         self.reader.close()
 
-    def _sample(self, *, listener_only: bool = False) -> PortSnapshot:
-        """Read the port; unless `listener_only`, count arrivals since the last full read."""
-        now = time.monotonic()
+    def _sample(self, *, listener_only: bool = False, at: float | None = None) -> PortSnapshot:
+        """Read the port; unless `listener_only`, count arrivals since the last full read, as
+        arrived `at` (default: now)."""
+        now = time.monotonic() if at is None else at
         try:
             found = self.reader.read(listener_only=listener_only)
         except OSError as exc:
@@ -319,14 +202,15 @@ class ConnectionWatch(Part):
         """True while TcpPassiveOpens is the app port's and the sidecar's alone (no other listener)."""
         return self.other_listeners == frozenset()
 
-    def _count_unseen(self) -> None:
+    def _count_unseen(self, at: float | None = None) -> None:
         """In a namespace of its own, every arrival is counted from TcpPassiveOpens, less the
         sidecar's own accepts and the node's probes the dumps saw: the dumps alone would count
         a connection twice (once from the counter before any dump, once when a dump sees it)."""
         if not self._counted_by_counter or self._last_counters is None:
             return
         passive_opens = self._last_counters[0]
-        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.ignored), time.monotonic())
+        now = time.monotonic() if at is None else at
+        self._count(self._unseen.update(passive_opens, self._own.accepted(), self._diff.ignored), now)
 
     def _warn_if_never_bound(self) -> None:
         if self.listener_seen or self._warned_no_listener:

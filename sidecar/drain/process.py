@@ -1,12 +1,11 @@
-"""process_exit: the app's process is gone. A pidfd becomes readable when the process exits, so
-the loop is woken by the kernel (no polling) within microseconds. Needs the process in our PID
-namespace: the wrapper's own child, or a pod with shareProcessNamespace: true. A --watch-process
-pattern is matched in a child process under a time limit, never on the loop."""
+"""process_exit: the app's process is gone, seen by a pidfd (sidecar.exit_watch): the loop is woken
+by the kernel (no polling) within microseconds. Needs the process in our PID namespace: the
+wrapper's own child, or a pod with shareProcessNamespace: true. A --watch-process pattern is
+matched in a child process under a time limit, never on the loop."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
+from sidecar.exit_watch import ProcessExitWatch
 from sidecar.lifecycle import DrainEndSource, Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.parts import Part
@@ -69,33 +69,6 @@ async def find_process_bounded(pattern: str, *, proc: Path, deadline: float) -> 
     if done.returncode != 0 or not (output.isdigit() or not output):
         raise OSError(f"the matcher failed ({done.returncode}): {done.stderr.decode(errors='replace')[-200:]}")
     return int(output) if output else None
-
-
-class ProcessExitWatch:
-    """Calls `on_exit` once, on the loop, when the watched process exits."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_exit: Callable[[], None]) -> None:
-        self._loop = loop
-        self._on_exit = on_exit
-        self._pidfd: int | None = None
-        self.pid: int | None = None
-
-    def watch(self, pid: int) -> None:
-        """Raises ProcessLookupError when `pid` does not exist (or has already exited)."""
-        self._pidfd = os.pidfd_open(pid)
-        self.pid = pid
-        self._loop.add_reader(self._pidfd, self._exited)
-
-    def _exited(self) -> None:
-        self.close()
-        self._on_exit()
-
-    def close(self) -> None:
-        if self._pidfd is not None:
-            self._loop.remove_reader(self._pidfd)
-            with contextlib.suppress(OSError):
-                os.close(self._pidfd)
-            self._pidfd = None
 
 
 class WatchedProcess(Part):

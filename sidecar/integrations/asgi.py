@@ -1,5 +1,6 @@
-"""SidecarMiddleware: an ASGI app's side of its pod's shutdown. Counts requests in flight (HTTP and
-WebSocket) and reports them to the sidecar, follows its /events to answer `Connection: close` from
+"""SidecarMiddleware: an ASGI app's side of its pod's shutdown. Counts requests in flight and
+requests started, the kubelet's probes left out of the latter (HTTP and WebSocket), and reports
+them to the sidecar, follows its /events to answer `Connection: close` from
 t0 and close WebSockets (1001) at the stop, and reports completion at lifespan shutdown. Never
 lets the sidecar delay or fail a request; imports no framework."""
 
@@ -12,7 +13,7 @@ from typing import Any, Final
 
 from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import RUNNING, ShutdownEvents, ShutdownState, log_to_logging
-from sidecar.integrations.reporter import DrainReporter
+from sidecar.integrations.reporter import DrainReporter, is_kubelet_probe
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,7 +45,7 @@ class SidecarMiddleware:
         self.app = app
         self.url = usable_sidecar_url(sidecar_url)  # None: serve without the sidecar
         self.shutdown: ShutdownState = shutdown_state() if state is None else state
-        self.reporter = DrainReporter(self.url, token=token)
+        self.reporter = DrainReporter(self.url, token=token, counts_requests=True)
         self.inflight = 0
         self._is_following = False
         self._follower: asyncio.Task[None] | None = None
@@ -72,7 +73,7 @@ class SidecarMiddleware:
             # closes its connection too. Idle connections are left alone: closing one could race
             # a request being written on it.
             send = closing_from_t0(send, self.shutdown)
-        self._entered()
+        self._entered(scope)
         try:
             await self.app(scope, receive, send)
         finally:
@@ -81,15 +82,17 @@ class SidecarMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[SCOPE_KEY] = self.shutdown
         connection = PoliteWebSocket(receive, send, self.shutdown.stopping)
-        self._entered()
+        self._entered(scope)
         try:
             await self.app(scope, connection.receive, connection.send)
         finally:
             connection.release()
             self._left()
 
-    def _entered(self) -> None:
+    def _entered(self, scope: Scope) -> None:
         self.inflight += 1
+        if not is_kubelet_probe(user_agent(scope)):
+            self.reporter.request_started()
         self.reporter.set_inflight(self.inflight)
 
     def _left(self) -> None:
@@ -206,6 +209,12 @@ class LifespanExchange:
         while "lifespan.shutdown" not in self.received:
             await self.receive()
         await self.send({"type": "lifespan.shutdown.complete"})
+
+
+def user_agent(scope: Scope) -> str:
+    """The request's User-Agent ("" without one); ASGI header names are lower-case bytes."""
+    agent = next((value for name, value in scope.get("headers", ()) if name == b"user-agent"), b"")
+    return bytes(agent).decode("latin-1")
 
 
 def closing_from_t0(send: Send, shutdown: ShutdownState) -> Send:

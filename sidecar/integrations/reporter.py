@@ -1,6 +1,7 @@
 """The app's reports to its sidecar's POST /drain, fire-and-forget: the request path only stores the
-latest count; a thread of this process sends it, at most ten times a second (the last value always
-sent), each try bounded by a short timeout. A sidecar that is down or slow delays no request."""
+latest counts (requests in flight, and requests started, which the auto hold takes as arrivals); a
+thread of this process sends them, at most ten times a second (the last values always sent), each
+try bounded by a short timeout. A sidecar that is down or slow delays no request."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ MIN_INTERVAL_SECONDS: Final = 0.1  # coalesced: at most ten reports a second
 TIMEOUT_SECONDS: Final = 0.5
 TOKEN_ENV: Final = "SHUTDOWN_SIDECAR_TOKEN"  # noqa: S105 - a variable name: holds the --admin-token
 PROC_SELF_PID_NAMESPACE: Final = "/proc/self/ns/pid"
+# The key of the count of requests started. A sidecar older than it answers 400 naming it as an
+# unknown key; the reporter then stops sending it rather than lose every report.
+REQUESTS_STARTED: Final = "requests_started"
+
+# The kubelet's HTTP probes send `User-Agent: kube-probe/<version>` ("kube-probe/1.31") unless
+# the probe's httpHeaders override it
+# (https://kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-readiness-startup-probes/,
+# "HTTP probes"). A probe is not traffic: counted, it would keep a probed pod "busy" in the hold.
+KUBE_PROBE_AGENT: Final = "kube-probe/"
 
 Event = Literal["complete", "exit"]
 logger = logging.getLogger("sidecar.integrations")
@@ -42,9 +52,18 @@ class DrainReporter:
     The sending thread starts at the first report, in the process that makes it: a reporter made
     before a fork starts afresh in the child."""
 
-    def __init__(self, url: str | None, *, token: str | None = None, worker: str | int | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        token: str | None = None,
+        worker: str | int | None = None,
+        counts_requests: bool = False,
+    ) -> None:
         """`url`: the sidecar's base URL (ValueError unless http://), or None for no sidecar: the
-        reports then go nowhere. `worker`: the id sent with each report; default this process's PID."""
+        reports then go nowhere. `worker`: the id sent with each report; default this process's PID.
+        `counts_requests`: the reports carry the count of requests started (`request_started()`),
+        from 0 in the first one (the sidecar's baseline for this worker)."""
         # None: no sidecar to send to; nothing starts a thread then.
         self._address = None if url is None else address_of(url, "/drain")
         token = os.environ.get(TOKEN_ENV) if token is None else token
@@ -52,6 +71,7 @@ class DrainReporter:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._fixed_worker = worker
+        self.counts_requests = counts_requests
         self.failures = 0
         self._reset()
         _reporters.add(self)
@@ -60,6 +80,7 @@ class DrainReporter:
         self._worker: str | int = os.getpid() if self._fixed_worker is None else self._fixed_worker
         self._namespace = pid_namespace() if self._fixed_worker is None else None
         self._inflight: int | None = None
+        self._started = 0  # requests started by this process: only grows
         self._event: Event | None = None
         self._tasks: Mapping[str, object] | None = None
         self._version = 0  # bumped by each change; the sender records the last it has tried
@@ -69,11 +90,22 @@ class DrainReporter:
         self._tried_changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._sent_inflight: int | None = None
+        self._sent_started: int | None = None
 
     # --- the request path: no lock, no I/O -------------------------------------------------------
 
     def set_inflight(self, inflight: int) -> None:
         self._inflight = inflight
+        self._version += 1
+        if not self._wake.is_set():
+            self._start()
+            self._wake.set()
+
+    def request_started(self) -> None:
+        """One more request started (not a kubelet probe: the caller decides). A report goes out
+        (coalesced) even when the in-flight count ends where it was. Callers on several threads
+        call it under their own lock, as they do set_inflight."""
+        self._started += 1
         self._version += 1
         if not self._wake.is_set():
             self._start()
@@ -120,11 +152,11 @@ class DrainReporter:
             self._wake.clear()
             if self._stop.is_set() and self._tried >= self._version:
                 return
-            version, body = self._version, self._body()
-            if body is not None:
-                problem = send_report(address, body, self._headers)
+            version, report = self._version, self._report()
+            if report is not None:
+                problem = self._send(address, report)
                 if problem is not None:
-                    self._sent_inflight = None  # not received: the next report carries the count again
+                    self._sent_inflight = self._sent_started = None  # not received: the next report carries them again
                     self.failures += 1
                     if not warned:
                         log_to_logging("sidecar drain report failed", level="warning", error=problem)
@@ -135,13 +167,33 @@ class DrainReporter:
             # Coalescing: changes meanwhile wake the next round, which sends the latest value.
             self._stop.wait(MIN_INTERVAL_SECONDS)
 
-    def _body(self) -> bytes | None:
+    def _send(self, address: tuple[str, int, str], report: dict[str, object]) -> str | None:
+        problem = send_report(address, encode(report), self._headers)
+        if problem is not None and REQUESTS_STARTED in report and REQUESTS_STARTED in problem:
+            # A sidecar older than the count refuses the key: the same report again without it.
+            self.counts_requests = False
+            log_to_logging("sidecar does not take request counts; not sending them", level="warning", error=problem)
+            del report[REQUESTS_STARTED]
+            problem = (
+                send_report(address, encode(report), self._headers)
+                if set(report) - {"worker", "pid_namespace"}
+                else None
+            )
+        return problem
+
+    def _report(self) -> dict[str, object] | None:
         report: dict[str, object] = {"worker": self._worker}
         if self._namespace is not None:
             report["pid_namespace"] = self._namespace
         inflight, event, tasks = self._inflight, self._event, self._tasks
         self._event = self._tasks = None
-        if inflight is not None and (inflight != self._sent_inflight or event is not None):
+        started = self._started if self.counts_requests else None
+        is_new_start = started is not None and started != self._sent_started
+        if is_new_start:
+            report[REQUESTS_STARTED] = started
+        # With a new count, the in-flight count too: a sidecar older than the count then names the
+        # unknown key (it refuses a report without "inflight" or "event" in other words).
+        if inflight is not None and (inflight != self._sent_inflight or event is not None or is_new_start):
             report["inflight"] = inflight
         if event is not None:
             report["event"] = event
@@ -149,8 +201,16 @@ class DrainReporter:
                 report["tasks"] = tasks_for_report(tasks)
         if len(report) == 1 + (self._namespace is not None):
             return None  # nothing new
-        self._sent_inflight = inflight
-        return json.dumps(report, separators=(",", ":")).encode()
+        self._sent_inflight, self._sent_started = inflight, started
+        return report
+
+
+def encode(report: dict[str, object]) -> bytes:
+    return json.dumps(report, separators=(",", ":")).encode()
+
+
+def is_kubelet_probe(user_agent: str) -> bool:
+    return user_agent.startswith(KUBE_PROBE_AGENT)
 
 
 def tasks_for_report(tasks: Mapping[str, object]) -> dict[str, object]:
@@ -177,8 +237,10 @@ def send_report(address: tuple[str, int, str], body: bytes, headers: dict[str, s
     try:
         connection.request("POST", path, body, headers)
         response = connection.getresponse()
-        response.read()
-        return None if response.status == 200 else f"POST {path} answered {response.status}"
+        answer = response.read()
+        if response.status == 200:
+            return None
+        return f"POST {path} answered {response.status}: {answer[:200].decode(errors='replace')}"
     except (OSError, http.client.HTTPException) as exc:
         return f"{type(exc).__name__}: {exc}"
     finally:

@@ -1,5 +1,6 @@
 """SidecarWSGIMiddleware: a WSGI app's side of its pod's shutdown (gunicorn sync/gthread, any
-threaded WSGI server). Counts requests in flight, reports them fire-and-forget, follows /events in
+threaded WSGI server). Counts requests in flight and requests started (the kubelet's probes left
+out of the latter), reports them fire-and-forget, follows /events in
 a thread; never delays or fails a request. Imports no server."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Final, Protocol
 from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import ShutdownState
 from sidecar.integrations.follower import follow_in_thread
-from sidecar.integrations.reporter import TIMEOUT_SECONDS, DrainReporter
+from sidecar.integrations.reporter import TIMEOUT_SECONDS, DrainReporter, is_kubelet_probe
 
 ENVIRON_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's environ
 
@@ -48,7 +49,7 @@ class SidecarWSGIMiddleware:
         self.app = app
         self.url = usable_sidecar_url(sidecar_url)  # None: serve without the sidecar
         self.shutdown: ShutdownState = shutdown_state() if state is None else state
-        self.reporter = DrainReporter(self.url, token=token)
+        self.reporter = DrainReporter(self.url, token=token, counts_requests=True)
         self.inflight = 0
         self._at_t0 = at_t0
         self._lock = threading.Lock()
@@ -68,7 +69,7 @@ class SidecarWSGIMiddleware:
         if not self._is_started:
             self.start()
         environ[ENVIRON_KEY] = self.shutdown
-        self._count(+1)
+        self._count(+1, is_start=not is_kubelet_probe(environ.get("HTTP_USER_AGENT", "")))
         try:
             body = self.app(environ, start_response)
         except BaseException:
@@ -77,9 +78,11 @@ class SidecarWSGIMiddleware:
         # A streamed body is still in flight until the server closes it (PEP 3333).
         return CountedBody(body, lambda: self._count(-1))
 
-    def _count(self, change: int) -> None:
-        with self._lock:  # gthread calls from several threads; the reporter only stores the value
+    def _count(self, change: int, *, is_start: bool = False) -> None:
+        with self._lock:  # gthread calls from several threads; the reporter only stores the values
             self.inflight += change
+            if is_start:
+                self.reporter.request_started()
             self.reporter.set_inflight(self.inflight)
 
     def finish(self, flush_seconds: float = TIMEOUT_SECONDS) -> None:

@@ -72,7 +72,8 @@ def pinned_mark(report: Document | None, stop: float | None) -> list[Mark]:
 
 def report_lane(name: str, report: Document) -> Lane:
     """A real pod's lane, from its sidecar's final report (times after the report's t0)."""
-    grace = number(report.get("grace_period_seconds")) or 0.0
+    # A report cut to its last keys at 4096 bytes keeps t0 and the deadline, not the grace period.
+    grace = number(report.get("grace_period_seconds")) or after_t0(report, report.get("deadline")) or 0.0
     stop = words.stop_after_t0(report)
     hold = words.hold_seconds(report)
     drain_end = after_t0(report, report.get("drain_end"))

@@ -68,7 +68,7 @@ def axis(span: float, label: str) -> str:
     count = int(span / step + 1e-9)
     for index in range(count + 1):
         x = pct(index * step, span)
-        share = index * step / span
+        share = index * step / span if span > 0 else 0.0  # a lane with no time at all
         anchor = "start" if index == 0 else "end" if share > 0.96 else "middle"
         parts.append(f'<line x1="{x}" x2="{x}" y1="16" y2="22" stroke="#555"/>')
         parts.append(f'<text x="{x}" y="12" text-anchor="{anchor}">{index * step:g} s</text>')

@@ -79,7 +79,7 @@ def hold_reason(report: Document) -> str | None:
     released = hold.get("released_by")
     why = {
         "fixed": "fixed delay",
-        "quiet": "no new connection"
+        "quiet": ("no new request or connection" if hold.get("evidence") == "requests" else "no new connection")
         + (f" for {seconds(hold['window_seconds'])}" if number(hold.get("window_seconds")) else ""),
         "maximum": "hit its maximum: arrivals had not stopped",
         "interrupted": "cut short by the sidecar's SIGTERM or a second Ctrl-C",
@@ -96,7 +96,10 @@ def drain_words(report: Document) -> str | None:
     margin = number(report.get("margin_seconds"))
     drain_end, stop = after_t0(report, report.get("drain_end")), stop_after_t0(report)
     if source == "deadline":
-        return "app still running at the deadline (nothing saw it end)"
+        # timeout: a source watched the app and saw no end; unknown: nothing watched it at all.
+        if report.get("outcome") == "timeout":
+            return "app still running at the deadline (nothing saw it end)"
+        return "nothing saw the drain end by the deadline"
     parts = []
     if drain_end is not None and stop is not None:
         parts.append(f"{ENDED.get(source, 'drain ended')} {seconds(drain_end - stop)} after its stop")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import urllib.request
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from sidecar.simulate.demo_events import SIDECAR_URL_ENV, ShutdownEvents, address_of
 
 BEHAVIOURS = ("drain", "exit", "ignore")
+DUAL_STACK_HOST = "::"  # as the sidecar's --host takes it
 
 
 def log(message: str, **fields: object) -> None:
@@ -109,9 +111,20 @@ def report_drained(url: str) -> None:
         pass
 
 
+def dual_stack_socket(port: int) -> socket.socket:
+    """'::' as the sidecar takes it: one socket for IPv6 and IPv4 (asyncio would make it IPv6
+    only), or IPv4 alone where the kernel has no IPv6."""
+    if socket.has_dualstack_ipv6():
+        return socket.create_server((DUAL_STACK_HOST, port), family=socket.AF_INET6, dualstack_ipv6=True)
+    return socket.create_server(("0.0.0.0", port))
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     app = DemoApp(args.latency)
-    server = await asyncio.start_server(app.handle, args.host, args.port)
+    if args.host == DUAL_STACK_HOST:
+        server = await asyncio.start_server(app.handle, sock=dual_stack_socket(args.port))
+    else:
+        server = await asyncio.start_server(app.handle, args.host, args.port)
     port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,7 +181,11 @@ def sidecar_url(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sidecar.demo", description=__doc__)
     # $HOST: simulate gives each pod its own address (its pod IP) there; plain runs stay on loopback.
-    parser.add_argument("--host", default=os.environ.get("HOST") or "127.0.0.1", help="default $HOST, else 127.0.0.1")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("HOST") or "127.0.0.1",
+        help="default $HOST, else 127.0.0.1; '::' listens on IPv6 and IPv4 (IPv4 only where the kernel has no IPv6)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="0: any free port (logged)")
     parser.add_argument("--latency", type=float, default=0.05, help="seconds each request takes")
     parser.add_argument(

@@ -98,6 +98,11 @@ class ShutdownMetrics:
             "New connections to the app port, the node's probes excluded, from start-up on",
             registry=registry,
         )
+        self.app_requests_started = Counter(
+            "sidecar_app_requests_started",
+            "Requests the app reported it started (the kubelet's probes excluded), from start-up on",
+            registry=registry,
+        )
         self.late_connections = Counter(
             "sidecar_late_connections", "Connections the app accepted after t0", registry=registry
         )
@@ -108,7 +113,7 @@ class ShutdownMetrics:
         )
         self.convergence = Histogram(
             "sidecar_endpoint_convergence_seconds",
-            "Per shutdown with traffic: seconds after t0 of the last new connection to the app port (0: none came)",
+            "Per shutdown with traffic: seconds after t0 of the last new connection or reported request (0: none)",
             buckets=HOLD_BUCKETS,
             registry=registry,
         )

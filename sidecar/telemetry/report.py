@@ -66,11 +66,15 @@ class HoldDocument(TypedDict):
     duration_seconds: float | None  # t0 -> release; None while holding
     maximum_seconds: float  # the fixed delay, or the auto hold's bound: it ends by t0 + this
     window_seconds: float | None  # auto: the quiet stretch that ends it; None: hold to the maximum
-    rate_per_second: float | None  # auto: arrivals a second before t0
-    longest_gap_seconds: float | None  # auto: the longest quiet stretch before t0
-    arrivals_after_t0: int
-    last_arrival_seconds: float | None  # after t0
-    counting: str  # "ok", or why the counts are partial or missing
+    rate_per_second: float | None  # auto: arrivals a second before t0, of the evidence used
+    longest_gap_seconds: float | None  # auto: the longest quiet stretch before t0, of the evidence used
+    arrivals_after_t0: int  # new connections after t0
+    requests_after_t0: int | None  # requests the app reported it started after t0; None: it reports none
+    last_arrival_seconds: float | None  # after t0: the last new connection or reported request start
+    counting: str  # "ok", or why the connection counts are partial or missing
+    # auto: the stream the window came from, "requests" (the app's reported request starts) or
+    # "connections"; None for a fixed hold or when nothing could be counted
+    evidence: str | None
 
 
 class Report(TypedDict):

@@ -109,6 +109,14 @@ def test_chart_app_prestop_hook_targets_the_sidecar_port() -> None:
     assert app["lifecycle"]["preStop"] == {"httpGet": {"path": "/prestop", "port": 9500, "scheme": "HTTP"}}
 
 
+def test_chart_demo_app_listens_on_both_families_like_the_sidecar() -> None:
+    # The sidecar's default host is '::' (IPv6 and IPv4): the app next to it must be reachable
+    # on an IPv6-only cluster too, where 0.0.0.0 would leave it unreachable at the pod IP.
+    _, app = container(rendered_kinds()["Deployment"], "app")
+    assert app["command"] == ["/opt/sidecar/bin/python", "-m", "sidecar.demo"]
+    assert app["args"] == ["--host=::", "--port=8080"]
+
+
 def test_chart_grace_period_feeds_pod_and_sidecar_args() -> None:
     values = {
         "terminationGracePeriodSeconds": 90,

@@ -30,6 +30,12 @@ from sidecar.telemetry.report import TaskOutcome
         pytest.param(b'{"inflight": -1}', id="negative"),
         pytest.param(b'{"inflight": 1, "extra": 2}', id="unknown-key"),
         pytest.param(b'{"event": "done"}', id="unknown-event"),
+        pytest.param(b'{"requests_started": -1}', id="requests-started-negative"),
+        pytest.param(b'{"requests_started": 2.5}', id="requests-started-fraction"),
+        pytest.param(b'{"requests_started": true}', id="requests-started-bool"),
+        pytest.param(b'{"requests_started": "12"}', id="requests-started-text"),
+        pytest.param(b'{"requests_started": 9007199254740992}', id="requests-started-above-2-53"),
+        pytest.param(b'{"requests_started": ' + b"9" * 5000 + b"}", id="requests-started-5000-digits"),
         pytest.param(b"\xff\xfe", id="not-utf8"),
     ],
 )
@@ -42,6 +48,36 @@ def test_app_report_accepts_inflight_and_complete() -> None:
     assert parse_drain_report(b'{"inflight": 0, "event": "complete"}') == DrainReport(0, complete=True)
     assert parse_drain_report(b'{"inflight": 7}') == DrainReport(7, complete=False)
     assert parse_drain_report(b'{"event": "complete"}') == DrainReport(None, complete=True)
+
+
+def test_app_report_accepts_a_count_of_requests_started_and_reports_without_one() -> None:
+    assert parse_drain_report(b'{"inflight": 1, "requests_started": 7}').requests_started == 7
+    assert parse_drain_report(b'{"requests_started": 0, "worker": 12}') == DrainReport(
+        None, complete=False, worker="12", requests_started=0
+    )
+    assert parse_drain_report(b'{"inflight": 1}').requests_started is None  # an older integration
+
+
+def test_app_report_a_bad_count_of_requests_started_is_named() -> None:
+    with pytest.raises(DrainReportError, match='"requests_started" must be a whole number from 0 to 9007199254740991'):
+        parse_drain_report(b'{"inflight": 0, "requests_started": -3}')
+
+
+def test_app_report_turns_each_workers_requests_started_into_arrivals() -> None:
+    registry = CollectorRegistry()
+    metrics = ShutdownMetrics(registry, version="test", grace_period_seconds=30)
+    app_report = AppReport(metrics=metrics, report_end=lambda: False, max_workers=2)
+    assert registry.get_sample_value("sidecar_app_requests_started_total") == 0  # a series from start-up
+    for worker, count in (("1", 10), ("2", 0), ("1", 15), ("2", 4), ("1", 2)):
+        app_report.apply(DrainReport(0, complete=False, worker=worker, requests_started=count))
+    app_report.apply(DrainReport(0, complete=False, worker="1"))  # no count: nothing changes
+    assert app_report.requests.arrivals.total == 9  # 5 from worker 1, 4 from worker 2; 15 -> 2 is a restart
+    assert registry.get_sample_value("sidecar_app_requests_started_total") == 9
+    app_report.apply(DrainReport(None, complete=False, exited=True, worker="2"))
+    app_report.apply(DrainReport(0, complete=False, worker="3", requests_started=50))  # takes worker 2's place
+    app_report.apply(DrainReport(None, complete=False, exited=True, worker="3"))
+    app_report.apply(DrainReport(0, complete=False, worker="2", requests_started=99))  # back: a baseline again
+    assert app_report.requests.arrivals.total == 9
 
 
 def test_app_report_says_at_each_report_that_the_app_reports() -> None:
@@ -227,4 +263,4 @@ async def test_app_report_a_pid_from_another_namespace_is_never_watched() -> Non
     app_report.apply(DrainReport(1, complete=False, worker="1", pid_namespace="pid:[theirs]"))
     app_report.apply(DrainReport(0, complete=False, worker="2", pid_namespace=None))
     assert not app_report.activity.workers["1"].exited
-    assert app_report._pidfds == {}
+    assert app_report._exit_watches == {}

@@ -64,6 +64,19 @@ def test_unseen_arrivals_are_passive_opens_nothing_else_explains() -> None:
     assert unseen.update(106, 11, 4) == 0
 
 
+def test_unseen_arrivals_after_a_reset_do_not_owe_the_probes_seen_before_it() -> None:
+    # ConnectionWatch hands the probes seen since it started; a listener that came and went resets
+    # the baseline, and the probes before it must not be taken off the arrivals after it.
+    unseen = UnseenArrivals()
+    assert unseen.update(0, 0, 0) == 0
+    assert unseen.update(10, 0, 3) == 0
+    assert unseen.update(10, 0, 3) == 7  # ten passive opens, three of them probes
+    unseen.reset()
+    assert unseen.update(10, 0, 3) == 0  # the new baseline
+    assert unseen.update(14, 0, 3) == 0  # a tick behind
+    assert unseen.update(14, 0, 3) == 4  # four arrivals, no probe among them
+
+
 @pytest.mark.anyio
 async def test_arrivals_every_connection_the_server_closes_is_counted() -> None:
     # The case: an app answering one request per connection; 51 in the first second

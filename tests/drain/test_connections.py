@@ -3,88 +3,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.deadline import Budget
-from sidecar.drain.connections import (
-    ConnectionWatch,
-    PortSnapshot,
-    decode_table_address,
-    parse_port_sockets,
-    parse_tcp_table,
-    read_port_snapshot,
-)
+from sidecar.drain.connections import ConnectionWatch
+from sidecar.drain.port_reader import read_port_snapshot
 from sidecar.lifecycle import DrainEndSource, Outcome, Phase, Timeline, Trigger
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import ConnectionCounts, Observations
-
-# Two listeners (8080 on 0.0.0.0, 9180), two connections to 8080, one client connection *from* 8080.
-TCP_TABLE = """\
-  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0000000000000000 100 0 0 10 0
-   1: 00000000:23DC 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 2 1 0000000000000000 100 0 0 10 0
-   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0000000000000000 20 4 30 10 -1
-   3: 0100007F:1F90 0100007F:D432 01 00000000:00000000 00:00000000 00000000  1000        0 4 1 0000000000000000 20 4 30 10 -1
-   4: 0100007F:1F90 0100007F:D433 06 00000000:00000000 00:00000000 00000000  1000        0 5 1 0000000000000000 20 4 30 10 -1
-"""  # noqa: E501
-
-
-def test_connections_table_counts_listener_and_established_connections_to_the_port() -> None:
-    listening, established = parse_tcp_table(TCP_TABLE, 8080)
-    assert listening
-    assert established == {"0100007F:D431", "0100007F:D432"}  # TIME_WAIT (06) is not a connection
-
-
-def test_connections_other_port_sees_nothing_of_8080() -> None:
-    assert parse_tcp_table(TCP_TABLE, 9180) == (True, set())
-    assert parse_tcp_table(TCP_TABLE, 7000) == (False, set())
-
-
-def test_connections_missing_table_is_skipped(tmp_path: Path) -> None:
-    table = tmp_path / "tcp"
-    table.write_text(TCP_TABLE)
-    snapshot = read_port_snapshot(8080, (str(table), str(tmp_path / "tcp6")))
-    assert snapshot == PortSnapshot(True, frozenset({"127.0.0.1:54321", "127.0.0.1:54322"}))
-
-
-def test_connections_table_sockets_name_every_connection_in_every_state() -> None:
-    found = parse_port_sockets(TCP_TABLE, 8080)
-    assert found.listening
-    assert found.connections == {
-        ("127.0.0.1", 0xD431, "127.0.0.1"): 1,
-        ("127.0.0.1", 0xD432, "127.0.0.1"): 1,
-        ("127.0.0.1", 0xD433, "127.0.0.1"): 6,  # TIME_WAIT: an arrival all the same
-    }
-
-
-def test_connections_table_address_decodes_ipv6_and_mapped_ipv4() -> None:
-    assert decode_table_address("0100007F") == "127.0.0.1"
-    assert decode_table_address("00000000000000000000000001000000") == "::1"
-    assert decode_table_address("0000000000000000FFFF00000100007F") == "127.0.0.1"
-
-
-@pytest.mark.anyio
-async def test_connections_real_kernel_table_shows_a_real_listener_and_connection() -> None:
-    accepted: list[asyncio.StreamWriter] = []
-    accepted_one = asyncio.Event()
-
-    def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-        accepted_one.set()
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    assert read_port_snapshot(port).listening
-    with socket.create_connection(("127.0.0.1", port)):
-        await asyncio.wait_for(accepted_one.wait(), 5)
-        assert len(read_port_snapshot(port).established) == 1
-    for writer in accepted:
-        writer.close()
-    server.close()
-    await server.wait_closed()
 
 
 @pytest.mark.anyio
@@ -135,3 +63,77 @@ async def wait_for_port_to_drain(port: int) -> None:
     while read_port_snapshot(port).established:
         assert time.monotonic() < deadline, "the connections never closed"
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_connections_an_arrival_just_before_t0_is_not_late() -> None:
+    # Dumps count the arrivals here (the /proc tables: no counter); the one that came after the
+    # last tick but before t0 is counted at t0's own read, as traffic before t0.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    observations = Observations()
+    server = await asyncio.start_server(lambda _r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    watch = ConnectionWatch(
+        port, metrics=metrics, observations=observations, on_drained=lambda: None, tables=("/proc/net/tcp",)
+    )
+    watch.start()
+    watch._sample()  # the last idle tick's read: the baseline
+    with socket.create_connection(("127.0.0.1", port)):
+        t0 = time.monotonic()
+        watch.shutdown_began(t0)
+        assert watch.arrivals.before(t0).arrivals == 1
+        assert watch.arrivals.since(t0) == (0, None)
+        assert observations.late_connections == 0
+        assert metrics.registry.get_sample_value("sidecar_late_connections_total") == 0
+    watch.close()
+    server.close()
+    await server.wait_closed()
+
+
+def test_connections_counter_arrivals_read_before_t0_are_not_late() -> None:
+    # In a pod's own namespace TcpPassiveOpens counts the arrivals, a tick behind: what the last
+    # tick before t0 read is counted at t0, as before it, not at the first tick after.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    observations = Observations()
+    readings = iter([(100, 0), (105, 0), (105, 0), (105, 0)])
+    watch = ConnectionWatch(
+        9,
+        metrics=metrics,
+        observations=observations,
+        on_drained=lambda: None,
+        tables=("/nonexistent/tcp",),  # no socket to dump: the counter alone counts
+        counters=lambda: next(readings),
+    )
+    watch.other_listeners = frozenset()  # no other listener: the counter is the app's
+    for _ in range(2):  # the start, then an idle tick that reads five new passive opens
+        watch._counters_moved()
+        watch._count_unseen()
+    t0 = time.monotonic()
+    watch.shutdown_began(t0)
+    assert watch.arrivals.before(t0).arrivals == 5
+    assert observations.late_connections == 0
+
+
+def test_connections_counter_restarts_its_baseline_when_another_listener_came_and_went() -> None:
+    # While another listener shares the namespace, TcpPassiveOpens counts its connections too:
+    # once it is gone, only the passive opens from then on are the app's.
+    metrics = ShutdownMetrics(CollectorRegistry(), version="test", grace_period_seconds=30)
+    # One look a tick: alone (the baseline, ten arrivals counted a tick behind), beside another
+    # listener whose 40 connections are not the app's, alone again (the baseline again, three).
+    ticks = [(100, {9}), (110, {9}), (110, {9}), (150, {9, 5000}), (150, {9}), (153, {9}), (153, {9})]
+    readings = iter([(opens, 0) for opens, _ in ticks])
+    listeners = iter([ports for _, ports in ticks])
+    watch = ConnectionWatch(
+        9,
+        metrics=metrics,
+        observations=Observations(),
+        on_drained=lambda: None,
+        tables=("/nonexistent/tcp",),
+        counters=lambda: next(readings),
+    )
+    watch.reader.listening_ports = lambda: next(listeners)  # type: ignore[method-assign]
+    for _ in ticks:
+        watch._check_listeners()
+        watch._counters_moved()
+        watch._count_unseen()
+    assert watch.arrivals.total == 10 + 3

@@ -1,12 +1,8 @@
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
-import pytest
-
-from sidecar.drain.process import ProcessExitWatch, find_process
+from sidecar.drain.process import find_process
 
 
 def fake_proc(root: Path, processes: dict[int, list[str]]) -> Path:
@@ -23,20 +19,3 @@ def test_process_find_matches_the_joined_command_line_lowest_pid_first(tmp_path:
     assert find_process(r"app:wsgi$", proc=proc) == 30
     assert find_process("gunicorn", proc=proc, exclude=frozenset({7})) == 30
     assert find_process("nginx", proc=proc) is None
-
-
-@pytest.mark.anyio
-async def test_process_exit_watch_fires_when_a_real_process_exits() -> None:
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(0.2)")
-    exited = asyncio.Event()
-    watch = ProcessExitWatch(asyncio.get_running_loop(), exited.set)
-    watch.watch(child.pid)
-    await asyncio.wait_for(exited.wait(), 5)
-    await child.wait()
-
-
-@pytest.mark.anyio
-async def test_process_exit_watch_refuses_a_missing_pid() -> None:
-    watch = ProcessExitWatch(asyncio.get_running_loop(), lambda: None)
-    with pytest.raises(ProcessLookupError):
-        watch.watch(2**22 - 1)

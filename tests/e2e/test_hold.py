@@ -21,6 +21,7 @@ from tests.benchmarks.test_arrivals_benchmark import APP
 from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
 from tests.e2e.test_run import free_port
+from tests.integrations.app_server import AppServer, uvicorn_port
 
 StartSidecar = Callable[..., SidecarProcess]
 
@@ -177,3 +178,80 @@ def test_hold_events_carry_the_auto_hold_at_t0(start_sidecar: StartSidecar, app:
     assert hold["maximum_seconds"] == 6
     assert isinstance(hold["window_seconds"], float)
     assert hold["rate_per_second"] > 1
+    assert hold["evidence"] == "connections"  # the app reports no requests: the connections set the window
+
+
+class PooledLoad:
+    """Requests at about `rate` a second over `connections` keep-alive connections (an HTTP
+    client's pool: a connection is opened again only when the server closed it), one thread each,
+    until stopped."""
+
+    def __init__(self, port: int, rate: float = 50.0, connections: int = 3) -> None:
+        self.base, self.interval = f"http://127.0.0.1:{port}", connections / rate
+        self.sent = 0
+        self.last_sent = 0.0  # time.monotonic() when the last request was sent
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(connections)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=5) as client:
+            while not self._stop.wait(self.interval):
+                with contextlib.suppress(httpx.HTTPError):
+                    self.last_sent = time.monotonic()
+                    client.get("/")
+                    self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middleware(
+    start_sidecar: StartSidecar,
+) -> None:
+    # A real uvicorn serving SidecarMiddleware, which reports each request it starts; the client
+    # keeps three connections, so new connections before t0 are three in all and their gaps say
+    # nothing. The window must come from the requests (on connections it is the maximum).
+    port = free_port()
+    sidecar = start_sidecar(*AUTO, "--app-port", str(port))
+    app = AppServer(
+        ("uvicorn", "tests.integrations.asgi_app:app", "--host", "127.0.0.1", "--port", str(port)),
+        env={"SHUTDOWN_SIDECAR_URL": sidecar.url("")},
+    )
+    try:
+        uvicorn_port(app)
+        load = PooledLoad(port)
+        try:
+            wait_until(lambda: load.sent >= 100, timeout=30, what="2 s of traffic before t0")
+            with concurrent.futures.ThreadPoolExecutor() as pool:
+                hook = pool.submit(httpx.post, sidecar.url("/prestop"), timeout=10)
+                time.sleep(1.0)  # traffic goes on after t0: endpoints have not converged yet
+                load.stop()
+                stopped = load.last_sent
+                response = hook.result(timeout=10)
+                released = time.monotonic()
+        finally:
+            load.stop()
+        assert response.status_code == 200
+        app.signal(signal.SIGTERM)
+        assert sidecar.wait(timeout=15) == 0
+    finally:
+        app.close()
+    hold = hold_of(sidecar)
+    assert (hold["mode"], hold["evidence"], hold["released_by"]) == ("auto", "requests", "quiet")
+    window, last = hold["window_seconds"], hold["last_arrival_seconds"]
+    assert isinstance(window, float)
+    assert isinstance(last, float)
+    assert isinstance(hold["rate_per_second"], float)
+    assert hold["rate_per_second"] > 20  # ~50 requests a second, not 3 connections
+    assert window < 1.5  # at 50/s: the 0.5 s minimum, or the longest gap between reports
+    assert isinstance(hold["requests_after_t0"], int)
+    assert hold["requests_after_t0"] > 20
+    assert 0.8 < last < 1.6  # the last request came when the client stopped, ~1 s after t0
+    assert hold["duration_seconds"] == pytest.approx(last + window, abs=0.2)
+    assert released - stopped < window + 1.0  # a window after the last request, not the maximum (6 s)
+    logged = sidecar.wait_for_log(lambda line: line.get("msg") == "hold ended", 0)
+    assert (logged["evidence"], logged["released_by"]) == ("requests", "quiet")

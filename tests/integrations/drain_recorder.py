@@ -1,5 +1,6 @@
 """A stand-in for the sidecar's POST /drain on 127.0.0.1 (standard library, a thread): records each
-report's JSON; can answer slowly, to show that nothing waits for it."""
+report's JSON; can answer slowly, to show that nothing waits for it, or refuse a key as a sidecar
+older than that key does."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 
 class DrainRecorder:
-    def __init__(self, hold: threading.Event | None = None) -> None:
+    def __init__(self, hold: threading.Event | None = None, refused_key: str | None = None) -> None:
         self.reports: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []  # reports answered 400 for `refused_key`
         self.hold = hold  # while not set, every answer waits (a slow sidecar)
         recorder = self
 
@@ -20,11 +22,18 @@ class DrainRecorder:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 if recorder.hold is not None:
                     recorder.hold.wait(10)
-                recorder.reports.append({"path": self.path, **json.loads(body)})
-                self.send_response(200)
-                self.send_header("content-length", "2")
+                report = {"path": self.path, **json.loads(body)}
+                if refused_key is not None and refused_key in report:
+                    recorder.refused.append(report)  # as the sidecar's 400 for a key it does not know
+                    answer = json.dumps({"error": f"unknown keys: {refused_key}"}).encode()
+                    self.send_response(400)
+                else:
+                    recorder.reports.append(report)
+                    answer = b"{}"
+                    self.send_response(200)
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

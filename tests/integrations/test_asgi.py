@@ -218,3 +218,23 @@ async def test_asgi_websocket_is_closed_1001_at_the_stop_and_the_app_told_discon
     assert sent[-1] == {"type": "websocket.close", "code": 1001, "reason": "server shutting down"}
     assert seen == [{"type": "websocket.disconnect", "code": 1001}]
     assert app.inflight == 0
+
+
+@pytest.mark.anyio
+async def test_asgi_counts_requests_started_but_not_the_kubelets_probes() -> None:
+    with DrainRecorder() as sidecar:
+        app = SidecarMiddleware(hello, sidecar_url=sidecar.url, state=ShutdownState())
+        probe = [(b"user-agent", b"kube-probe/1.31"), (b"accept", b"*/*")]
+        for headers in ([(b"user-agent", b"curl/8.5.0")], probe, [], probe, [(b"user-agent", b"python-httpx/0.28")]):
+            await app({"type": "http", "http_version": "1.1", "path": "/", "headers": headers}, receive_nothing, drop)
+        assert await asyncio.to_thread(app.reporter.flush, 10)
+    assert sidecar.reports[-1]["requests_started"] == 3  # five requests, two of them probes
+    assert sidecar.reports[-1]["inflight"] == 0
+
+
+async def receive_nothing() -> Message:
+    return {"type": "http.request", "body": b""}
+
+
+async def drop(message: Message) -> None:
+    pass

@@ -80,6 +80,9 @@ def test_gunicorn_workers_are_summed_and_the_drain_ends_when_every_worker_has_fi
     # Both may land in one gthread worker: 4 threads leave it room for the requests below.
     requests = [hold(url, "a"), hold(url, "b")]
     wait_until(lambda: inflight(sidecar) == 2, WAIT_SECONDS, what="2 in flight, summed over workers")
+    # Each worker counts the requests it starts, for the auto hold.
+    started = "sidecar_app_requests_started_total"
+    wait_until(lambda: sidecar.metric(started) == 2, WAIT_SECONDS, what="2 requests started, over workers")
 
     if worker_class == "gthread":  # a sync worker never keeps a connection (and both are busy)
         with httpx.Client(base_url=url, timeout=WAIT_SECONDS) as client:

@@ -97,3 +97,47 @@ def test_reporter_sends_the_tasks_with_the_event_in_a_shape_the_sidecar_accepts(
     assert parsed.tasks is not None
     assert parsed.tasks.cancelled[:4] == ("refresh-cache", "t?sk", "x" * 64, "?")
     assert len(parsed.tasks.cancelled) == 32
+
+
+def test_reporter_a_request_started_is_reported_even_when_the_inflight_count_ends_the_same() -> None:
+    with DrainRecorder() as sidecar:
+        reporter = DrainReporter(sidecar.url, worker="web-1", counts_requests=True)
+        reporter.set_inflight(0)
+        assert reporter.flush(10)
+        assert sidecar.reports[-1] == {"path": "/drain", "worker": "web-1", "inflight": 0, "requests_started": 0}
+        for _ in range(3):  # three quick requests, each in and out before the thread sends
+            reporter.request_started()
+            reporter.set_inflight(1)
+            reporter.set_inflight(0)
+        assert reporter.flush(10)
+        reporter.close()
+    assert sidecar.reports[-1] == {"path": "/drain", "worker": "web-1", "inflight": 0, "requests_started": 3}
+    bodies = [{key: value for key, value in report.items() if key != "path"} for report in sidecar.reports]
+    assert [parse_drain_report(json.dumps(body).encode()).requests_started for body in bodies][-1] == 3
+
+
+def test_reporter_without_counting_requests_sends_no_count() -> None:
+    with DrainRecorder() as sidecar:
+        reporter = DrainReporter(sidecar.url, worker="celery-1")
+        reporter.set_inflight(2)
+        reporter.report_event("exit")
+        assert reporter.flush(10)
+    assert all("requests_started" not in report for report in sidecar.reports)
+
+
+def test_reporter_an_older_sidecar_refusing_the_count_still_gets_every_report_without_it() -> None:
+    with DrainRecorder(refused_key="requests_started") as sidecar:
+        reporter = DrainReporter(sidecar.url, worker="web-1", counts_requests=True)
+        reporter.request_started()
+        reporter.set_inflight(1)
+        assert reporter.flush(10)
+        reporter.request_started()
+        reporter.set_inflight(0)
+        reporter.report_event("complete")
+        assert reporter.flush(10)
+    assert len(sidecar.refused) == 1  # asked once, then never again
+    assert sidecar.reports == [
+        {"path": "/drain", "worker": "web-1", "inflight": 1},
+        {"path": "/drain", "worker": "web-1", "inflight": 0, "event": "complete"},
+    ]
+    assert reporter.failures == 0

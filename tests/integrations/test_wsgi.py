@@ -47,6 +47,7 @@ def test_wsgi_middleware_counts_a_streamed_body_in_flight_until_the_server_close
         "pid_namespace": sidecar.reports[-1]["pid_namespace"],
         "inflight": 0,
         "event": "exit",  # no pod shutdown began: a worker leaving on its own
+        "requests_started": 1,
     }
 
 
@@ -60,3 +61,16 @@ def test_wsgi_middleware_a_slow_sidecar_delays_no_request() -> None:
         assert middleware.inflight == 0
         hold.set()
         wait_until(lambda: sidecar.reports and sidecar.reports[-1].get("inflight") == 0, 10, what="the last count")
+
+
+def test_wsgi_middleware_counts_requests_started_but_not_the_kubelets_probes() -> None:
+    with DrainRecorder() as sidecar:
+        middleware = SidecarWSGIMiddleware(streamed, sidecar_url=sidecar.url, token="", state=ShutdownState())
+        for agent in ("curl/8.5.0", "kube-probe/1.31", None, "kube-probe/1.29"):
+            environ: dict[str, Any] = {} if agent is None else {"HTTP_USER_AGENT": agent}
+            body = middleware(environ, start_response)
+            b"".join(body)
+            body.close()  # type: ignore[attr-defined]
+        assert middleware.reporter.flush(10)
+    assert sidecar.reports[-1]["requests_started"] == 2  # four requests, two of them probes
+    assert sidecar.reports[-1]["inflight"] == 0

@@ -85,3 +85,19 @@ def test_page_flags_a_clean_pod_whose_late_connection_came_after_the_hold() -> N
     text = page_of(read_reports(json.dumps(listing)))
     assert "\u2718 late connections after the hold" in text
     assert 'class="fail"' in text
+
+
+def test_page_of_a_report_cut_to_its_last_keys_draws_its_grace_period_from_t0_and_deadline() -> None:
+    # The termination log's last fallback at 4096 bytes: no phases, no grace_period_seconds.
+    cut = {
+        "outcome": "clean",
+        "trigger": "prestop",
+        "drain_end_source": "process_exit",
+        "margin_seconds": 3.1,
+        "t0": 1_800_000_000.0,
+        "deadline": 1_800_000_030.0,
+        "truncated": True,
+    }
+    text = page_of(read_reports(json.dumps(cut)))
+    assert text.count('class="lane"') == 1
+    assert ">30 s</text>" in text  # the axis reaches the 30 s grace period

@@ -51,3 +51,8 @@ def test_histogram_labels_each_bar_with_its_count() -> None:
     drawing = histogram([1.0, 1.1, 5.0], "margins")
     assert re.findall(r"<title>(\d+) pods", drawing).count("0") == 10
     assert "<title>2 pods with a margin of 1.0 to 1.3 s</title>" in drawing
+
+
+def test_svg_axis_of_no_time_at_all_is_one_tick_at_zero() -> None:
+    # A report with no times (no t0, no phases, no grace period) makes a lane of length 0.
+    assert axis(0.0, "seconds after t0").count("<line") == 1

@@ -44,6 +44,8 @@ def test_summary_line_says_the_drain_in_seconds_after_the_stop_and_before_sigkil
 def test_summary_line_names_why_the_hold_ended_from_the_hold_key() -> None:
     hold = {"mode": "auto", "released_by": "quiet", "duration_seconds": 4.2, "window_seconds": 1.0}
     assert "hold 4.2 s (no new connection for 1.0 s)" in summary_line(report(hold=hold))
+    on_requests = {**hold, "evidence": "requests"}
+    assert "hold 4.2 s (no new request or connection for 1.0 s)" in summary_line(report(hold=on_requests))
     maximum = {**hold, "released_by": "maximum", "counting": "no /proc/net/tcp"}
     assert "hit its maximum" in summary_line(report(hold=maximum))
     assert "could not count arrivals: no /proc/net/tcp" in summary_line(report(hold=maximum))
@@ -69,6 +71,17 @@ def test_summary_line_of_a_timeout_says_the_app_was_still_running() -> None:
     line = summary_line(report(outcome="timeout", drain_end_source="deadline", drain_end=None, app=None))
     assert line.startswith("timeout")
     assert "app still running at the deadline" in line
+
+
+def test_summary_line_of_an_unwatched_app_at_the_deadline_does_not_say_it_still_ran() -> None:
+    # Nothing watched the app (no process, port, native sidecar or report): unknown, not timeout.
+    reason = "nothing watched the app"
+    line = summary_line(
+        report(outcome="unknown", outcome_reason=reason, drain_end_source="deadline", drain_end=None, app=None)
+    )
+    assert line.startswith(f"unknown ({reason})")
+    assert "still running" not in line
+    assert "nothing saw the drain end by the deadline" in line
 
 
 def test_summary_line_of_a_report_cut_short_says_so_and_keeps_what_it_has() -> None:

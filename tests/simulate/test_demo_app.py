@@ -179,3 +179,27 @@ def test_demo_app_with_an_unreachable_sidecar_serves_logs_one_warning_and_drains
     finally:
         end_session(process)
         process.communicate()
+
+
+@pytest.mark.timeout(20)
+def test_demo_app_on_the_dual_stack_host_answers_ipv4_and_ipv6() -> None:
+    # The chart runs the demo with --host=:: as the sidecar's default: the kubelet's IPv4 probes
+    # and an IPv6 cluster's traffic reach the same socket.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sidecar.demo", "--host", "::", "--port", "0", "--latency", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SHUTDOWN_SIDECAR_URL": ""},
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        port = json.loads(process.stderr.readline())["port"]
+        for address in ("127.0.0.1", "[::1]"):
+            with urllib.request.urlopen(f"http://{address}:{port}/", timeout=5) as response:
+                assert response.status == 200, address
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=START_TIMEOUT_SECONDS) == 0
+    finally:
+        end_session(process)
+        process.communicate()

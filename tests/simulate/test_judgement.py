@@ -145,6 +145,16 @@ def test_overrun_doubt_none_when_the_overrun_is_longer_than_the_lateness() -> No
     assert overrun_doubt(record, stalled((11.8, 12.1))) is None
 
 
+def test_overrun_doubt_counts_a_stop_signal_sent_late() -> None:
+    # No stall around the exits: the app's hook went 0.6 s after the deletion (the kubelet's loop
+    # was late), so its stop signal came as late and its drain ended 0.5 s past the grace period.
+    record = native_pod(app_exit=10.5, sidecar_exit=10.5)
+    app = record.containers[APP]
+    app.hook_started_at = at(0.6)
+    doubt = overrun_doubt(record, Lateness())
+    assert str(doubt) == "it overran by 0.50s while the rehearsal ran late, by 0.60s"
+
+
 def test_hook_doubt_when_the_hook_was_sent_late_or_waited_through_a_stall() -> None:
     record = native_pod()
     app = record.containers[APP]
@@ -313,3 +323,13 @@ def test_lateness_stall_before_joins_the_backlog_after_a_long_stall() -> None:
     lateness = stalled((0.1, 6.0), (6.05, 6.2), (6.25, 6.4))
     assert lateness.stall_before(at(6.45)) == pytest.approx(6.35)
     assert lateness.stall_before(at(7.0)) == 0.0
+
+
+def test_split_request_failures_asks_about_missing_endpoints_only_for_a_request_that_found_no_pod() -> None:
+    # The same instant and stall as "probe-failed-in-a-stall", but the balancer had chosen pod-1:
+    # the other pod's absence from the balancer cannot have failed it.
+    refused = FailedRequest("pod-1", "drain", Failure.REFUSED.value, at(23.0), at(23.0), 0.0)
+    real, doubtful = split_request_failures(
+        [refused], [flapped_pod()], stalled((19.0, 19.8)), per_request_balancing=True, propagation_seconds=2.0
+    )
+    assert (real, doubtful) == ([refused], [])

@@ -1,0 +1,233 @@
+"""Issue #22's comparison grid: fixed 5 s against `--prestop-delay auto`, rehearsed by `simulate`
+over propagation delay, request rate, load shape, balancer, client and workload kind (144
+cases, two holds each). Each run is one `simulate --json` subprocess; its figures go to a JSON
+Lines file as they come, so an interrupted grid resumes where it stopped, and the table is
+printed from that file. Timings are measured, never asserted.
+
+    python -m tests.benchmarks.hold_grid run --out grid.jsonl [--jobs 3] [--only KEY=VALUE ...]
+    python -m tests.benchmarks.hold_grid table grid.jsonl
+
+A run `simulate` calls inconclusive (this machine too late to judge) is kept in the file and run
+again by the next `run` over the same file; the table uses the latest conclusive run of each."""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+# (mean, spread) of the propagation delay, as the issue gives them: "0.5 / 2 / 6 s (with spread)".
+PROPAGATIONS: Final = ((0.5, 0.5), (2.0, 1.0), (6.0, 1.0))
+RATES: Final = (2, 50, 500)
+SHAPES: Final = ("steady", "onoff")
+BALANCERS: Final = ("l4", "l7")
+CLIENTS: Final = ("pooled", "fresh")
+KINDS: Final = ("Deployment", "StatefulSet")
+HOLDS: Final = {
+    "fixed": ("--prestop-delay", "5"),
+    "auto": ("--prestop-delay", "auto", "--prestop-delay-max", "15"),
+}
+# Every run: 3 pods, a grace period with room for auto's 15 s maximum, and the integrated app
+# (uvicorn + Starlette + SidecarMiddleware), which reports the requests it starts to POST /drain.
+COMMON: Final = ("--pods", "3", "--grace-period", "20", "--app", "asgi", "--json")
+RUN_TIMEOUT_SECONDS: Final = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    propagation: float
+    spread: float
+    rate: int
+    shape: str
+    balancer: str
+    client: str
+    kind: str
+    hold: str
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.propagation:g}±{self.spread:g}s {self.rate}/s {self.shape} {self.balancer} "
+            f"{self.client} {self.kind} {self.hold}"
+        )
+
+    def arguments(self) -> list[str]:
+        return [
+            *COMMON,
+            *HOLDS[self.hold],
+            *("--propagation-delay", f"{self.propagation:g}", "--propagation-spread", f"{self.spread:g}"),
+            *("--rps", str(self.rate), "--load-shape", self.shape),
+            *("--balancer", self.balancer, "--client", self.client, "--kind", self.kind),
+        ]
+
+
+def all_cases() -> Iterator[Case]:
+    for (propagation, spread), rate, shape, balancer, client, kind, hold in itertools.product(
+        PROPAGATIONS, RATES, SHAPES, BALANCERS, CLIENTS, KINDS, HOLDS
+    ):
+        yield Case(propagation, spread, rate, shape, balancer, client, kind, hold)
+
+
+def matches(case: Case, only: Mapping[str, str]) -> bool:
+    """`only`: field name to the value it must have, as text (`rate=50`, `hold=auto`)."""
+    return all(
+        f"{getattr(case, name):g}" == value
+        if isinstance(getattr(case, name), float)
+        else str(getattr(case, name)) == value
+        for name, value in only.items()
+    )
+
+
+def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures the table needs from one `simulate --json` result."""
+    pods = result["pods"]
+    holds = [pod["report"]["hold"] for pod in pods if isinstance(pod.get("report"), dict) and pod["report"].get("hold")]
+    durations = [h["duration_seconds"] for h in holds if h.get("duration_seconds") is not None]
+    ends = [
+        pod["deleted_after_seconds"] + pod["terminated_after_seconds"]
+        for pod in pods
+        if pod.get("terminated_after_seconds") is not None
+    ]
+    starts = [pod["deleted_after_seconds"] for pod in pods]
+    return {
+        "verdict": result["verdict"],
+        "sent": result["requests"]["sent"],
+        "failed": result["requests"]["failed"],
+        "by_kind": {kind: n for kind, n in result["requests"]["by_kind"].items() if n},
+        "holds": durations,
+        "released_by": [h.get("released_by") for h in holds],
+        "counting": sorted({str(h.get("counting")) for h in holds}),
+        "evidence": [h.get("evidence") for h in holds],
+        "windows": [h.get("window_seconds") for h in holds],
+        "rollout_seconds": round(max(ends) - min(starts), 2) if ends and starts else None,
+        "doubts": result.get("doubts", []),
+    }
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "sidecar", "simulate", *case.arguments()],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    record: dict[str, Any] = {"case": dataclasses.asdict(case), "key": case.key, "exit": completed.returncode}
+    record["wall_seconds"] = round(time.monotonic() - started, 2)
+    try:
+        record.update(summarise(json.loads(completed.stdout)))
+    except (ValueError, KeyError, TypeError):
+        record["verdict"] = "error"
+        record["stderr"] = completed.stderr[-2000:]
+    return record
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def conclusive(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The latest conclusive record of each case, by key."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        if record["verdict"] in ("pass", "fail"):
+            latest[record["key"]] = record
+    return latest
+
+
+def run(out: Path, jobs: int, only: Mapping[str, str]) -> None:
+    done = conclusive(read_records(out))
+    todo = [case for case in all_cases() if matches(case, only) and case.key not in done]
+    # Heaviest first, so the last minutes are not one 500/s run alone.
+    todo.sort(key=lambda case: (-case.rate, case.key))
+    print(f"{len(todo)} runs to do, {jobs} at a time", file=sys.stderr)
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool, out.open("a") as sink:
+        for record in pool.map(run_case, todo):
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            print(f"{record['verdict']:<12} {record['wall_seconds']:>6.1f} s  {record['key']}", file=sys.stderr)
+
+
+def hold_cell(record: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    if record is None:
+        return "not run", "", ""
+    failed = f"**{record['failed']:,} of {record['sent']:,}**" if record["failed"] else f"0 of {record['sent']:,}"
+    holds = record["holds"]
+    hold = f"{statistics.median(holds):.2f} / {max(holds):.2f}" if holds else "-"
+    released = Counter(r for r in record["released_by"] if r)
+    if released and set(released) != {"fixed"}:
+        hold += " (" + ", ".join(f"{name} x{n}" for name, n in released.most_common()) + ")"
+    return failed, hold, f"{record['rollout_seconds']}"
+
+
+def table(records: Sequence[Mapping[str, Any]]) -> str:
+    latest = conclusive(records)
+    lines = [
+        "| propagation | rate | shape | balancer | client | kind | fixed 5 s: failed | hold med / max | rollout s "
+        "| auto: failed | hold med / max (released by) | rollout s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    seen: set[str] = set()
+    for case in all_cases():
+        row = dataclasses.replace(case, hold="fixed")
+        if row.key in seen:
+            continue
+        seen.add(row.key)
+        fixed = latest.get(row.key)
+        auto = latest.get(dataclasses.replace(case, hold="auto").key)
+        if fixed is None and auto is None:
+            continue
+        lines.append(
+            f"| {case.propagation:g} ± {case.spread:g} s | {case.rate}/s | {case.shape} | {case.balancer} | "
+            f"{case.client} | {case.kind} | " + " | ".join((*hold_cell(fixed), *hold_cell(auto))) + " |"
+        )
+    return "\n".join(lines)
+
+
+def parse_only(pairs: Sequence[str]) -> dict[str, str]:
+    fields = {field.name for field in dataclasses.fields(Case)}
+    only: dict[str, str] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in fields or not value:
+            raise SystemExit(f"--only takes FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}, got {pair!r}")
+        only[name] = value
+    return only
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.hold_grid",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the cases not yet in --out")
+    run_parser.add_argument("--out", type=Path, required=True, help="JSON Lines file, appended to")
+    run_parser.add_argument("--jobs", type=int, default=2, help="rehearsals at a time [default 2]")
+    run_parser.add_argument("--only", nargs="*", default=[], metavar="FIELD=VALUE")
+    table_parser = commands.add_parser("table", help="print the Markdown table of a results file")
+    table_parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args.out, args.jobs, parse_only(args.only))
+    else:
+        print(table(read_records(args.results)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
