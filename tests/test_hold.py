@@ -55,33 +55,34 @@ def pooled_traffic(t0: float, fresh: int = 0) -> tuple[Connections, RequestStart
     return connections, requests
 
 
-@pytest.mark.anyio
-async def test_hold_in_requests_mode_takes_its_window_from_the_apps_requests_when_it_reports_them() -> None:
+def begun_on_pooled_traffic(rule: HoldRule) -> tuple[Hold, float, HoldDocument]:
+    """A hold by `rule` begun now on pooled_traffic, with the app's reports: (it, t0, its document at t0)."""
     t0 = time.monotonic()
     connections, requests = pooled_traffic(t0)
-    hold = Hold(None, REQUESTS_RULE, connections, requests=requests)
+    hold = Hold(None, rule, connections, requests=requests)
     hold.begin(t0)
     document = hold.document(t0)
     assert document is not None
+    return hold, t0, document
+
+
+@pytest.mark.anyio
+async def test_hold_in_requests_mode_takes_its_window_from_the_apps_requests_when_it_reports_them() -> None:
+    hold, t0, document = begun_on_pooled_traffic(REQUESTS_RULE)
     assert (document["evidence"], document["window_seconds"]) == ("requests", 0.5)  # 50/s: the minimum
     assert document["rate_per_second"] == pytest.approx(49.0, abs=1)
     await hold.wait(t0, asyncio.Event())
-    document = hold.document(time.monotonic())
-    assert document is not None
-    assert document["released_by"] == "quiet"
-    assert document["duration_seconds"] == pytest.approx(0.5, abs=0.1)
-    assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 0)
+    released = hold.document(time.monotonic())
+    assert released is not None
+    assert released["released_by"] == "quiet"
+    assert released["duration_seconds"] == pytest.approx(0.5, abs=0.1)
+    assert (released["arrivals_after_t0"], released["requests_after_t0"]) == (0, 0)
 
 
 def test_hold_in_connections_mode_takes_its_window_from_connections_though_the_app_reports_requests() -> None:
     # Behind kube-proxy: 50 requests a second over a pool that opened two connections in a minute
     # say nothing about routing; the two connections do, and call for the longest hold.
-    t0 = time.monotonic()
-    connections, requests = pooled_traffic(t0)
-    hold = Hold(None, RULE, connections, requests=requests)
-    hold.begin(t0)
-    document = hold.document(t0)
-    assert document is not None
+    _, _, document = begun_on_pooled_traffic(RULE)
     assert (document["evidence"], document["evidence_mode"]) == ("connections", "connections")
     assert document["window_seconds"] == 3.0  # 2 a minute: the maximum, not the requests' 0.5
     assert document["rate_per_second"] == pytest.approx(2 / 60, abs=0.001)
