@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from sidecar.deadline import MAX_SECONDS, MIN_REPORT_RESERVE_SECONDS, Budget
-from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule
+from sidecar.hold_rule import DEFAULT_HOLD_RULE, EVIDENCE_MODES, HoldRule
 
 ENV_PREFIX: Final = "SIDECAR_"
 SECONDS_SUFFIX: Final = "_seconds"
@@ -223,7 +223,7 @@ class Settings:
         _DEFAULT_PRESTOP_DELAY,
         "seconds readiness fails before the app is told to stop; auto: until new arrivals stop: new "
         "connections to --app-port, and the requests an app using sidecar.integrations reports it started "
-        "(the quiet window, set by the requests when the app reports them; bounded by --prestop-delay-min/-max)",
+        "(the quiet window comes from --prestop-evidence; bounded by --prestop-delay-min/-max)",
         parse=parse_prestop_delay,
         metavar="S|auto",
     )
@@ -246,6 +246,16 @@ class Settings:
         "arrival rate before t0 (window = ln(1/(1-confidence))/rate, and at least the longest quiet gap before t0)",
         parse=parse_confidence,
         metavar="P",
+    )
+    prestop_evidence: str = setting(
+        DEFAULT_HOLD_RULE.evidence,
+        "auto: what before t0 sets the quiet window. connections: new connections to --app-port, right "
+        "behind a Service's ClusterIP (kube-proxy routes connections: a pooled client's requests say nothing "
+        "about routing). requests: the requests the app reports through sidecar.integrations (else connections), "
+        "right only when every client reaches the pod through a proxy that picks a pod per request (an ingress "
+        "controller, a mesh). Either way, any new connection or reported request after t0 restarts the quiet window",
+        parse=one_of(*EVIDENCE_MODES),
+        metavar="MODE",
     )
     report_reserve_seconds: float = setting(
         1.0,
@@ -325,7 +335,12 @@ class Settings:
         """The auto hold's bounds, or None for a fixed prestop delay."""
         if self.prestop_delay_seconds is not None:
             return None
-        return HoldRule(self.prestop_delay_min_seconds, self.prestop_delay_max_seconds, self.prestop_quiet_confidence)
+        return HoldRule(
+            self.prestop_delay_min_seconds,
+            self.prestop_delay_max_seconds,
+            self.prestop_quiet_confidence,
+            self.prestop_evidence,
+        )
 
     @property
     def budget(self) -> Budget:

@@ -114,7 +114,7 @@ class Hold:
             return
         assert self.source is not None  # noqa: S101 - _can_count() says so
         requests = None if self.requests is None else self.requests.arrivals.before(t0)
-        self._evidence, self._traffic = choose_evidence(self.source.arrivals.before(t0), requests)
+        self._evidence, self._traffic = choose_evidence(self.rule.evidence, self.source.arrivals.before(t0), requests)
         self._window = quiet_window(self._traffic, self.rule)
 
     async def wait(self, t0: float, interrupted: asyncio.Event) -> None:
@@ -199,4 +199,5 @@ class Hold:
             "last_arrival_seconds": None if last is None else round(last - t0, 6),
             "counting": self.counting,
             "evidence": self._evidence,
+            "evidence_mode": None if self.rule is None else self.rule.evidence,
         }

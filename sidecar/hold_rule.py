@@ -10,12 +10,21 @@ from typing import Final
 
 from sidecar.drain.arrivals import PreT0Traffic
 
+# Which stream before t0 sets the quiet window (--prestop-evidence). The pod's routing decisions
+# are what must have stopped: behind kube-proxy (a Service's ClusterIP) they are new connections,
+# and a pooled client's requests on an old connection say nothing about them; behind a proxy that
+# picks a pod per request (an ingress controller, a mesh routing to pod IPs) every request is one.
+CONNECTIONS: Final = "connections"
+REQUESTS: Final = "requests"
+EVIDENCE_MODES: Final = (CONNECTIONS, REQUESTS)
+
 
 @dataclasses.dataclass(frozen=True)
 class HoldRule:
     minimum_seconds: float
     maximum_seconds: float
     confidence: float  # 1 - epsilon: the chance a still-routed pod would have seen an arrival
+    evidence: str = CONNECTIONS  # EVIDENCE_MODES: the stream the window is measured on
 
     @property
     def epsilon(self) -> float:
@@ -68,11 +77,13 @@ def release_at(t0: float, window: float | None, last_arrival: float | None, rule
     return min(quiet_since + window, latest)
 
 
-def choose_evidence(connections: PreT0Traffic, requests: PreT0Traffic | None) -> tuple[str, PreT0Traffic]:
-    """Which stream before t0 sets the window: the requests the app reported it started when it
-    reported any in the lookback (the finer evidence: pooled keep-alive clients and an l7 proxy
-    send many requests over few new connections), else the new connections. Never both summed:
-    a fresh connection and its first request are one arrival, and the rate would be doubled."""
-    if requests is not None and requests.arrivals > 0:
-        return "requests", requests
-    return "connections", connections
+def choose_evidence(mode: str, connections: PreT0Traffic, requests: PreT0Traffic | None) -> tuple[str, PreT0Traffic]:
+    """Which stream before t0 sets the window. `connections` mode: the new connections, always
+    (requests after t0 still restart the quiet clock, sidecar.hold: more evidence never shortens
+    a hold). `requests` mode: the requests the app reported it started when it reported any in
+    the lookback (pooled keep-alive clients behind an l7 proxy send many requests, each a routing
+    decision, over few new connections), else the new connections. Never both summed: a fresh
+    connection and its first request are one arrival, and the rate would be doubled."""
+    if mode == REQUESTS and requests is not None and requests.arrivals > 0:
+        return REQUESTS, requests
+    return CONNECTIONS, connections

@@ -76,6 +76,13 @@ def test_config_flags_win_over_the_environment() -> None:
         ),
         pytest.param({"prestop_quiet_confidence": "1"}, {}, "--prestop-quiet-confidence", id="confidence-one"),
         pytest.param({"prestop_quiet_confidence": "0"}, {}, "--prestop-quiet-confidence", id="confidence-zero"),
+        pytest.param({"prestop_evidence": "request"}, {}, "--prestop-evidence", id="evidence-unknown"),
+        pytest.param(
+            {},
+            {"SIDECAR_PRESTOP_EVIDENCE": ""},
+            "--prestop-evidence (from SIDECAR_PRESTOP_EVIDENCE)",
+            id="evidence-empty",
+        ),
         pytest.param(
             {"prestop_delay_seconds": "auto", "grace_period_seconds": "10"},
             {},
@@ -150,8 +157,28 @@ def test_config_prestop_delay_auto_budgets_its_maximum() -> None:
     assert settings.budget.prestop_delay_seconds == 9
 
 
+def test_config_prestop_evidence_defaults_to_connections_and_reaches_the_hold_rule() -> None:
+    assert (
+        dict((spec.flag, spec.env_var) for spec in setting_specs())["--prestop-evidence"] == "SIDECAR_PRESTOP_EVIDENCE"
+    )
+    auto = {"prestop_delay_seconds": "auto"}
+    default = load_settings(auto, {}).hold_rule
+    assert default is not None
+    assert default.evidence == "connections"
+    for flags, environ in (
+        ({**auto, "prestop_evidence": "requests"}, {}),
+        (auto, {"SIDECAR_PRESTOP_EVIDENCE": "Requests"}),
+    ):
+        rule = load_settings(flags, environ).hold_rule
+        assert rule is not None
+        assert rule.evidence == "requests"
+
+
 def test_config_prestop_delay_number_keeps_its_meaning_and_ignores_the_auto_bounds() -> None:
-    settings = load_settings({"prestop_delay_seconds": "3", "prestop_delay_max_seconds": "100"}, {})
+    # The auto-only settings are accepted with a fixed delay and have no effect, --prestop-evidence too.
+    settings = load_settings(
+        {"prestop_delay_seconds": "3", "prestop_delay_max_seconds": "100", "prestop_evidence": "requests"}, {}
+    )
     assert settings.hold_rule is None
     assert settings.budget.prestop_delay_seconds == 3
 

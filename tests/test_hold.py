@@ -4,6 +4,7 @@ the real processes are in tests/e2e/test_hold.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,8 @@ from sidecar.lifecycle import Phase, Timeline
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import HoldDocument
 
-RULE = HoldRule(minimum_seconds=0.5, maximum_seconds=3.0, confidence=0.999)
+RULE = HoldRule(minimum_seconds=0.5, maximum_seconds=3.0, confidence=0.999)  # --prestop-evidence connections
+REQUESTS_RULE = dataclasses.replace(RULE, evidence="requests")
 
 
 class Connections:
@@ -37,12 +39,15 @@ class Connections:
         self.arrived.set()
 
 
-def pooled_traffic(t0: float) -> tuple[Connections, RequestStarts]:
+def pooled_traffic(t0: float, fresh: int = 0) -> tuple[Connections, RequestStarts]:
     """Before t0: two new connections in a minute (a keep-alive pool), and 50 requests a second
-    over them for 5 s, reported ten times a second."""
+    over them for 5 s, reported ten times a second; and `fresh` more new connections spread
+    evenly over the minute."""
     connections = Connections(t0 - 60)
     connections.add(t0 - 40)
     connections.add(t0 - 20)
+    for n in range(fresh):
+        connections.add(t0 - 60.0 + n * 60.0 / fresh)
     requests = RequestStarts()
     requests.update("1", 0, t0 - 5.0)
     for tick in range(1, 50):
@@ -50,22 +55,38 @@ def pooled_traffic(t0: float) -> tuple[Connections, RequestStarts]:
     return connections, requests
 
 
-@pytest.mark.anyio
-async def test_hold_takes_its_window_from_the_apps_requests_when_it_reports_them() -> None:
+def begun_on_pooled_traffic(rule: HoldRule) -> tuple[Hold, float, HoldDocument]:
+    """A hold by `rule` begun now on pooled_traffic, with the app's reports: (it, t0, its document at t0)."""
     t0 = time.monotonic()
     connections, requests = pooled_traffic(t0)
-    hold = Hold(None, RULE, connections, requests=requests)
+    hold = Hold(None, rule, connections, requests=requests)
     hold.begin(t0)
     document = hold.document(t0)
     assert document is not None
+    return hold, t0, document
+
+
+@pytest.mark.anyio
+async def test_hold_in_requests_mode_takes_its_window_from_the_apps_requests_when_it_reports_them() -> None:
+    hold, t0, document = begun_on_pooled_traffic(REQUESTS_RULE)
     assert (document["evidence"], document["window_seconds"]) == ("requests", 0.5)  # 50/s: the minimum
     assert document["rate_per_second"] == pytest.approx(49.0, abs=1)
     await hold.wait(t0, asyncio.Event())
-    document = hold.document(time.monotonic())
-    assert document is not None
-    assert document["released_by"] == "quiet"
-    assert document["duration_seconds"] == pytest.approx(0.5, abs=0.1)
-    assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 0)
+    released = hold.document(time.monotonic())
+    assert released is not None
+    assert released["released_by"] == "quiet"
+    assert released["duration_seconds"] == pytest.approx(0.5, abs=0.1)
+    assert (released["arrivals_after_t0"], released["requests_after_t0"]) == (0, 0)
+
+
+def test_hold_in_connections_mode_takes_its_window_from_connections_though_the_app_reports_requests() -> None:
+    # Behind kube-proxy: 50 requests a second over a pool that opened two connections in a minute
+    # say nothing about routing; the two connections do, and call for the longest hold.
+    _, _, document = begun_on_pooled_traffic(RULE)
+    assert (document["evidence"], document["evidence_mode"]) == ("connections", "connections")
+    assert document["window_seconds"] == 3.0  # 2 a minute: the maximum, not the requests' 0.5
+    assert document["rate_per_second"] == pytest.approx(2 / 60, abs=0.001)
+    assert document["requests_after_t0"] == 0  # the requests are still counted after t0
 
 
 @pytest.mark.anyio
@@ -73,7 +94,7 @@ async def test_hold_without_app_reports_takes_its_window_from_connections_as_bef
     t0 = time.monotonic()
     connections, _ = pooled_traffic(t0)
     for unreported in (None, RequestStarts()):
-        hold = Hold(None, RULE, connections, requests=unreported)
+        hold = Hold(None, REQUESTS_RULE, connections, requests=unreported)
         hold.begin(t0)
         document = hold.document(t0)
         assert document is not None
@@ -83,14 +104,14 @@ async def test_hold_without_app_reports_takes_its_window_from_connections_as_bef
 
 
 async def hold_with_late_arrivals(
-    arrive: Callable[[Connections, RequestStarts, int], object],
+    arrive: Callable[[Connections, RequestStarts, int], object], rule: HoldRule = REQUESTS_RULE, fresh: int = 0
 ) -> tuple[HoldDocument, float]:
-    """A hold begun now on pooled_traffic, with `arrive(connections, requests, n)` for n = 1, 2, 3,
-    0.1 s apart, after t0. Returns the document at the release, and the seconds from the last
-    arrival to the release."""
+    """A hold by `rule` begun now on pooled_traffic(fresh), with `arrive(connections, requests, n)`
+    for n = 1, 2, 3, 0.1 s apart, after t0. Returns the document at the release, and the seconds
+    from the last arrival to the release."""
     t0 = time.monotonic()
-    connections, requests = pooled_traffic(t0)
-    hold = Hold(None, RULE, connections, requests=requests)
+    connections, requests = pooled_traffic(t0, fresh)
+    hold = Hold(None, rule, connections, requests=requests)
     hold.begin(t0)
 
     async def late_arrivals() -> float:
@@ -126,6 +147,19 @@ async def test_hold_a_request_start_after_t0_restarts_the_quiet_window() -> None
     assert document["released_by"] == "quiet"
     assert quiet >= 0.5
     assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 35)  # 245 -> 280
+
+
+@pytest.mark.anyio
+async def test_hold_in_connections_mode_a_request_start_after_t0_still_restarts_the_quiet_window() -> None:
+    # 10 new connections a second before t0: a window of ln(1000)/10 = 0.69 s; more evidence
+    # (the app's reported requests) never shortens a hold.
+    document, quiet = await hold_with_late_arrivals(
+        lambda _, requests, n: requests.update("1", 250 + 10 * n, time.monotonic()), rule=RULE, fresh=600
+    )
+    assert (document["evidence"], document["released_by"]) == ("connections", "quiet")
+    assert document["window_seconds"] == pytest.approx(0.69, abs=0.01)
+    assert quiet >= 0.69
+    assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 35)
 
 
 def convergence_observed(connections: Connections, after_t0: list[float]) -> tuple[float, float]:

@@ -54,8 +54,15 @@ def test_hold_rule_defaults_are_sound() -> None:
     assert DEFAULT_HOLD_RULE.problem() is None
 
 
-def test_hold_rule_evidence_is_the_apps_requests_when_it_reported_any_before_t0() -> None:
+def test_hold_rule_evidence_in_requests_mode_is_the_apps_requests_when_it_reported_any_before_t0() -> None:
     connections, requests = PreT0Traffic(3, 120.0, 40.0), PreT0Traffic(6000, 100.0, 0.2)
-    assert choose_evidence(connections, requests) == ("requests", requests)
-    assert choose_evidence(connections, PreT0Traffic(0, 100.0, None)) == ("connections", connections)
-    assert choose_evidence(connections, None) == ("connections", connections)  # the app reports no count
+    assert choose_evidence("requests", connections, requests) == ("requests", requests)
+    assert choose_evidence("requests", connections, PreT0Traffic(0, 100.0, None)) == ("connections", connections)
+    assert choose_evidence("requests", connections, None) == ("connections", connections)  # the app reports no count
+
+
+def test_hold_rule_evidence_in_connections_mode_is_the_connections_even_when_the_app_reports_requests() -> None:
+    connections, requests = PreT0Traffic(3, 120.0, 40.0), PreT0Traffic(6000, 100.0, 0.2)
+    assert DEFAULT_HOLD_RULE.evidence == "connections"
+    assert choose_evidence("connections", connections, requests) == ("connections", connections)
+    assert choose_evidence("connections", connections, None) == ("connections", connections)

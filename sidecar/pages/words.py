@@ -77,9 +77,11 @@ def hold_reason(report: Document) -> str | None:
     if not isinstance(hold, dict):
         return None
     released = hold.get("released_by")
+    reports_requests = hold.get("evidence") == "requests" or hold.get("requests_after_t0") is not None
     why = {
         "fixed": "fixed delay",
-        "quiet": ("no new request or connection" if hold.get("evidence") == "requests" else "no new connection")
+        # Reported requests restart the quiet window in either evidence mode.
+        "quiet": ("no new request or connection" if reports_requests else "no new connection")
         + (f" for {seconds(hold['window_seconds'])}" if number(hold.get("window_seconds")) else ""),
         "maximum": "hit its maximum: arrivals had not stopped",
         "interrupted": "cut short by the sidecar's SIGTERM or a second Ctrl-C",

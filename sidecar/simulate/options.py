@@ -24,7 +24,7 @@ from sidecar.config import (
     parse_signal_name,
 )
 from sidecar.deadline import Budget
-from sidecar.hold_rule import DEFAULT_HOLD_RULE, HoldRule
+from sidecar.hold_rule import DEFAULT_HOLD_RULE, EVIDENCE_MODES, HoldRule
 from sidecar.simulate.load import LOAD_SHAPES
 from sidecar.simulate.podspec import (
     HOST_PLACEHOLDER,
@@ -183,6 +183,14 @@ class Options:
         parse=parse_positive_seconds,
         metavar="S",
     )
+    prestop_evidence: str = option(
+        "--prestop-evidence",
+        DEFAULT_HOLD_RULE.evidence,
+        "with --prestop-delay auto: the sidecar's --prestop-evidence, what sets the quiet window: connections "
+        "(right for --balancer l4, kube-proxy) or requests (right for l7, when the app reports them: --app asgi)",
+        parse=str,
+        choices=EVIDENCE_MODES,
+    )
     network_latency_seconds: float = option(
         "--network-latency",
         "0.0005",
@@ -323,7 +331,9 @@ class Options:
         """The auto hold's bounds, or None for a fixed --prestop-delay."""
         if self.prestop_delay_seconds is not None:
             return None
-        return dataclasses.replace(DEFAULT_HOLD_RULE, maximum_seconds=self.prestop_delay_max_seconds)
+        return dataclasses.replace(
+            DEFAULT_HOLD_RULE, maximum_seconds=self.prestop_delay_max_seconds, evidence=self.prestop_evidence
+        )
 
     @property
     def budget(self) -> Budget:

@@ -126,6 +126,7 @@ def prestop_delay_flags(budget: Budget, hold: HoldRule | None) -> tuple[str, ...
         f"--prestop-delay-min={hold.minimum_seconds:g}",
         f"--prestop-delay-max={hold.maximum_seconds:g}",
         f"--prestop-quiet-confidence={hold.confidence:g}",
+        f"--prestop-evidence={hold.evidence}",
     )
 
 

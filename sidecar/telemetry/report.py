@@ -75,6 +75,8 @@ class HoldDocument(TypedDict):
     # auto: the stream the window came from, "requests" (the app's reported request starts) or
     # "connections"; None for a fixed hold or when nothing could be counted
     evidence: str | None
+    # auto: the --prestop-evidence configured (connections | requests); None for a fixed hold
+    evidence_mode: str | None
 
 
 class Report(TypedDict):

@@ -37,6 +37,10 @@ HOLDS: Final = {
     "fixed": ("--prestop-delay", "5"),
     "auto": ("--prestop-delay", "auto", "--prestop-delay-max", "15"),
 }
+# The evidence an operator would configure: behind kube-proxy (l4) new connections are the routing
+# decisions, behind a per-request proxy (l7) requests are. `auto-requests` (run only when asked
+# with --only hold=auto-requests) takes requests behind l4 too: the case the README warns against.
+EVIDENCE: Final = {"l4": "connections", "l7": "requests"}
 # Every run: 3 pods, a grace period with room for auto's 15 s maximum, and the integrated app
 # (uvicorn + Starlette + SidecarMiddleware), which reports the requests it starts to POST /drain.
 COMMON: Final = ("--pods", "3", "--grace-period", "20", "--app", "asgi", "--json")
@@ -62,9 +66,12 @@ class Case:
         )
 
     def arguments(self) -> list[str]:
+        hold = HOLDS["auto" if self.hold == "auto-requests" else self.hold]
+        evidence = "requests" if self.hold == "auto-requests" else EVIDENCE[self.balancer]
         return [
             *COMMON,
-            *HOLDS[self.hold],
+            *hold,
+            *(("--prestop-evidence", evidence) if self.hold != "fixed" else ()),
             *("--propagation-delay", f"{self.propagation:g}", "--propagation-spread", f"{self.spread:g}"),
             *("--rps", str(self.rate), "--load-shape", self.shape),
             *("--balancer", self.balancer, "--client", self.client, "--kind", self.kind),
@@ -73,9 +80,10 @@ class Case:
 
 def all_cases() -> Iterator[Case]:
     for (propagation, spread), rate, shape, balancer, client, kind, hold in itertools.product(
-        PROPAGATIONS, RATES, SHAPES, BALANCERS, CLIENTS, KINDS, HOLDS
+        PROPAGATIONS, RATES, SHAPES, BALANCERS, CLIENTS, KINDS, (*HOLDS, "auto-requests")
     ):
-        yield Case(propagation, spread, rate, shape, balancer, client, kind, hold)
+        if hold != "auto-requests" or balancer == "l4":  # behind l7 auto takes requests anyway
+            yield Case(propagation, spread, rate, shape, balancer, client, kind, hold)
 
 
 def matches(case: Case, only: Mapping[str, str]) -> bool:
@@ -150,7 +158,12 @@ def conclusive(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, A
 
 def run(out: Path, jobs: int, only: Mapping[str, str]) -> None:
     done = conclusive(read_records(out))
-    todo = [case for case in all_cases() if matches(case, only) and case.key not in done]
+    asked = {"hold": "auto-requests"}.items() <= only.items()
+    todo = [
+        case
+        for case in all_cases()
+        if matches(case, only) and case.key not in done and (case.hold != "auto-requests" or asked)
+    ]
     # Heaviest first, so the last minutes are not one 500/s run alone.
     todo.sort(key=lambda case: (-case.rate, case.key))
     print(f"{len(todo)} runs to do, {jobs} at a time", file=sys.stderr)
@@ -173,11 +186,12 @@ def hold_cell(record: Mapping[str, Any] | None) -> tuple[str, str, str]:
     return failed, hold, f"{record['rollout_seconds']}"
 
 
-def table(records: Sequence[Mapping[str, Any]]) -> str:
+def table(records: Sequence[Mapping[str, Any]], versus: str = "auto") -> str:
+    """Fixed 5 s beside `versus` (auto, or auto-requests), one row per case run."""
     latest = conclusive(records)
     lines = [
         "| propagation | rate | shape | balancer | client | kind | fixed 5 s: failed | hold med / max | rollout s "
-        "| auto: failed | hold med / max (released by) | rollout s |",
+        f"| {versus}: failed | hold med / max (released by) | rollout s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     seen: set[str] = set()
@@ -187,7 +201,7 @@ def table(records: Sequence[Mapping[str, Any]]) -> str:
             continue
         seen.add(row.key)
         fixed = latest.get(row.key)
-        auto = latest.get(dataclasses.replace(case, hold="auto").key)
+        auto = latest.get(dataclasses.replace(case, hold=versus).key)
         if fixed is None and auto is None:
             continue
         lines.append(
@@ -221,11 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--only", nargs="*", default=[], metavar="FIELD=VALUE")
     table_parser = commands.add_parser("table", help="print the Markdown table of a results file")
     table_parser.add_argument("results", type=Path)
+    table_parser.add_argument("--versus", choices=("auto", "auto-requests"), default="auto")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.out, args.jobs, parse_only(args.only))
     else:
-        print(table(read_records(args.results)))
+        print(table(read_records(args.results), args.versus))
     return 0
 
 

@@ -316,6 +316,7 @@ def test_chart_dashboard_uid_differs_between_releases_and_fits_grafana() -> None
             {"prestopHold": {"quietConfidence": 0}}, "at '/prestopHold/quietConfidence'", id="confidence-zero"
         ),
         pytest.param({"prestopHold": {"maxSeconds": 0}}, "at '/prestopHold/maxSeconds'", id="hold-max-zero"),
+        pytest.param({"prestopHold": {"evidence": "packets"}}, "at '/prestopHold/evidence'", id="evidence-enum"),
     ],
 )
 def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any], message: str) -> None:
@@ -392,7 +393,11 @@ def test_chart_prestop_delay_auto_passes_the_hold_bounds_to_the_sidecar() -> Non
         "--prestop-delay-min=2",
         "--prestop-delay-max=9",
         "--prestop-quiet-confidence=0.99",
+        "--prestop-evidence=connections",
     ]
+    on_requests = {"prestopDelaySeconds": "auto", "prestopHold": {"maxSeconds": 9, "evidence": "requests"}}
+    _, sidecar = container(rendered_kinds(on_requests)["Deployment"], "shutdown-sidecar")
+    assert "--prestop-evidence=requests" in sidecar["args"]
 
 
 def test_chart_timing_at_the_limit_renders() -> None:

@@ -23,7 +23,7 @@ def test_conventions_default_app_is_the_demo_from_the_sidecar_image() -> None:
     _, sidecar = container(deployment(), "shutdown-sidecar")
     assert app["image"] == sidecar["image"] == f"ghcr.io/shutdown-sidecar/shutdown-sidecar:{APP_VERSION}"
     assert app["command"] == ["/opt/sidecar/bin/python", "-m", "sidecar.demo"]
-    assert app["args"] == ["--host=0.0.0.0", "--port=8080"]
+    assert app["args"] == ["--host=::", "--port=8080"]  # dual-stack, as the sidecar listens
 
 
 def test_conventions_an_app_image_of_ones_own_keeps_its_entrypoint() -> None:

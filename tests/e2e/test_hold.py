@@ -209,14 +209,14 @@ class PooledLoad:
             thread.join(timeout=5)
 
 
-def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middleware(
-    start_sidecar: StartSidecar,
-) -> None:
-    # A real uvicorn serving SidecarMiddleware, which reports each request it starts; the client
-    # keeps three connections, so new connections before t0 are three in all and their gaps say
-    # nothing. The window must come from the requests (on connections it is the maximum).
+def hold_behind_the_middleware(start_sidecar: StartSidecar, *flags: str) -> tuple[SidecarProcess, float, float]:
+    """A real uvicorn serving SidecarMiddleware, which reports each request it starts, and a client
+    keeping three connections (so new connections before t0 are three in all and their gaps say
+    nothing), sending ~50 requests a second for 2 s before t0 and 1 s after; the auto hold by
+    `flags`. Returns the sidecar once it has exited, when its /prestop answered and when the
+    client sent its last request."""
     port = free_port()
-    sidecar = start_sidecar(*AUTO, "--app-port", str(port))
+    sidecar = start_sidecar(*AUTO, "--app-port", str(port), *flags)
     app = AppServer(
         ("uvicorn", "tests.integrations.asgi_app:app", "--host", "127.0.0.1", "--port", str(port)),
         env={"SHUTDOWN_SIDECAR_URL": sidecar.url("")},
@@ -240,6 +240,15 @@ def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middle
         assert sidecar.wait(timeout=15) == 0
     finally:
         app.close()
+    return sidecar, released, stopped
+
+
+def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middleware(
+    start_sidecar: StartSidecar,
+) -> None:
+    # Behind a per-request balancer (--prestop-evidence requests) the window must come from the
+    # requests (on connections it is the maximum).
+    sidecar, released, stopped = hold_behind_the_middleware(start_sidecar, "--prestop-evidence", "requests")
     hold = hold_of(sidecar)
     assert (hold["mode"], hold["evidence"], hold["released_by"]) == ("auto", "requests", "quiet")
     window, last = hold["window_seconds"], hold["last_arrival_seconds"]
@@ -255,3 +264,22 @@ def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middle
     assert released - stopped < window + 1.0  # a window after the last request, not the maximum (6 s)
     logged = sidecar.wait_for_log(lambda line: line.get("msg") == "hold ended", 0)
     assert (logged["evidence"], logged["released_by"]) == ("requests", "quiet")
+
+
+def test_hold_auto_by_default_takes_its_window_from_connections_though_the_middleware_reports_requests(
+    start_sidecar: StartSidecar,
+) -> None:
+    # Behind kube-proxy a pooled client's requests say nothing about routing: by default the three
+    # connections set the window (the maximum), and the reported requests still restart it.
+    sidecar, released, stopped = hold_behind_the_middleware(start_sidecar)
+    hold = hold_of(sidecar)
+    assert (hold["mode"], hold["evidence"], hold["evidence_mode"]) == ("auto", "connections", "connections")
+    window, last = hold["window_seconds"], hold["last_arrival_seconds"]
+    assert isinstance(window, float)
+    assert isinstance(last, float)
+    assert window > 4  # three connections in a few seconds of counting (requests: the 0.5 s minimum)
+    assert isinstance(hold["requests_after_t0"], int)
+    assert hold["requests_after_t0"] > 20  # still counted after t0
+    assert 0.8 < last < 1.6  # the last request restarted the window, ~1 s after t0
+    assert hold["duration_seconds"] == pytest.approx(min(last + window, 6.0), abs=0.2)
+    assert released - stopped > 3.0  # not released a request window after the client stopped

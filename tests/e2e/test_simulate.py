@@ -408,10 +408,12 @@ def test_simulate_manifest_from_stdin_native_sidecar_max_surge_0_two_replicas_pa
 @pytest.mark.timeout(90)
 def test_simulate_asgi_app_holds_on_the_requests_it_reports() -> None:
     # The built-in uvicorn app with SidecarMiddleware reports each request it starts: behind an l7
-    # proxy's pools (few new connections) the auto hold's window comes from those requests and the
-    # hold ends on quiet, well before its maximum (on connections alone: the maximum, issue #22).
+    # proxy's pools (few new connections), with --prestop-evidence requests, the auto hold's window
+    # comes from those requests and the hold ends on quiet, well before its maximum (on connections
+    # alone: the maximum, issue #22).
     rollout = ("--json", "--app", "asgi", "--pods", "2", "--balancer", "l7", "--grace-period", "20")
-    completed = simulate(*rollout, "--prestop-delay", "auto", "--prestop-delay-max", "10", "--propagation-delay", "0.5")
+    hold = ("--prestop-delay", "auto", "--prestop-delay-max", "10", "--prestop-evidence", "requests")
+    completed = simulate(*rollout, *hold, "--propagation-delay", "0.5")
     assert completed.returncode == 0, completed.stderr
     result = result_of(completed)
     holds = [pod["report"]["hold"] for pod in result["pods"]]

@@ -46,6 +46,9 @@ def test_summary_line_names_why_the_hold_ended_from_the_hold_key() -> None:
     assert "hold 4.2 s (no new connection for 1.0 s)" in summary_line(report(hold=hold))
     on_requests = {**hold, "evidence": "requests"}
     assert "hold 4.2 s (no new request or connection for 1.0 s)" in summary_line(report(hold=on_requests))
+    # --prestop-evidence connections with an app that reports requests: they restarted the window too
+    reported = {**hold, "evidence": "connections", "requests_after_t0": 0}
+    assert "hold 4.2 s (no new request or connection for 1.0 s)" in summary_line(report(hold=reported))
     maximum = {**hold, "released_by": "maximum", "counting": "no /proc/net/tcp"}
     assert "hit its maximum" in summary_line(report(hold=maximum))
     assert "could not count arrivals: no /proc/net/tcp" in summary_line(report(hold=maximum))

@@ -249,7 +249,24 @@ def test_options_prestop_delay_auto_is_budgeted_at_its_maximum_and_reaches_the_s
         "--prestop-delay-min=1",
         "--prestop-delay-max=6",
         "--prestop-quiet-confidence=0.999",
+        "--prestop-evidence=connections",
     ]
+
+
+def test_options_prestop_evidence_reaches_the_sidecar_with_auto_and_is_ignored_with_a_fixed_delay() -> None:
+    from sidecar.simulate.podspec import template_for_mode
+
+    chosen = options("--prestop-delay", "auto", "--prestop-delay-max", "6", "--prestop-evidence", "requests")
+    template = template_for_mode(chosen.mode, chosen.budget, chosen.app_command, hold=chosen.hold_rule)
+    (sidecar,) = template.sidecars
+    assert "--prestop-evidence=requests" in sidecar.argv
+    # As the sidecar does with its auto-only settings: accepted with a fixed delay, no effect.
+    fixed = options("--prestop-delay", "3", "--prestop-evidence", "requests")
+    assert fixed.hold_rule is None
+    (sidecar,) = template_for_mode(fixed.mode, fixed.budget, fixed.app_command, hold=fixed.hold_rule).sidecars
+    assert not [arg for arg in sidecar.argv if arg.startswith("--prestop-evidence")]
+    with pytest.raises(SystemExit):
+        options("--prestop-evidence", "packets")
 
 
 def test_options_prestop_delay_auto_maximum_must_fit_the_grace_period() -> None:

@@ -249,6 +249,7 @@ startupProbe:
 - --prestop-delay-min={{ $v.prestopHold.minSeconds }}
 - --prestop-delay-max={{ $v.prestopHold.maxSeconds }}
 - --prestop-quiet-confidence={{ $v.prestopHold.quietConfidence }}
+- --prestop-evidence={{ $v.prestopHold.evidence }}
 {{- end }}
 - --report-reserve={{ $v.reportReserveSeconds }}
 - --log-format={{ $s.logFormat }}
