@@ -158,7 +158,7 @@ async def test_hold_in_connections_mode_a_request_start_after_t0_still_restarts_
     )
     assert (document["evidence"], document["released_by"]) == ("connections", "quiet")
     assert document["window_seconds"] == pytest.approx(0.69, abs=0.01)
-    assert quiet >= 0.69
+    assert quiet >= 0.65  # a window after the last request (t0 + window would be 0.39 s after it)
     assert (document["arrivals_after_t0"], document["requests_after_t0"]) == (0, 35)
 
 
