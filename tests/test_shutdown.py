@@ -210,35 +210,34 @@ async def test_shutdown_app_exit_before_any_shutdown_skips_the_delay_with_outcom
 
 
 @pytest.mark.anyio
-async def test_shutdown_a_source_that_cannot_watch_lets_an_outranked_event_end_the_drain() -> None:
-    # --watch-process matched nothing: the listener's earlier event, held back by it, decides now.
+@pytest.mark.parametrize(
+    ("reported", "ends_it", "outcome"),
+    [
+        # --watch-process matched nothing: the listener's earlier event, held back by it, decides now.
+        pytest.param([DrainEndSource.CONNECTIONS], DrainEndSource.CONNECTIONS, Outcome.UNKNOWN, id="outranked"),
+        # The listener closed first, then the app said complete without having reported before (an
+        # AppReport without on_report, as create_app's default): both were held back by the process
+        # watch. Once it cannot watch, precedence decides, not which was seen first.
+        pytest.param(
+            [DrainEndSource.CONNECTIONS, DrainEndSource.APP_REPORT],
+            DrainEndSource.APP_REPORT,
+            Outcome.CLEAN,
+            id="most-precise-not-first",
+        ),
+    ],
+)
+async def test_shutdown_a_source_that_cannot_watch_lets_the_most_precise_observed_event_end_the_drain(
+    reported: list[DrainEndSource], ends_it: DrainEndSource, outcome: Outcome
+) -> None:
     sequence = port_watching_sequence()
     sequence.sources = frozenset({DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS})
     run = asyncio.create_task(sequence.run())
     sequence.begin(Trigger.PRESTOP)
     await sequence.wait_prestop_delay_over()
-    assert not sequence.report_drain_end(DrainEndSource.CONNECTIONS)
+    for source in reported:
+        assert not sequence.report_drain_end(source)
     sequence.source_unavailable(DrainEndSource.PROCESS_EXIT)
     await asyncio.wait_for(run, 2)
     timeline = sequence.timeline
-    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.CONNECTIONS, Outcome.UNKNOWN)
-    assert timeline.drain_end == sequence.observed[DrainEndSource.CONNECTIONS]
-
-
-@pytest.mark.anyio
-async def test_shutdown_a_source_that_cannot_watch_lets_the_most_precise_observed_event_end_the_drain() -> None:
-    # The listener closed first, then the app said complete without having reported before (an
-    # AppReport without on_report, as create_app's default): both were held back by the process
-    # watch. Once it cannot watch, precedence decides, not which was seen first.
-    sequence = port_watching_sequence()
-    sequence.sources = frozenset({DrainEndSource.PROCESS_EXIT, DrainEndSource.CONNECTIONS})
-    run = asyncio.create_task(sequence.run())
-    sequence.begin(Trigger.PRESTOP)
-    await sequence.wait_prestop_delay_over()
-    assert not sequence.report_drain_end(DrainEndSource.CONNECTIONS)
-    assert not sequence.report_drain_end(DrainEndSource.APP_REPORT)
-    sequence.source_unavailable(DrainEndSource.PROCESS_EXIT)
-    await asyncio.wait_for(run, 2)
-    timeline = sequence.timeline
-    assert (timeline.drain_end_source, timeline.outcome) == (DrainEndSource.APP_REPORT, Outcome.CLEAN)
-    assert timeline.drain_end == sequence.observed[DrainEndSource.APP_REPORT]
+    assert (timeline.drain_end_source, timeline.outcome) == (ends_it, outcome)
+    assert timeline.drain_end == sequence.observed[ends_it]
