@@ -81,6 +81,8 @@ class AdminListener:
             self._log_timer.cancel()  # the count is in sidecar_admin_connections_closed_total
 
     def accept_batch(self) -> None:
+        if self.sock.fileno() == -1:
+            return  # closed since this call was scheduled
         drained = False  # the kernel's queue is empty (or accepting has to stop for now)
         for _ in range(min(ACCEPT_BATCH, MAX_WAITING - len(self._waiting))):
             try:
@@ -104,8 +106,10 @@ class AdminListener:
         if len(self._waiting) >= MAX_WAITING:
             self._pause_until_set_up()
         elif not drained:
-            # More is queued, and the newest connection (a probe sent into the burst) is behind it:
-            # accept the rest first (the next turn) instead of setting up older ones now.
+            # More may be queued, and the newest connection (a probe sent into the burst) behind it:
+            # accept the rest first, next turn, before setting up older ones. Called, not left to the
+            # reader: a full batch may have emptied the queue, and then no readiness comes again.
+            self._loop.call_soon(self.accept_batch)
             return
         self._schedule_setup()
 

@@ -4,6 +4,8 @@ connection cap is set above what its descriptors hold, so accept() itself fails 
 from __future__ import annotations
 
 import ast
+import asyncio
+import contextlib
 import itertools
 import json
 import select
@@ -15,7 +17,8 @@ import time
 
 import pytest
 
-from sidecar.admin.listener import SETUP_BATCH
+from sidecar.admin.listener import ACCEPT_BATCH, SETUP_BATCH, AdminListener
+from sidecar.admin.protocol import AdminConnections
 from tests.e2e.sidecar_process import wait_until
 from tests.faults.hostile import fresh_request
 
@@ -136,3 +139,42 @@ def test_listener_sets_the_newest_connection_up_first_so_a_probe_in_a_burst_is_n
     finally:
         server.kill()
         server.communicate()
+
+
+class Recorded(asyncio.Protocol):
+    """Counts the connections set up; `all_made` is set at the `expected`th."""
+
+    made: list[Recorded] = []  # noqa: RUF012 - shared by the one test below
+    expected = 0
+    all_made: asyncio.Event
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        Recorded.made.append(self)
+        self.transport = transport
+        if len(Recorded.made) == Recorded.expected:
+            Recorded.all_made.set()
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@pytest.mark.anyio
+async def test_listener_sets_up_a_queue_of_exactly_one_accept_batch() -> None:
+    # A full batch accepted and the kernel's queue then empty: no readiness wakes the reader again,
+    # so the listener itself must go on to set up what it accepted.
+    server = socket.create_server(("127.0.0.1", 0), backlog=ACCEPT_BATCH + 16)
+    server.setblocking(False)
+    clients = [socket.create_connection(server.getsockname(), timeout=2) for _ in range(ACCEPT_BATCH)]
+    Recorded.made, Recorded.expected, Recorded.all_made = [], ACCEPT_BATCH, asyncio.Event()
+    listener = AdminListener(server, Recorded, AdminConnections())
+    listener.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(Recorded.all_made.wait(), 5)
+        assert len(Recorded.made) == ACCEPT_BATCH
+    finally:
+        listener.close()
+        for protocol in Recorded.made:
+            protocol.close()
+        for client in clients:
+            client.close()
