@@ -29,13 +29,18 @@ from sidecar.admin.protocol import AdminConnections
 from sidecar.admin.server import AdminServer, bind_admin_socket, build_config
 from sidecar.logs import configure_logging
 
+answered = 0
+
 async def app(scope, receive, send):
     if scope["path"] == "/hold":
         while (await receive())["type"] != "http.disconnect":  # owed an answer until it goes
             pass
         return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})
+    global answered
+    answered += 1  # the body is the answer's place in the server's order: the client cannot see it
+    body = b"%06d" % answered
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"6")]})
+    await send({"type": "http.response.body", "body": body})
 
 async def main():
     sock = bind_admin_socket("127.0.0.1", 0)
@@ -111,6 +116,16 @@ def test_listener_out_of_descriptors_makes_room_at_once_and_logs_one_line_a_seco
 
 
 @pytest.mark.timeout(60)
+def answer_place(sock: socket.socket) -> int:
+    """The body of the server's answer on `sock`: its place in the server's order."""
+    answer = b""
+    while len(answer.partition(b"\r\n\r\n")[2]) < 6:
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {answer!r}"
+        answer += chunk
+    return int(answer.partition(b"\r\n\r\n")[2])
+
+
 def test_listener_sets_the_newest_connection_up_first_so_a_probe_in_a_burst_is_not_last() -> None:
     """The kernel's accept queue is first in, first out: the server, stopped while a burst queues,
     must not answer the probe sent last only after every connection queued ahead of it. (200:
@@ -123,18 +138,19 @@ def test_listener_sets_the_newest_connection_up_first_so_a_probe_in_a_burst_is_n
         burst = open_held(port, 200, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
         probe = open_held(port, 1, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0]
         server.send_signal(signal.SIGCONT)
-        answered: list[socket.socket] = []
+        # The order is the server's, from each body: several answers that arrive between two
+        # select() calls would be listed in the order of `pending`, the burst's.
+        place: dict[socket.socket, int] = {}
         pending = [*burst, probe]
         while pending:
             readable, _, _ = select.select(pending, [], [], 5)
             assert readable, "no answer within 5 s"
             for sock in readable:
-                sock.recv(4096)
+                place[sock] = answer_place(sock)
                 pending.remove(sock)
-                answered.append(sock)
-        assert answered.index(probe) < SETUP_BATCH, f"the probe was answered {answered.index(probe) + 1}th"
-        assert answered.index(burst[0]) > len(burst) - SETUP_BATCH, "the oldest connection was answered early"
-        for sock in answered:
+        assert place[probe] <= SETUP_BATCH, f"the probe was answered {place[probe]}th"
+        assert place[burst[0]] > len(burst) - SETUP_BATCH, "the oldest connection was answered early"
+        for sock in place:
             sock.close()
     finally:
         server.kill()
