@@ -7,6 +7,7 @@ printed from that file. Timings are measured, never asserted.
     python -m tests.benchmarks.hold_grid run --out grid.jsonl [--jobs 3] [--only KEY=VALUE ...]
     python -m tests.benchmarks.hold_grid run --out grid.jsonl --only hold=auto-max9 propagation=6
     python -m tests.benchmarks.hold_grid table grid.jsonl
+    python -m tests.benchmarks.hold_grid compare grid.jsonl --holds fixed auto auto-max9
 
 A run `simulate` calls inconclusive (this machine too late to judge) is kept in the file and run
 again by the next `run` over the same file; the table uses the latest conclusive run of each."""
@@ -217,6 +218,54 @@ def table(records: Sequence[Mapping[str, Any]], versus: str = "auto") -> str:
     return "\n".join(lines)
 
 
+HOLD_NAMES: Final = {
+    "fixed": "fixed 5 s",
+    "auto": "auto max 15",
+    "auto-max9": "auto max 9",
+    "auto-requests": "auto-requests",
+}
+
+
+def compare(records: Sequence[Mapping[str, Any]], holds: Sequence[str]) -> str:
+    """One row per propagation and rate over the cases every one of `holds` ran (conclusively):
+    cases with a failed request, failed requests, hold median / max over every pod, rollout median."""
+    latest = conclusive(records)
+    groups: dict[tuple[float, float, int], list[list[Mapping[str, Any]]]] = {}
+    which: dict[tuple[float, float, int], set[str]] = {}
+    for case in all_cases():
+        if case.hold != "fixed":
+            continue
+        runs = [latest.get(dataclasses.replace(case, hold=hold).key) for hold in holds]
+        if any(run is None for run in runs):
+            continue
+        group = (case.propagation, case.spread, case.rate)
+        groups.setdefault(group, []).append([run for run in runs if run is not None])
+        which.setdefault(group, set()).add(f"{case.balancer} {case.client}")
+    names = " / ".join(HOLD_NAMES.get(hold, hold) for hold in holds)
+    lines = [
+        f"| propagation | rate | balancer, client | cases | cases with a failed request: {names} | failed requests "
+        "| hold median, s | hold max, s | rollout median, s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (propagation, spread, rate), cases in groups.items():
+        columns = [[runs[index] for runs in cases] for index in range(len(holds))]
+        failing = " / ".join(str(sum(1 for run in column if run["failed"])) for column in columns)
+        failed = " / ".join(
+            f"{sum(run['failed'] for run in column):,} of {sum(run['sent'] for run in column):,}" for column in columns
+        )
+        held = [[hold for run in column for hold in run["holds"]] for column in columns]
+        median = " / ".join(f"{statistics.median(h):.1f}" if h else "-" for h in held)
+        longest = " / ".join(f"{max(h):.1f}" if h else "-" for h in held)
+        rollout = " / ".join(f"{statistics.median(run['rollout_seconds'] for run in column):.1f}" for column in columns)
+        combos = which[(propagation, spread, rate)]
+        shown = "all four" if len(combos) == len(BALANCERS) * len(CLIENTS) else ", ".join(sorted(combos))
+        lines.append(
+            f"| {propagation:g} ± {spread:g} s | {rate}/s | {shown} | {len(cases)} | {failing} | {failed} | {median} "
+            f"| {longest} | {rollout} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_only(pairs: Sequence[str]) -> dict[str, str]:
     fields = {field.name for field in dataclasses.fields(Case)}
     only: dict[str, str] = {}
@@ -242,9 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     table_parser = commands.add_parser("table", help="print the Markdown table of a results file")
     table_parser.add_argument("results", type=Path)
     table_parser.add_argument("--versus", choices=("auto", *ASKED_ONLY), default="auto")
+    compare_parser = commands.add_parser("compare", help="print holds side by side, one row per propagation and rate")
+    compare_parser.add_argument("results", type=Path)
+    compare_parser.add_argument("--holds", nargs="+", choices=tuple(HOLD_NAMES), default=["fixed", "auto"])
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.out, args.jobs, parse_only(args.only))
+    elif args.command == "compare":
+        print(compare(read_records(args.results), args.holds))
     else:
         print(table(read_records(args.results), args.versus))
     return 0
