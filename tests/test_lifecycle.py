@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.deadline import Budget
 from sidecar.lifecycle import (
     NEXT_PHASE,
-    Budget,
     DrainEndSource,
     IllegalTransition,
     Outcome,

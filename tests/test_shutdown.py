@@ -36,6 +36,7 @@ async def test_shutdown_without_a_source_drains_until_deadline_minus_reserve() -
     # generous bound are checked (the drain-accuracy figures are in tests/benchmarks/).
     drain_start = timeline.records[Phase.DRAIN].start
     assert timeline.prestop_delay_deadline <= drain_start < timeline.prestop_delay_deadline + 0.5
+    assert timeline.drain_end is not None
     assert timeline.drain_deadline <= timeline.drain_end < timeline.drain_deadline + 0.5
 
 
