@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from sidecar.integrations.reporter import DrainReporter
 
@@ -27,10 +28,10 @@ def main() -> None:
     sent = 0
     send = reporter._send
 
-    def counted_send(address: tuple[str, int, str], report: dict[str, object]) -> str | None:
+    def counted_send(*args: Any) -> str | None:  # the arguments differ between versions
         nonlocal sent
         sent += 1
-        return send(address, report)
+        return send(*args)
 
     reporter._send = counted_send  # type: ignore[method-assign]
     started = time.monotonic()
