@@ -34,8 +34,6 @@ REQUESTS_STARTED: Final = "requests_started"
 # "HTTP probes"). A probe is not traffic: counted, it would keep a probed pod "busy" in the hold.
 KUBE_PROBE_AGENT: Final = "kube-probe/"
 
-__all__ = ["TIMEOUT_SECONDS", "DrainReporter", "is_kubelet_probe"]
-
 Event = Literal["complete", "exit"]
 logger = logging.getLogger("sidecar.integrations")
 _reporters: weakref.WeakSet[DrainReporter] = weakref.WeakSet()
