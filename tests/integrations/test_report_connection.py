@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -181,11 +180,9 @@ def test_report_connection_a_restarted_sidecar_gets_the_next_report(
     first.close()  # SIGKILLed: the kept connection is closed by the kernel
     second = serve_on(first.port)
     try:
-        started = time.monotonic()
         reporter.request_started()
         reporter.set_inflight(2)
         assert reporter.flush(10)
-        assert time.monotonic() - started < report_connection.TIMEOUT_SECONDS
         assert second.metric("sidecar_app_inflight") == 2
         assert reporter.failures == 0
     finally:
