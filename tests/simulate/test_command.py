@@ -87,6 +87,13 @@ def test_settings_document_says_how_long_the_old_pods_served_before_the_first_de
     assert settings_document(given, rehearsed(given))["warm_up_seconds"] == 2
 
 
+def test_settings_document_warm_up_follows_the_charts_auto_hold(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("prestopDelaySeconds: auto\nprestopHold: {maxSeconds: 7}\n")
+    chosen = options(f"--chart={CHART}", f"--values={values}")
+    assert settings_document(chosen, rehearsed(chosen))["warm_up_seconds"] == 7
+
+
 def test_settings_document_without_a_sidecar_has_no_prestop_delay() -> None:
     chosen = options("--mode=none")
     assert settings_document(chosen, rehearsed(chosen))["prestop_delay_seconds"] is None
