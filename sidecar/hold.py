@@ -130,6 +130,16 @@ class Hold:
         requests = None if self.requests is None else self.requests.arrivals.before(t0)
         self._evidence, self._traffic = choose_evidence(self.rule.evidence, self.source.arrivals.before(t0), requests)
         self._window = quiet_window(self._traffic, self.rule)
+        if self._window is None and self._traffic.arrivals > 0:
+            logger.info(
+                "holding to the maximum",
+                extra={
+                    "fields": {
+                        "reason": f"counted only {self._traffic.span_seconds:.3g} s before t0, less than the "
+                        "maximum: too little history to judge quiet",
+                    }
+                },
+            )
 
     async def wait(self, t0: float, interrupted: asyncio.Event) -> None:
         """Until the hold that began at `t0` is over, or `interrupted`."""
@@ -208,6 +218,7 @@ class Hold:
             "longest_gap_seconds": None
             if traffic is None or traffic.longest_gap_seconds is None
             else round(traffic.longest_gap_seconds, 6),
+            "counted_seconds": None if traffic is None else round(traffic.span_seconds, 6),
             "arrivals_after_t0": count,
             "requests_after_t0": None if requests is None else requests[0],
             "last_arrival_seconds": None if last is None else round(last - t0, 6),

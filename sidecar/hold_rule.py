@@ -8,7 +8,7 @@ import dataclasses
 import math
 from typing import Final
 
-from sidecar.drain.arrivals import PreT0Traffic
+from sidecar.drain.arrivals import LOOKBACK_SECONDS, PreT0Traffic
 
 # Which stream before t0 sets the quiet window (--prestop-evidence). The pod's routing decisions
 # are what must have stopped: behind kube-proxy (a Service's ClusterIP) they are new connections,
@@ -59,12 +59,26 @@ def quiet_window(traffic: PreT0Traffic, rule: HoldRule) -> float | None:
     pre-t0 rate would have seen an arrival in it with probability 1 - epsilon; at least the
     longest quiet gap seen before t0 (traffic is bursty: a lull that was normal then is not
     convergence now); within the rule's bounds. None when nothing arrived before t0: there is no
-    rate to judge quiet by, and the hold lasts its maximum."""
+    rate to judge quiet by, and the hold lasts its maximum. None too when counting ran for less
+    than the maximum before t0 (less than the whole lookback when the maximum is longer): too
+    little history to judge quiet by. The gap check cannot see a gap longer than the span counted,
+    which is the very range it must cover, and the rate rests on a few arrivals, often a burst (the
+    clients' first connections, a proxy filling its pool to a new endpoint). Young pods are the
+    ones deleted: a ReplicaSet scaling down deletes its most recently created and ready pods first
+    (https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#scaling-a-replicaset).
+    The rehearsal grid's pods 1-3 s old dropped requests at 6 s propagation where old ones did
+    not. Like a failure, too little history never makes the hold shorter."""
     rate = traffic.rate_per_second
-    if rate is None:
+    if rate is None or too_little_history(traffic, rule):
         return None
     window = max(math.log(1.0 / rule.epsilon) / rate, traffic.longest_gap_seconds or 0.0)
     return min(max(window, rule.minimum_seconds), rule.maximum_seconds)
+
+
+def too_little_history(traffic: PreT0Traffic, rule: HoldRule) -> bool:
+    """Counting before t0 ran for less than the hold's maximum (or the whole lookback, when the
+    maximum is longer): quiet_window says why the hold then lasts its maximum."""
+    return traffic.span_seconds < min(rule.maximum_seconds, LOOKBACK_SECONDS)
 
 
 def release_at(t0: float, window: float | None, last_arrival: float | None, rule: HoldRule) -> float:

@@ -218,3 +218,27 @@ def test_hold_warns_at_start_once_when_an_auto_hold_can_count_nothing(
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     expected = "every hold will last the maximum, 3 s: pass --app-port, or --prestop-delay N for a fixed hold"
     assert warnings == ([expected] if warned else [])
+
+
+@pytest.mark.anyio
+async def test_hold_of_a_pod_counted_for_less_than_the_maximum_before_t0_lasts_the_maximum(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A pod started 0.8 s before t0 with a burst of its clients' first connections: the rate says
+    # a 0.5 s window, but 0.8 s cannot show a quiet gap as long as the 1 s the hold may last.
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    rule = dataclasses.replace(RULE, maximum_seconds=1.0)
+    t0 = time.monotonic()
+    connections = Connections(t0 - 0.8)
+    for n in range(10):
+        connections.add(t0 - 0.8 + n * 0.05)
+    hold = Hold(None, rule, connections)
+    hold.begin(t0)
+    await hold.wait(t0, asyncio.Event())
+    document = hold.document(time.monotonic())
+    assert document is not None
+    assert (document["released_by"], document["window_seconds"]) == ("maximum", None)
+    assert document["counted_seconds"] == pytest.approx(0.8)
+    assert document["duration_seconds"] == pytest.approx(1.0, abs=0.1)
+    reasons = [getattr(record, "fields", {}).get("reason") for record in caplog.records]
+    assert "counted only 0.8 s before t0, less than the maximum: too little history to judge quiet" in reasons

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -27,6 +28,27 @@ def test_hold_rule_window_is_the_poisson_window_or_the_longest_gap_within_bounds
 
 def test_hold_rule_without_arrivals_before_t0_has_no_window() -> None:
     assert quiet_window(PreT0Traffic(0, 120.0, None), RULE) is None
+
+
+@pytest.mark.parametrize(
+    ("span", "rule", "window"),
+    [
+        pytest.param(2.0, RULE, None, id="pod-started-2s-before-t0"),
+        pytest.param(14.9, RULE, None, id="just-short-of-the-maximum"),
+        pytest.param(15.0, RULE, math.log(1000) / 2.0, id="as-long-as-the-maximum"),
+        # A maximum beyond the lookback: a whole lookback is all the history there can be.
+        pytest.param(
+            120.0, dataclasses.replace(RULE, maximum_seconds=200.0), math.log(1000) / 2.0, id="whole-lookback"
+        ),
+        pytest.param(119.0, dataclasses.replace(RULE, maximum_seconds=200.0), None, id="short-of-the-lookback"),
+    ],
+)
+def test_hold_rule_with_less_history_than_the_maximum_has_no_window(
+    span: float, rule: HoldRule, window: float | None
+) -> None:
+    # A young pod's burst of first connections: 2 a second, no gap longer than the span counted.
+    traffic = PreT0Traffic(round(2 * span), span, 0.5)
+    assert quiet_window(traffic, rule) == (None if window is None else pytest.approx(window))
 
 
 def test_hold_rule_release_follows_the_last_arrival_up_to_the_maximum() -> None:

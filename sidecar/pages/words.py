@@ -74,10 +74,17 @@ def hold_words(report: Document) -> str | None:
 def maximum_reason(hold: Document) -> str:
     """Why an auto hold lasted its maximum: its traffic before t0 called for a quiet window as long
     (a pooled client's few new connections, a few requests a second), or the window after the last
-    arrival since t0 ends later, or there was nothing before t0 to judge quiet by."""
+    arrival since t0 ends later, or there was nothing before t0 to judge quiet by, or counting
+    before t0 ran for less than the maximum (a pod started shortly before t0)."""
     window, maximum = number(hold.get("window_seconds")), number(hold.get("maximum_seconds"))
     if window is None:
         counted = hold.get("counting") in (None, "ok")
+        span = number(hold.get("counted_seconds"))
+        if counted and number(hold.get("rate_per_second")) and span is not None and maximum and span < maximum:
+            return (
+                f"hit its maximum: counted only {seconds(span)} before t0, less than the maximum: "
+                "too little history to judge quiet"
+            )
         return "hit its maximum" + (": no arrival before t0 to judge quiet by" if counted else "")
     if maximum is not None and window >= maximum:
         return "hit its maximum: the traffic before t0 called for a quiet window as long"

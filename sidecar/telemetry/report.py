@@ -68,6 +68,9 @@ class HoldDocument(TypedDict):
     window_seconds: float | None  # auto: the quiet stretch that ends it; None: hold to the maximum
     rate_per_second: float | None  # auto: arrivals a second before t0, of the evidence used
     longest_gap_seconds: float | None  # auto: the longest quiet stretch before t0, of the evidence used
+    # auto: how long arrivals were counted in the lookback before t0 (less when the sidecar started
+    # shortly before t0; less than the maximum: the hold lasts its maximum), of the evidence used
+    counted_seconds: float | None
     arrivals_after_t0: int  # new connections after t0
     requests_after_t0: int | None  # requests the app reported it started after t0; None: it reports none
     last_arrival_seconds: float | None  # after t0: the last new connection or reported request start

@@ -78,7 +78,18 @@ class ConnectionLoad:
         self._thread.join(timeout=5)
 
 
-AUTO = ("--grace-period", "10", "--prestop-delay", "auto", "--prestop-delay-min", "0.5", "--prestop-delay-max", "6")
+# The auto hold's maximum in these tests: small, as each lets traffic run that long before t0 (a
+# sidecar that counted for less than the maximum before t0 holds to it: too little history).
+MAXIMUM = 3.0
+AUTO = (
+    "--grace-period", "10", "--prestop-delay", "auto", "--prestop-delay-min", "0.5", "--prestop-delay-max", str(MAXIMUM)
+)  # fmt: skip
+
+
+def wait_for_history(began: float, sent: Callable[[], int]) -> None:
+    """Until traffic that began at `began` has run for the hold's maximum, 30 arrivals at least."""
+    wait_until(lambda: sent() >= 30, timeout=30, what="traffic before t0")
+    time.sleep(max(0.0, began + MAXIMUM - time.monotonic()))
 
 
 def hold_of(sidecar: SidecarProcess) -> dict[str, object]:
@@ -90,7 +101,7 @@ def test_hold_auto_ends_a_quiet_window_after_the_last_arrival(start_sidecar: Sta
     sidecar = start_sidecar(*AUTO, "--app-port", str(app.port))
     load = ConnectionLoad(app.port)  # a new connection every ~10 ms, the server closing each
     try:
-        wait_until(lambda: load.sent >= 30, timeout=30, what="traffic before t0")
+        wait_for_history(time.monotonic(), lambda: load.sent)
         with httpx.Client(timeout=10) as client, concurrent.futures.ThreadPoolExecutor() as pool:
             callers = [pool.submit(client.post, sidecar.url("/prestop")) for _ in range(2)]
             time.sleep(1.0)  # traffic goes on after t0: endpoints have not converged yet
@@ -113,7 +124,7 @@ def test_hold_auto_ends_a_quiet_window_after_the_last_arrival(start_sidecar: Sta
     window, last = hold["window_seconds"], hold["last_arrival_seconds"]
     assert isinstance(window, float)
     assert isinstance(last, float)
-    assert 0.5 <= window < 6
+    assert 0.5 <= window < MAXIMUM
     assert 0.8 < last < 1.5  # the last connection came when the client stopped, ~1 s after t0
     assert hold["duration_seconds"] == pytest.approx(last + window, abs=0.2)
     assert released - stopped < window + 1.0  # not the maximum
@@ -158,6 +169,33 @@ def test_hold_auto_by_default_without_app_port_warns_once_at_start_and_holds_to_
     assert "lasts its maximum" in str(hold["counting"])
 
 
+def test_hold_auto_of_a_sidecar_started_shortly_before_t0_holds_to_the_maximum(
+    start_sidecar: StartSidecar, app: OneRequestApp
+) -> None:
+    # A pod deleted a second after it started (a ReplicaSet scales down its youngest pods first):
+    # its clients' first connections are all it has seen, too little history to judge quiet by.
+    sidecar = start_sidecar(*AUTO, "--app-port", str(app.port))
+    load = ConnectionLoad(app.port)
+    try:
+        wait_until(lambda: load.sent >= 30, timeout=30, what="traffic before t0")
+        response = httpx.post(sidecar.url("/prestop"), timeout=10)
+    finally:
+        load.stop()
+    assert response.status_code == 200
+    assert MAXIMUM - 0.1 < response.json()["waited_seconds"] < MAXIMUM + 0.5
+    app.terminate()
+    assert sidecar.wait(timeout=10) == 0
+    hold = hold_of(sidecar)
+    assert (hold["released_by"], hold["window_seconds"]) == ("maximum", None)
+    counted, rate = hold["counted_seconds"], hold["rate_per_second"]
+    assert isinstance(counted, float)
+    assert isinstance(rate, float)
+    assert counted < MAXIMUM
+    assert rate > 5  # traffic enough for a short window, had there been history enough
+    reason = f"counted only {counted:.3g} s before t0, less than the maximum: too little history to judge quiet"
+    assert sidecar.wait_for_log(lambda line: line.get("reason") == reason, 0)["msg"] == "holding to the maximum"
+
+
 def test_hold_fixed_is_reported_as_fixed(start_sidecar: StartSidecar) -> None:
     sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "0.3")
     assert httpx.post(sidecar.url("/prestop"), timeout=10).status_code == 200
@@ -172,7 +210,7 @@ def test_hold_events_carry_the_auto_hold_at_t0(start_sidecar: StartSidecar, app:
     sidecar = start_sidecar(*AUTO, "--app-port", str(app.port))
     load = ConnectionLoad(app.port)
     try:
-        wait_until(lambda: load.sent >= 30, timeout=30, what="traffic before t0")
+        wait_for_history(time.monotonic(), lambda: load.sent)
         with httpx.stream("GET", sidecar.url("/events"), timeout=10) as stream:
             lines = stream.iter_lines()
             next(line for line in lines if line.startswith("data:"))  # the running status
@@ -183,7 +221,7 @@ def test_hold_events_carry_the_auto_hold_at_t0(start_sidecar: StartSidecar, app:
     hold = json.loads(data.removeprefix("data:"))["hold"]
     assert hold["mode"] == "auto"
     assert hold["released_by"] is None  # still holding
-    assert hold["maximum_seconds"] == 6
+    assert hold["maximum_seconds"] == MAXIMUM
     assert isinstance(hold["window_seconds"], float)
     assert hold["rate_per_second"] > 1
     assert hold["evidence"] == "connections"  # the app reports no requests: the connections set the window
@@ -220,7 +258,7 @@ class PooledLoad:
 def hold_behind_the_middleware(start_sidecar: StartSidecar, *flags: str) -> tuple[SidecarProcess, float, float]:
     """A real uvicorn serving SidecarMiddleware, which reports each request it starts, and a client
     keeping three connections (so new connections before t0 are three in all and their gaps say
-    nothing), sending ~50 requests a second for 2 s before t0 and 1 s after; the auto hold by
+    nothing), sending ~50 requests a second for the hold's maximum before t0 and 1 s after; the auto hold by
     `flags`. Returns the sidecar once it has exited, when its /prestop answered and when the
     client sent its last request."""
     port = free_port()
@@ -233,7 +271,7 @@ def hold_behind_the_middleware(start_sidecar: StartSidecar, *flags: str) -> tupl
         uvicorn_port(app)
         load = PooledLoad(port)
         try:
-            wait_until(lambda: load.sent >= 100, timeout=30, what="2 s of traffic before t0")
+            wait_for_history(time.monotonic(), lambda: load.sent)
             with concurrent.futures.ThreadPoolExecutor() as pool:
                 hook = pool.submit(httpx.post, sidecar.url("/prestop"), timeout=10)
                 time.sleep(1.0)  # traffic goes on after t0: endpoints have not converged yet
@@ -269,7 +307,7 @@ def test_hold_auto_follows_the_requests_a_pooled_client_sends_through_the_middle
     assert hold["requests_after_t0"] > 20
     assert 0.8 < last < 1.6  # the last request came when the client stopped, ~1 s after t0
     assert hold["duration_seconds"] == pytest.approx(last + window, abs=0.2)
-    assert released - stopped < window + 1.0  # a window after the last request, not the maximum (6 s)
+    assert released - stopped < window + 1.0  # a window after the last request, not the maximum
     logged = sidecar.wait_for_log(lambda line: line.get("msg") == "hold ended", 0)
     assert (logged["evidence"], logged["released_by"]) == ("requests", "quiet")
 
@@ -285,9 +323,9 @@ def test_hold_auto_by_default_takes_its_window_from_connections_though_the_middl
     window, last = hold["window_seconds"], hold["last_arrival_seconds"]
     assert isinstance(window, float)
     assert isinstance(last, float)
-    assert window > 4  # three connections in a few seconds of counting (requests: the 0.5 s minimum)
+    assert window == MAXIMUM  # three connections in 3 s of counting call for 6.9 s (requests: the 0.5 s minimum)
     assert isinstance(hold["requests_after_t0"], int)
     assert hold["requests_after_t0"] > 20  # still counted after t0
     assert 0.8 < last < 1.6  # the last request restarted the window, ~1 s after t0
-    assert hold["duration_seconds"] == pytest.approx(min(last + window, 6.0), abs=0.2)
-    assert released - stopped > 3.0  # not released a request window after the client stopped
+    assert hold["duration_seconds"] == pytest.approx(min(last + window, MAXIMUM), abs=0.2)
+    assert released - stopped > 1.5  # not released a request window (~0.5 s) after the client stopped

@@ -127,6 +127,11 @@ def test_summary_line_names_the_background_tasks_the_app_cancelled_or_left_stuck
         ),
         pytest.param({"window_seconds": None}, "hit its maximum: no arrival before t0 to judge quiet by", id="no-rate"),
         pytest.param(
+            {"window_seconds": None, "rate_per_second": 4.0, "counted_seconds": 2.5, "counting": "ok"},
+            "hit its maximum: counted only 2.5 s before t0, less than the maximum: too little history to judge quiet",
+            id="young-pod",
+        ),
+        pytest.param(
             {"window_seconds": None, "counting": "no --app-port: arrivals are not counted"},
             "hit its maximum; could not count arrivals: no --app-port",
             id="nothing-counted",
