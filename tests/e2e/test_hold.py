@@ -178,7 +178,11 @@ def test_hold_auto_of_a_sidecar_started_shortly_before_t0_holds_to_the_maximum(
     load = ConnectionLoad(app.port)
     try:
         wait_until(lambda: load.sent >= 30, timeout=30, what="traffic before t0")
-        response = httpx.post(sidecar.url("/prestop"), timeout=10)
+        with concurrent.futures.ThreadPoolExecutor() as pool:
+            hook = pool.submit(httpx.post, sidecar.url("/prestop"), timeout=10)
+            time.sleep(0.2)
+            load.stop()  # then quiet: a sidecar judging from this burst would end the hold within ~1 s
+            response = hook.result(timeout=10)
     finally:
         load.stop()
     assert response.status_code == 200
