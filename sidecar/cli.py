@@ -186,12 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
-    from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli
-    from sidecar.lean_imports import import_prometheus_client_without_exposition
+    from sidecar.lean_imports import defer_server_packages
     from sidecar.signals import hold_signals, restore_signal_mask
 
-    import_uvicorn_without_its_cli()
-    import_prometheus_client_without_exposition()
+    defer_server_packages()
     previous_mask = hold_signals()
     startup = prepare_to_serve(args)
     if isinstance(startup, int):
