@@ -21,11 +21,12 @@ from typing import Any, Final
 TLS_MODULE: Final = "ssl"
 
 # Packages whose modules below are deferred: a module object is made from the real module's spec
-# but its code is not run. Its submodules import as usual; the classes listed are there at once,
-# as stand-ins, because other modules take them when they are imported (they use them in
-# annotations only; constructing a stand-in constructs the real class). The first other name asked
-# of any of them runs the real code of them all (the listed modules first, the package last), into
-# the same module objects, as an ordinary import would have.
+# but its code is not run. Its submodules import as usual; the names listed (classes and type
+# aliases) are there at once, as stand-in classes, because other modules take them when they are
+# imported (to use in annotations only; constructing a stand-in constructs the real thing). The
+# first other name asked of any of them runs the real code of them all, into the same module
+# objects, as an ordinary import would have: the listed modules first, in their order (each before
+# those that import from it), the package last.
 DEFERRED_PACKAGES: Final[Mapping[str, Mapping[str, Sequence[str]]]] = {
     # Its __init__ imports prometheus_client.exposition for its HTTP servers and Pushgateway
     # client (http.server, wsgiref, urllib.request, hashlib, email: about 1.5 MB and 15 ms); the
@@ -36,8 +37,16 @@ DEFERRED_PACKAGES: Final[Mapping[str, Mapping[str, Sequence[str]]]] = {
     # reloading (ssl, libssl, libcrypto, logging.config, configparser: about 5 MB); uvicorn.server
     # a Server that sidecar.admin.server does without (email.utils, platform, random: about 7 ms).
     # The admin port uses uvicorn's httptools protocol only, which takes Config and ServerState from
-    # them for its annotations.
-    "uvicorn": {"uvicorn.config": ("Config",), "uvicorn.server": ("ServerState",)},
+    # them for its annotations, and the ASGI types from uvicorn._types (about 60 TypedDicts and
+    # Protocols: 1.5 ms), as do the two modules it imports.
+    "uvicorn": {
+        "uvicorn._types": (
+            *("ASGI3Application", "ASGIReceiveEvent", "ASGISendEvent", "HTTPRequestEvent", "HTTPScope"),
+            *("ASGIReceiveCallable", "ASGISendCallable", "Scope", "WWWScope"),
+        ),
+        "uvicorn.config": ("Config",),
+        "uvicorn.server": ("ServerState",),
+    },
 }
 
 
@@ -62,7 +71,7 @@ def defer_server_packages() -> None:
 
 
 def defer_package(package: str, stand_ins: Mapping[str, Sequence[str]]) -> None:
-    """Put `package`, and the modules of it in `stand_ins` (module name: class names), in
+    """Put `package`, and the modules of it in `stand_ins` (module name: names), in
     sys.modules with their code not run; see DEFERRED_PACKAGES."""
     if package in sys.modules or any(name in sys.modules for name in stand_ins):
         return
@@ -81,18 +90,25 @@ def defer_package(package: str, stand_ins: Mapping[str, Sequence[str]]) -> None:
         setattr(root, name.rpartition(".")[2], module)  # `package.module.X` finds it
         modules.append(module)
     deferred = [*modules, root]  # the order their code runs in
+    started = False
 
-    def run_all() -> None:
-        for module in deferred:
+    def run(module: types.ModuleType) -> None:
+        """Run them all, in order; one asked for by the code of another meanwhile runs at once."""
+        nonlocal started
+        if started:
             run_real_code(module, stand_ins.get(module.__name__, ()))
+            return
+        started = True
+        for each in deferred:
+            run_real_code(each, stand_ins.get(each.__name__, ()))
 
     for module in deferred:
-        vars(module)["__getattr__"] = on_first_use(module, run_all)
-        for class_name in stand_ins.get(module.__name__, ()):
-            setattr(module, class_name, stand_in_class(module, class_name, run_all))
+        vars(module)["__getattr__"] = on_first_use(module, run)
+        for name in stand_ins.get(module.__name__, ()):
+            setattr(module, name, stand_in_class(module, name, run))
 
 
-def on_first_use(module: types.ModuleType, run_all: Callable[[], None]) -> Callable[[str], Any]:
+def on_first_use(module: types.ModuleType, run: Callable[[types.ModuleType], None]) -> Callable[[str], Any]:
     """The deferred module's __getattr__: a name it lacks is looked up after the real code ran."""
     paths = module.__spec__.submodule_search_locations if module.__spec__ is not None else None
     submodules = {entry.partition(".")[0] for path in paths or () for entry in os.listdir(path)}
@@ -102,15 +118,15 @@ def on_first_use(module: types.ModuleType, run_all: Callable[[], None]) -> Calla
         # for its submodule first and imports it when the package has no such name.
         if name.startswith("__") or name in submodules:
             raise AttributeError(name)
-        run_all()
+        run(module)
         return getattr(module, name)
 
     return first_use
 
 
-def stand_in_class(module: types.ModuleType, name: str, run_all: Callable[[], None]) -> type:
+def stand_in_class(module: types.ModuleType, name: str, run: Callable[[types.ModuleType], None]) -> type:
     def construct_the_real_class(cls: type, *args: Any, **kwargs: Any) -> Any:
-        run_all()
+        run(module)
         return getattr(module, name)(*args, **kwargs)
 
     doc = f"Stands in for {module.__name__}.{name} until the module's code runs (on first use)."
