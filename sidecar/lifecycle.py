@@ -130,17 +130,18 @@ def decide_outcome(
     source: DrainEndSource,
     *,
     watching: frozenset[DrainEndSource],
-    app_exited_first: bool = False,
+    app_exit: str | None = None,
     start_seen: bool = True,
 ) -> tuple[Outcome, str]:
     """The outcome and its reason. Clean only when a source observed the app finish (a listener
     that closed is not that: unknown); timeout when something watched the app (`watching`) and
     it was still running, or had not said it finished, at deadline - reserve; unknown when nothing
-    could have seen it; app_exit when the app had exited on its own before any shutdown began (a
-    crash, not a drain). `start_seen` False: t0 was the drain's end itself (a native sidecar's
-    SIGTERM with no /prestop before it), so the drain's length against the deadline is unknown."""
-    if app_exited_first:
-        return Outcome.APP_EXIT, EXITED_FIRST
+    could have seen it; app_exit when the app exited on its own, before its stop signal (a crash,
+    not a drain), and `app_exit` says when (EXITED_FIRST, exited_during_hold). `start_seen` False:
+    t0 was the drain's end itself (a native sidecar's SIGTERM with no /prestop before it), so the
+    drain's length against the deadline is unknown."""
+    if app_exit is not None:
+        return Outcome.APP_EXIT, app_exit
     if source is DrainEndSource.SIDECAR_SIGTERM and not start_seen:
         return Outcome.UNKNOWN, START_UNSEEN
     if source in MEASURED_SOURCES:
@@ -148,6 +149,15 @@ def decide_outcome(
     if source is DrainEndSource.DEADLINE and watching:
         return Outcome.TIMEOUT, still_running_because(watching)
     return Outcome.UNKNOWN, UNKNOWN_BECAUSE.get(source, NOTHING_WATCHED)
+
+
+def exited_during_hold(after_t0_seconds: float) -> str:
+    """The reason for an app that exited on its own during the prestop hold: it was never told to
+    stop, so it did not drain, and the pod's endpoint was still being removed when it went."""
+    return (
+        f"the app exited on its own {after_t0_seconds:.2f} s after t0, during the prestop hold, before its stop "
+        "signal: a crash, not a drain; requests still routed to the pod for the rest of the hold were refused"
+    )
 
 
 def still_running_because(watching: frozenset[DrainEndSource]) -> str:
@@ -215,11 +225,19 @@ class Timeline:
         for listener in self._listeners:
             listener(current, to, self)
 
+    @property
+    def drained(self) -> bool:
+        """False when the app exited on its own before its stop signal (outcome app_exit): the
+        drain phase was passed through, but there was no drain to measure or report."""
+        return self.outcome is not Outcome.APP_EXIT
+
     def end_drain(self, source: DrainEndSource, outcome: Outcome, now: float, reason: str | None = None) -> None:
         """Close the drain at `now`, say what decided it (and why: `reason`), and enter the report phase."""
         if self.phase is not Phase.DRAIN:
             raise IllegalTransition(f"the drain cannot end during {self.phase}")
-        self.drain_end = now
+        # An app that exited before its stop signal never drained: no drain end, and no margin. When
+        # it exited is in the reason, and in the report's drain_end_observed.
+        self.drain_end = None if outcome is Outcome.APP_EXIT else now
         self.drain_end_source = source
         self.outcome = outcome
         self.outcome_reason = reason
@@ -249,8 +267,9 @@ class Timeline:
 
     @property
     def margin_seconds(self) -> float | None:
-        """Deadline - drain end, when a source measured the app's end; None when nothing did, or
-        when the end is not known against the deadline (outcome unknown)."""
+        """Deadline - drain end, when a source measured the app's end; None when nothing did, when
+        the end is not known against the deadline (outcome unknown), or when there was no drain
+        (outcome app_exit)."""
         if self.drain_end is None or self.drain_end_source not in MEASURED_SOURCES or self.outcome is Outcome.UNKNOWN:
             return None
         return self.deadline - self.drain_end

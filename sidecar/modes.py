@@ -55,7 +55,7 @@ def choose_parts(settings: Settings, command: Sequence[str] | None, context: Par
                 pid=settings.watch_pid,
                 pattern=settings.watch_process,
                 observations=context.observations,
-                on_exit=context.drain_ended(DrainEndSource.PROCESS_EXIT),
+                on_exit=context.sequence.watched_process_exited,
                 on_unavailable=lambda: context.sequence.source_unavailable(DrainEndSource.PROCESS_EXIT),
             )
         )

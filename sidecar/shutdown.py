@@ -15,11 +15,13 @@ from sidecar.deadline import wait_for_any
 from sidecar.hold import Hold
 from sidecar.lifecycle import (
     DRAIN_SOURCE_PRECEDENCE,
+    EXITED_FIRST,
     DrainEndSource,
     Phase,
     Timeline,
     Trigger,
     decide_outcome,
+    exited_during_hold,
     outranks,
 )
 from sidecar.logs import LOGGER_NAME
@@ -46,7 +48,8 @@ class ShutdownSequence:
         self.hold = Hold(timeline.budget.prestop_delay_seconds, None, None)
         self.observed: dict[DrainEndSource, float] = {}  # every source's first event, for the report
         self.app_reports = False  # the app has reported on POST /drain: its `complete` is awaited
-        self._app_exited_first = False
+        self._app_exit: str | None = None  # why the app's exit was no drain (outcome app_exit)
+        self._stop_held = False  # a /prestop call (the app's preStop hook) holds the app's stop signal
         self._start_seen = True
         self._begun = asyncio.Event()
         self._prestop_delay_over = asyncio.Event()
@@ -58,7 +61,10 @@ class ShutdownSequence:
     # --- inputs: synchronous, idempotent, safe to call from any loop callback --------------------
 
     def begin(self, trigger: Trigger) -> bool:
-        """Start the shutdown (t0 is now); False when it had already begun."""
+        """Start the shutdown (t0 is now); False when it had already begun. Every /prestop call
+        comes here (Trigger.PRESTOP): the caller, the app's preStop hook, holds the app's stop
+        signal until the hold ends (the kubelet sends it only once the hook has returned)."""
+        self._stop_held = self._stop_held or trigger is Trigger.PRESTOP
         now = time.monotonic()
         if not self.timeline.begin(trigger, now):
             return False
@@ -133,11 +139,31 @@ class ShutdownSequence:
 
     def app_exited(self) -> None:
         """Run mode: the child exited. Before any shutdown that is a crash: the shutdown begins
-        now, skips the prestop delay, and the outcome is app_exit."""
+        now, skips the prestop delay, and the outcome is app_exit. During the hold it is one too:
+        the wrapper sends the stop signal only when the hold ends, so the app was never told."""
         if self.begin(Trigger.APP_EXIT):
-            self._app_exited_first = True
+            self._app_exit = EXITED_FIRST
             self._interrupted.set()
+        else:
+            self._note_exit_during_hold()
         self.report_drain_end(DrainEndSource.PROCESS_EXIT)
+
+    def watched_process_exited(self) -> None:
+        """serve mode (--watch-pid, --watch-process): the app's process exited. During the hold
+        while a /prestop call holds its stop signal, it was never told to stop: app_exit, as in run
+        mode. Without a /prestop call the kubelet may have sent the stop signal at t0 (an app
+        container without the preStop hook), and its exit is its drain."""
+        if self._stop_held:
+            self._note_exit_during_hold()
+        self.report_drain_end(DrainEndSource.PROCESS_EXIT)
+
+    def _note_exit_during_hold(self) -> None:
+        timeline = self.timeline
+        if timeline.phase is Phase.PRESTOP_DELAY and self._app_exit is None:
+            after_t0 = time.monotonic() - timeline.started_at
+            self._app_exit = exited_during_hold(after_t0)
+            fields = {"after_t0_seconds": round(after_t0, 3)}
+            logger.warning("app exited during the prestop hold, before its stop signal", extra={"fields": fields})
 
     # --- observers -------------------------------------------------------------------------------
 
@@ -165,7 +191,7 @@ class ShutdownSequence:
         await wait_for_any((self._drain_reported, self._interrupted), timeline.drain_deadline)
         source, ended_at = self._drain_outcome()
         outcome, reason = decide_outcome(
-            source, watching=self.watching, app_exited_first=self._app_exited_first, start_seen=self._start_seen
+            source, watching=self.watching, app_exit=self._app_exit, start_seen=self._start_seen
         )
         timeline.end_drain(source, outcome, ended_at, reason)
 
@@ -179,6 +205,6 @@ class ShutdownSequence:
             source, reported_at = self._drain_end
             # An app may report completion before the drain phase began; the drain then lasts 0 s.
             return source, max(reported_at, self.timeline.records[Phase.DRAIN].start)
-        if self._interrupted.is_set() and not self._app_exited_first:
+        if self._interrupted.is_set() and self._app_exit is None:
             return DrainEndSource.INTERRUPTED, now
         return DrainEndSource.DEADLINE, now

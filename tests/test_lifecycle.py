@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from sidecar.deadline import Budget
 from sidecar.lifecycle import (
     NEXT_PHASE,
-    Budget,
     DrainEndSource,
     IllegalTransition,
     Outcome,
@@ -162,5 +162,5 @@ def test_lifecycle_drain_source_precedence(
 
 
 def test_lifecycle_app_exit_before_shutdown_is_its_own_outcome() -> None:
-    outcome, _ = decide_outcome(DrainEndSource.PROCESS_EXIT, watching=PROCESS, app_exited_first=True)
+    outcome, _ = decide_outcome(DrainEndSource.PROCESS_EXIT, watching=PROCESS, app_exit="it crashed")
     assert outcome is Outcome.APP_EXIT

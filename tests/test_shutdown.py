@@ -36,6 +36,7 @@ async def test_shutdown_without_a_source_drains_until_deadline_minus_reserve() -
     # generous bound are checked (the drain-accuracy figures are in tests/benchmarks/).
     drain_start = timeline.records[Phase.DRAIN].start
     assert timeline.prestop_delay_deadline <= drain_start < timeline.prestop_delay_deadline + 0.5
+    assert timeline.drain_end is not None
     assert timeline.drain_deadline <= timeline.drain_end < timeline.drain_deadline + 0.5
 
 
@@ -207,6 +208,52 @@ async def test_shutdown_app_exit_before_any_shutdown_skips_the_delay_with_outcom
     timeline = sequence.timeline
     assert (timeline.trigger, timeline.outcome) == (Trigger.APP_EXIT, Outcome.APP_EXIT)
     assert timeline.drain_end_source is DrainEndSource.PROCESS_EXIT
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("triggers", "run_mode", "outcome"),
+    [
+        # The wrapper sends the stop signal only when the hold ends: an exit during it was untold.
+        pytest.param([Trigger.SIGNAL], True, Outcome.APP_EXIT, id="run-mode"),
+        # A /prestop call (the app's preStop hook) holds the watched app's stop signal.
+        pytest.param([Trigger.PRESTOP], False, Outcome.APP_EXIT, id="watched-prestop"),
+        pytest.param([Trigger.SIGNAL, Trigger.PRESTOP], False, Outcome.APP_EXIT, id="watched-sigterm-then-prestop"),
+        # No /prestop call: the kubelet may have signalled the app at t0 (no preStop hook), a drain.
+        pytest.param([Trigger.SIGNAL], False, Outcome.CLEAN, id="watched-no-prestop"),
+    ],
+)
+async def test_shutdown_app_exit_during_the_hold_before_its_stop_signal_is_app_exit(
+    triggers: list[Trigger], run_mode: bool, outcome: Outcome
+) -> None:
+    sequence, _ = make_sequence(prestop=0.3, grace=10)
+    run = asyncio.create_task(sequence.run())
+    for trigger in triggers:
+        sequence.begin(trigger)
+    app_exited = sequence.app_exited if run_mode else sequence.watched_process_exited
+    app_exited()
+    await asyncio.wait_for(run, 2)
+    timeline = sequence.timeline
+    assert (timeline.trigger, timeline.outcome) == (triggers[0], outcome)
+    assert timeline.records[Phase.PRESTOP_DELAY].duration_seconds(0) >= 0.3, "the hold goes on"
+    assert timeline.drained is (outcome is Outcome.CLEAN)
+    assert (timeline.margin_seconds is None) is (outcome is Outcome.APP_EXIT)
+    if outcome is Outcome.APP_EXIT:
+        assert timeline.outcome_reason is not None
+        assert "during the prestop hold, before its stop signal" in timeline.outcome_reason
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run_mode", [True, False])
+async def test_shutdown_app_exit_after_the_hold_is_its_drain_ending_clean(run_mode: bool) -> None:
+    sequence, _ = make_sequence(prestop=0.05, grace=10)
+    run = asyncio.create_task(sequence.run())
+    sequence.begin(Trigger.PRESTOP)
+    await sequence.wait_prestop_delay_over()
+    app_exited = sequence.app_exited if run_mode else sequence.watched_process_exited
+    app_exited()
+    await asyncio.wait_for(run, 2)
+    assert (sequence.timeline.outcome, sequence.timeline.drained) == (Outcome.CLEAN, True)
 
 
 @pytest.mark.anyio

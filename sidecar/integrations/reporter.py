@@ -1,11 +1,11 @@
 """The app's reports to its sidecar's POST /drain, fire-and-forget: the request path only stores the
 latest counts (requests in flight, and requests started, which the auto hold takes as arrivals); a
-thread of this process sends them, at most ten times a second (the last values always sent), each
-try bounded by a short timeout. A sidecar that is down or slow delays no request."""
+thread of this process sends them, at most ten times a second (the last values always sent), on one
+kept connection (sidecar.integrations.report_connection), each try bounded by a short timeout. A
+sidecar that is down or slow delays no request."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from typing import Final, Literal
 
 from sidecar.integrations.events import address_of, log_to_logging
+from sidecar.integrations.report_connection import TIMEOUT_SECONDS, ReportConnection
 
 # What the sidecar takes in a report's "tasks" (sidecar.drain.app_report): names longer or more
 # numerous than this are cut here rather than refused there.
 MAX_TASK_NAMES: Final = 32
 MAX_TASK_NAME_LENGTH: Final = 64
 MIN_INTERVAL_SECONDS: Final = 0.1  # coalesced: at most ten reports a second
-TIMEOUT_SECONDS: Final = 0.5
 TOKEN_ENV: Final = "SHUTDOWN_SIDECAR_TOKEN"  # noqa: S105 - a variable name: holds the --admin-token
 PROC_SELF_PID_NAMESPACE: Final = "/proc/self/ns/pid"
 # The key of the count of requests started. A sidecar older than it answers 400 naming it as an
@@ -89,6 +89,12 @@ class DrainReporter:
         self._stop = threading.Event()
         self._tried_changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        # A forked child must not write on the parent's socket: it closes its copy (the parent's
+        # connection stays open) and opens its own.
+        connection = getattr(self, "_connection", None)
+        if connection is not None:
+            connection.close()
+        self._connection = None if self._address is None else ReportConnection(*self._address[:2])
         self._sent_inflight: int | None = None
         self._sent_started: int | None = None
 
@@ -138,23 +144,32 @@ class DrainReporter:
     # --- the sending thread ----------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._thread is None and self._address is not None:
+        if self._thread is None and self._address is not None and self._connection is not None:
             self._thread = threading.Thread(
-                target=self._run, args=(self._address,), name="sidecar-drain-reporter", daemon=True
+                target=self._run, args=(self._connection, self._address[2]), name="sidecar-drain-reporter", daemon=True
             )
             self._thread.start()
 
-    def _run(self, address: tuple[str, int, str]) -> None:
+    def _run(self, connection: ReportConnection, path: str) -> None:
+        try:
+            self._send_until_closed(connection, path)
+        finally:
+            connection.close()
+
+    def _send_until_closed(self, connection: ReportConnection, path: str) -> None:
         warned = False
         while True:
-            if not self._stop.is_set():  # close() may have come before the last clear(): no wait then
-                self._wake.wait()
+            # close() may have come before the last clear(): no wait then. Waiting, the kept
+            # connection is closed once idle (no report for IDLE_SECONDS).
+            if not self._stop.is_set() and not self._wake.wait(connection.seconds_until_idle()):
+                connection.close_if_idle()
+                continue
             self._wake.clear()
             if self._stop.is_set() and self._tried >= self._version:
                 return
             version, report = self._version, self._report()
             if report is not None:
-                problem = self._send(address, report)
+                problem = self._send(connection, path, report)
                 if problem is not None:
                     self._sent_inflight = self._sent_started = None  # not received: the next report carries them again
                     self.failures += 1
@@ -167,15 +182,15 @@ class DrainReporter:
             # Coalescing: changes meanwhile wake the next round, which sends the latest value.
             self._stop.wait(MIN_INTERVAL_SECONDS)
 
-    def _send(self, address: tuple[str, int, str], report: dict[str, object]) -> str | None:
-        problem = send_report(address, encode(report), self._headers)
+    def _send(self, connection: ReportConnection, path: str, report: dict[str, object]) -> str | None:
+        problem = connection.post(path, encode(report), self._headers)
         if problem is not None and REQUESTS_STARTED in report and REQUESTS_STARTED in problem:
             # A sidecar older than the count refuses the key: the same report again without it.
             self.counts_requests = False
             log_to_logging("sidecar does not take request counts; not sending them", level="warning", error=problem)
             del report[REQUESTS_STARTED]
             problem = (
-                send_report(address, encode(report), self._headers)
+                connection.post(path, encode(report), self._headers)
                 if set(report) - {"worker", "pid_namespace"}
                 else None
             )
@@ -228,23 +243,6 @@ def tasks_for_report(tasks: Mapping[str, object]) -> dict[str, object]:
 def task_name(name: str) -> str:
     printable = "".join(c if c.isascii() and c.isprintable() else "?" for c in name[:MAX_TASK_NAME_LENGTH])
     return printable or "?"
-
-
-def send_report(address: tuple[str, int, str], body: bytes, headers: dict[str, str]) -> str | None:
-    """One POST, bounded by TIMEOUT_SECONDS per socket operation; what went wrong, or None."""
-    host, port, path = address
-    connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_SECONDS)
-    try:
-        connection.request("POST", path, body, headers)
-        response = connection.getresponse()
-        answer = response.read()
-        if response.status == 200:
-            return None
-        return f"POST {path} answered {response.status}: {answer[:200].decode(errors='replace')}"
-    except (OSError, http.client.HTTPException) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        connection.close()
 
 
 def _after_fork_in_child() -> None:

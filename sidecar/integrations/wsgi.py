@@ -13,7 +13,8 @@ from typing import Any, Final, Protocol
 from sidecar.integrations import shutdown_state, usable_sidecar_url
 from sidecar.integrations.events import ShutdownState
 from sidecar.integrations.follower import follow_in_thread
-from sidecar.integrations.reporter import TIMEOUT_SECONDS, DrainReporter, is_kubelet_probe
+from sidecar.integrations.report_connection import TIMEOUT_SECONDS
+from sidecar.integrations.reporter import DrainReporter, is_kubelet_probe
 
 ENVIRON_KEY: Final = "sidecar.shutdown"  # the ShutdownState, in every request's environ
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final
 
 from sidecar.pages.documents import SHAPES, Reports, ShapeError, read_reports
 from sidecar.pages.words import number, seconds, summary_line
@@ -15,6 +15,10 @@ from sidecar.pages.words import number, seconds, summary_line
 EXIT_CLEAN: Final = 0
 EXIT_PROBLEM: Final = 1
 EXIT_USAGE: Final = 2
+# A `simulate --json` document is rendered key by key, as simulate printed it (sidecar.simulate.render,
+# sidecar.pages.page): one cut by hand, or written by another version, may lack a key or hold a
+# value of another type. Final reports, read tolerantly, never raise these.
+UNRENDERABLE: Final = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 DESCRIPTION: Final = """\
 Read the final shutdown reports of real pods and print one line per pod (outcome, margin before
@@ -30,7 +34,8 @@ EPILOG: Final = (
   kubectl get pods -o json | shutdown-sidecar report - --html shutdowns.html
   kubectl logs POD -c shutdown-sidecar | shutdown-sidecar report
 A report cut short at the termination log's 4096 bytes is shown as far as it goes. Exit status:
-0 when every pod drained cleanly, 1 when one did not, 2 for input of no known shape."""
+0 when every pod drained cleanly, 1 when one did not, 2 for input of no known shape (or a
+`simulate --json` document missing what simulate writes)."""
 )
 
 
@@ -45,15 +50,16 @@ def read_input(name: str) -> str:
     return Path(name).read_text(encoding="utf-8", errors="replace")
 
 
-def print_lines(reports: Reports, stream: TextIO) -> None:
+def lines_of(reports: Reports) -> str:
+    """One line per pod, the totals when there are several, and the pods without a report."""
     width = max((len(pod.name) for pod in reports.pods), default=0)
-    for pod in reports.pods:
-        stream.write(f"{pod.name:<{width}}  {summary_line(pod.report)}\n")
+    lines = [f"{pod.name:<{width}}  {summary_line(pod.report)}" for pod in reports.pods]
     if len(reports.pods) > 1:
-        stream.write(totals_line(reports) + "\n")
+        lines.append(totals_line(reports))
     if reports.without_report:
         names = ", ".join(reports.without_report[:10]) + (" ..." if len(reports.without_report) > 10 else "")
-        stream.write(f"{len(reports.without_report)} without a report (not terminated yet?): {names}\n")
+        lines.append(f"{len(reports.without_report)} without a report (not terminated yet?): {names}")
+    return "".join(line + "\n" for line in lines)
 
 
 def totals_line(reports: Reports) -> str:
@@ -70,6 +76,28 @@ def totals_line(reports: Reports) -> str:
     return f"{len(reports.pods)} pods: {counts}{lowest}"
 
 
+def rendered(reports: Reports, *, as_page: bool) -> str:
+    """The page, or the text: simulate's own for a `simulate --json` document, else a line per pod."""
+    if as_page:
+        from sidecar.pages.page import page_of
+
+        return page_of(reports)
+    if reports.simulation is not None:
+        from sidecar.simulate.render import render  # simulate --json read back: as simulate prints it
+
+        return render(reports.simulation)
+    return lines_of(reports)
+
+
+def unreadable_simulation(exc: Exception) -> str:
+    """Why a `simulate --json` document cannot be shown, in one line."""
+    if isinstance(exc, KeyError):
+        what = f"has no key {exc.args[0]!r}"
+    else:
+        what = f"has a value of another type than simulate writes ({exc})"
+    return f"this `simulate --json` document {what}: cut by hand, or written by another version?"
+
+
 def report(args: argparse.Namespace) -> int:
     source = "stdin" if args.file == "-" else args.file
     try:
@@ -80,18 +108,18 @@ def report(args: argparse.Namespace) -> int:
     except ShapeError as exc:
         print(f"shutdown-sidecar report: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.html is None and reports.simulation is not None:
-        from sidecar.simulate.render import render  # simulate --json read back: as simulate prints it
-
-        sys.stdout.write(render(reports.simulation))
-        return EXIT_CLEAN if reports.simulation.get("verdict") == "pass" else EXIT_PROBLEM
+    try:
+        output = rendered(reports, as_page=args.html is not None)
+    except UNRENDERABLE as exc:
+        if reports.simulation is None:
+            raise  # final reports are read key by key, tolerantly (sidecar.pages.words): a bug
+        print(f"shutdown-sidecar report: error: {source}: {unreadable_simulation(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.html is None:
-        print_lines(reports, sys.stdout)
+        sys.stdout.write(output)
     else:
-        from sidecar.pages.page import page_of
-
         try:
-            args.html.write_text(page_of(reports), encoding="utf-8")
+            args.html.write_text(output, encoding="utf-8")
         except OSError as exc:
             print(f"shutdown-sidecar report: error: --html: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE

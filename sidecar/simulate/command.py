@@ -29,6 +29,7 @@ from sidecar.simulate.render import render
 from sidecar.simulate.rollout import Plan, Rollout
 from sidecar.simulate.strategy import Strategy
 from sidecar.simulate.verdict import Document, result_document
+from sidecar.simulate.warm_up import warm_up_seconds
 
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1
@@ -126,6 +127,7 @@ def settings_document(options: Options, rollout: Rehearsed) -> Document:
         "stop_signal": options.stop_signal if app is None else app.stop_signal.name,
         "sidecar_readiness": options.readiness_until,
         "request_timeout_seconds": options.request_timeout_seconds,
+        "warm_up_seconds": warm_up_seconds(template, options.warm_up_seconds),
         "seed": options.seed,
         "app_command": list(options.app_command),
         "chart": None if options.chart is None else str(options.chart),
@@ -211,6 +213,7 @@ async def rehearse_uninterrupted(options: Options) -> int:
             strategy=what.strategy,
             latency_seconds=options.network_latency_seconds,
             load_shape=options.load_shape,
+            warm_up_seconds=warm_up_seconds(template, options.warm_up_seconds),
         )
         rollout = Rollout(plan, progress)
         progress.rollout = rollout

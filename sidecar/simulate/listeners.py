@@ -1,51 +1,32 @@
-"""Which local addresses listen on a port, read from /proc/net/tcp and /proc/net/tcp6: how the
-kubelet tells a pod whose container listens on 127.0.0.1 only (unreachable at its pod IP, as in a
-cluster) from one still starting. Reads; decides nothing."""
+"""Which local addresses listen on a port, read from /proc/net/tcp and /proc/net/tcp6 (by
+sidecar.drain.port_reader, their one reader): how the kubelet tells a pod whose container listens
+on 127.0.0.1 only (unreachable at its pod IP, as in a cluster) from one still starting. Reads;
+decides nothing."""
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from sidecar.drain.port_reader import STATE_LISTEN, TCP_TABLES, decode_table_endpoint, table_rows, table_texts
 from sidecar.simulate.podspec import APP_PORT, HOST_PLACEHOLDER, HttpGet, PodTemplate
 
-TCP_TABLES: Final = ("/proc/net/tcp", "/proc/net/tcp6")
-STATE_LISTEN: Final = "0A"
 WILDCARDS: Final = frozenset({"0.0.0.0", "::"})
 # A read of the tables is repeated no sooner than this many times its own duration after it.
 READ_COST_FACTOR: Final = 10.0
 
 
-def decode_address(hex_address: str) -> str:
-    """/proc/net/tcp's address (32-bit words in host byte order, little-endian here) as text;
-    an IPv4-mapped IPv6 address as its IPv4 form."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(words)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
 def listening_table(tables: Iterable[str] = TCP_TABLES) -> dict[int, set[str]]:
     """Port -> every local address with a socket listening on it, from one read of each table."""
     found: dict[int, set[str]] = {}
-    for table in tables:
-        try:
-            with open(table) as stream:
-                lines = stream.read().splitlines()[1:]
-        except FileNotFoundError:  # no IPv6 in this kernel
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != STATE_LISTEN:
-                continue
-            address, _, hex_port = fields[1].rpartition(":")
-            found.setdefault(int(hex_port, 16), set()).add(decode_address(address))
+    for text in table_texts(tables):
+        for local, _remote, state in table_rows(text):
+            if state == STATE_LISTEN:
+                address, port = decode_table_endpoint(local)
+                found.setdefault(port, set()).add(address)
     return found
 
 

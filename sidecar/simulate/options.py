@@ -284,6 +284,16 @@ class Options:
         "stop (a probe of the app's port), to measure the EndpointSlice serving condition's fallback",
         parse=_readiness_until, choices=READINESS_UNTIL, from_chart=True,
     )  # fmt: skip
+    warm_up_seconds: float | None = option(
+        "--warm-up",
+        None,
+        "seconds the old pods serve under load before the first deletion [default: with an auto hold, its "
+        "maximum (--prestop-delay-max, or the chart's or manifest's), so the arrivals it judges quiet by behave "
+        "as a long-running pod's: a gap that long sets the window to the maximum, as over the sidecar's 120 s "
+        "lookback; with a fixed hold, which reads no history, 1]",
+        parse=parse_seconds,
+        metavar="S",
+    )
     request_timeout_seconds: float = option(
         "--request-timeout", "5", "a request slower than this failed", parse=parse_positive_seconds, metavar="S"
     )

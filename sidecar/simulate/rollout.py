@@ -23,9 +23,8 @@ from sidecar.simulate.pool import BalancerKind, ClientKind
 from sidecar.simulate.records import PodRecord
 from sidecar.simulate.strategy import Strategy
 from sidecar.simulate.traffic import traffic_for
+from sidecar.simulate.warm_up import FIXED_HOLD_WARM_UP_SECONDS
 
-# Steady traffic before the first deletion: the "running" phase is then measured too.
-WARM_UP_SECONDS: Final = 1.0
 POD_START_TIMEOUT_SECONDS: Final = 30.0
 
 
@@ -44,6 +43,9 @@ class Plan:
     strategy: Strategy = dataclasses.field(default_factory=Strategy)
     latency_seconds: float = 0.0  # one network hop, one way (sidecar.simulate.traffic)
     load_shape: str = "steady"  # sidecar.simulate.load.LOAD_SHAPES
+    # Under load before the first deletion: the "running" phase is measured too, and an auto
+    # hold's history is a long-running pod's (sidecar.simulate.warm_up).
+    warm_up_seconds: float = FIXED_HOLD_WARM_UP_SECONDS
 
 
 class RolloutHalted(Exception):
@@ -106,7 +108,7 @@ class Rollout:
             await self._balancer_settled()
             self._on_event(f"{len(old)} pods serving; load at {plan.rate_per_second:g} requests/s")
             load_task = asyncio.create_task(load.run(stop_load), name="load")
-            await asyncio.sleep(WARM_UP_SECONDS)
+            await asyncio.sleep(plan.warm_up_seconds)
             try:
                 await roll(self, plan.strategy, old)
             except RolloutHalted as halted:

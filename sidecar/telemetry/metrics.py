@@ -160,7 +160,8 @@ class ShutdownMetrics:
             self.ready.set(0)
             self.start_timestamp.set(timeline.to_wall(timeline.started_at))
             self.deadline_timestamp.set(timeline.to_wall(timeline.deadline))
-        elif record is not None and record.end is not None:
+        elif record is not None and record.end is not None and (previous is not Phase.DRAIN or timeline.drained):
+            # An app that exited before its stop signal had no drain (outcome app_exit): no 0 s observed.
             self.phase_duration.labels(phase=previous.value).observe(record.end - record.start)
         if current is Phase.REPORT:
             self._observe_drain(timeline)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final, NotRequired, TypedDict
 
-from sidecar.lifecycle import SHUTDOWN_PHASES, DrainEndSource, Timeline
+from sidecar.lifecycle import SHUTDOWN_PHASES, DrainEndSource, Phase, Timeline
 
 # Names per list of the app's background tasks kept in the report (the termination log's 4096 bytes).
 MAX_TASKS_IN_REPORT: Final = 8
@@ -197,10 +197,15 @@ def _round(value: float | None) -> float | None:
 
 
 def phases_document(timeline: Timeline, now: float) -> dict[str, PhaseDocument]:
+    """Each shutdown phase begun so far. The drain of an app that exited before its stop signal
+    (outcome app_exit) is there with no times: it was passed through, not a drain of 0 s."""
     phases: dict[str, PhaseDocument] = {}
     for phase in SHUTDOWN_PHASES:
         record = timeline.records.get(phase)
         if record is None:
+            continue
+        if phase is Phase.DRAIN and not timeline.drained:
+            phases[phase.value] = {"start": None, "end": None, "duration_seconds": None}
             continue
         phases[phase.value] = {
             "start": _round(timeline.to_wall(record.start)),

@@ -57,14 +57,6 @@ class ReportSinks:
         else:
             self._trace_setup.set_result(resource)
 
-    @property
-    def trace_resource(self) -> Any:
-        """The trace resource (None when traces are off), waited for."""
-        if self._trace_setup is None:
-            return None
-        self.start_tracing_setup()
-        return self._trace_setup.result()
-
     def for_deadline(self, deadline: float, events: Sequence[ShutdownEvent]) -> dict[str, ReportSink]:
         sink_deadline = deadline - SINK_RESERVE_SECONDS
         sinks: dict[str, ReportSink] = {}

@@ -117,6 +117,9 @@ def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
         "counting": sorted({str(h.get("counting")) for h in holds}),
         "evidence": [h.get("evidence") for h in holds],
         "windows": [h.get("window_seconds") for h in holds],
+        "rates": [h.get("rate_per_second") for h in holds],
+        "gaps": [h.get("longest_gap_seconds") for h in holds],
+        "warm_up_seconds": result.get("settings", {}).get("warm_up_seconds"),
         "rollout_seconds": round(max(ends) - min(starts), 2) if ends and starts else None,
         "doubts": result.get("doubts", []),
     }

@@ -53,10 +53,20 @@ def test_port_reader_table_sockets_name_every_connection_in_every_state() -> Non
     }
 
 
-def test_port_reader_table_address_decodes_ipv6_and_mapped_ipv4() -> None:
-    assert decode_table_address("0100007F") == "127.0.0.1"
-    assert decode_table_address("00000000000000000000000001000000") == "::1"
-    assert decode_table_address("0000000000000000FFFF00000100007F") == "127.0.0.1"
+@pytest.mark.parametrize(
+    ("hex_address", "text"),
+    [
+        pytest.param("0100007F", "127.0.0.1", id="ipv4-loopback"),
+        pytest.param("0300007F", "127.0.0.3", id="ipv4-pod-address"),
+        pytest.param("00000000", "0.0.0.0", id="ipv4-any"),
+        pytest.param("00000000000000000000000000000000", "::", id="ipv6-any"),
+        pytest.param("0000000000000000FFFF00000100007F", "127.0.0.1", id="ipv4-mapped"),
+        pytest.param("00000000000000000000000001000000", "::1", id="ipv6-loopback"),
+        pytest.param("B80D0120000000000000000001000000", "2001:db8::1", id="ipv6-global"),
+    ],
+)
+def test_port_reader_table_address_decodes_ipv4_ipv6_and_mapped_ipv4(hex_address: str, text: str) -> None:
+    assert decode_table_address(hex_address) == text
 
 
 @pytest.mark.anyio

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -144,6 +147,69 @@ def test_run_child_that_exits_on_its_own_is_reported_as_app_exit_with_its_status
         "app_exit",
         "process_exit",
     )
+
+
+def exits_on_its_own_when(flag: Path, status: int) -> list[str]:
+    """An app that exits with `status` once `flag` exists, whatever signal it got or did not get."""
+    script = f"import os, sys, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.01)\nsys.exit({status})\n"
+    return [sys.executable, "-c", script]
+
+
+def series_value(exposition: str, series: str) -> float:
+    """One series' value in a Prometheus text exposition (one scrape: --linger ends at the first)."""
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    raise AssertionError(f"no series {series}")
+
+
+def assert_exited_during_the_hold(report: dict[str, Any], hold_seconds: float) -> None:
+    """The report of an app that exited on its own during the hold: app_exit, said when and what
+    it means, and no drain (no drain phase times, no drain end, no margin)."""
+    assert (report["outcome"], report["drain_end_source"]) == ("app_exit", "process_exit")
+    reason = report["outcome_reason"]
+    assert "during the prestop hold, before its stop signal" in reason
+    assert "requests still routed to the pod" in reason
+    exited = re.search(r"exited on its own ([0-9.]+) s after t0", reason)
+    assert exited is not None, reason
+    assert float(exited[1]) == pytest.approx(report["drain_end_observed"]["process_exit"], abs=0.01)
+    assert 0 < float(exited[1]) < hold_seconds
+    assert report["phases"]["drain"] == {"start": None, "end": None, "duration_seconds": None}
+    assert report["phases"]["prestop_delay"]["duration_seconds"] == pytest.approx(hold_seconds, abs=0.3)
+    assert (report["drain_end"], report["margin_seconds"]) == (None, None)
+
+
+def test_run_child_that_exits_on_its_own_during_the_hold_is_app_exit_not_a_clean_drain(
+    processes: list[SidecarProcess], tmp_path: Path
+) -> None:
+    flag = tmp_path / "exit-now"
+    sidecar = start_run(
+        "--grace-period", "6", "--prestop-delay", "1.5", "--linger", "5",
+        command=exits_on_its_own_when(flag, 4),
+    )  # fmt: skip
+    processes.append(sidecar)
+    wait_until(lambda: sidecar.get("/readyz").status_code == 200, 5, what="the app to start")
+
+    sidecar.send_signal(signal.SIGTERM)
+    sidecar.wait_for_log(lambda line: line.get("to") == "prestop_delay", 2)
+    flag.touch()  # the app goes, untold: the wrapper sends the stop signal only when the hold ends
+    sidecar.wait_for_log(lambda line: line.get("msg") == "app exited", 2)
+    assert sidecar.get("/status").json()["phase"] == "prestop_delay", "the app must exit during the hold"
+    sidecar.wait_for_log(lambda line: line.get("msg") == "shutdown report", 5)
+    metrics = sidecar.get("/metrics").text
+    assert sidecar.wait(timeout=8) == 4
+
+    report = sidecar.report()
+    assert report["trigger"] == "signal"
+    assert_exited_during_the_hold(report, 1.5)
+    assert (report["stop_signal"], report["app_exit_status"]) == (None, 4)
+    # The metrics say the same: an app_exit, no drain duration observed, no margin.
+    assert series_value(metrics, 'sidecar_shutdowns_total{outcome="app_exit"}') == 1
+    assert series_value(metrics, 'sidecar_shutdowns_total{outcome="clean"}') == 0
+    assert series_value(metrics, 'sidecar_shutdown_phase_duration_seconds_count{phase="drain"}') == 0
+    assert series_value(metrics, 'sidecar_shutdown_phase_duration_seconds_count{phase="prestop_delay"}') == 1
+    assert math.isnan(series_value(metrics, "sidecar_shutdown_margin_seconds"))
 
 
 def test_run_forwards_hup_usr1_usr2_and_winch_to_the_child(processes: list[SidecarProcess], tmp_path: Path) -> None:

@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.process_tree import end_session
 from tests.e2e.sidecar_process import SidecarProcess, wait_until
-from tests.e2e.test_run import free_port
+from tests.e2e.test_run import assert_exited_during_the_hold, exits_on_its_own_when, free_port
 
 StartSidecar = Callable[..., SidecarProcess]
 
@@ -126,6 +127,28 @@ def test_serve_watch_process_drain_ends_at_the_process_exit(
     assert (report["outcome"], report["drain_end_source"]) == ("clean", "process_exit")
     assert report["drain_end"] == pytest.approx(exited, abs=0.1)
     assert report["margin_seconds"] > 9
+
+
+def test_serve_watched_app_that_exits_on_its_own_while_prestop_holds_its_stop_is_app_exit(
+    start_sidecar: StartSidecar, tmp_path: Path
+) -> None:
+    flag = tmp_path / "exit-now"
+    app = subprocess.Popen(exits_on_its_own_when(flag, 0), start_new_session=True)
+    try:
+        sidecar = start_sidecar("--grace-period", "6", "--prestop-delay", "1.5", "--watch-pid", str(app.pid))
+        hook = threading.Thread(target=sidecar.get, args=("/prestop",))  # the app's preStop hook, held
+        hook.start()
+        sidecar.wait_for_log(lambda line: line.get("msg") == "watching the app process", 2)
+        flag.touch()  # the app goes while the kubelet still waits on its hook: it was never signalled
+        assert app.wait(timeout=5) == 0
+        assert sidecar.wait(timeout=8) == 0
+        hook.join(timeout=5)
+    finally:
+        end_session(app)
+
+    report = sidecar.report()
+    assert report["trigger"] == "prestop"
+    assert_exited_during_the_hold(report, 1.5)
 
 
 def test_serve_watch_process_that_matches_nothing_is_named_in_errors(start_sidecar: StartSidecar) -> None:

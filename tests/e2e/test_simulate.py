@@ -422,3 +422,25 @@ def test_simulate_asgi_app_holds_on_the_requests_it_reports() -> None:
     holds = [pod["report"]["hold"] for pod in result["pods"]]
     assert [(hold["evidence"], hold["released_by"]) for hold in holds] == [("requests", "quiet")] * 2
     assert all(hold["requests_after_t0"] > 0 and hold["duration_seconds"] < 5 for hold in holds)
+
+
+def load_started_after_seconds(result: dict[str, Any]) -> float:
+    """When the first request was sent, to the resolution of the --json requests over time."""
+    over_time = result["requests"]["over_time"]
+    counts = [row for connection in ("new", "reused") for row in over_time[connection].values()]
+    first_bin = min(index for row in counts for index, count in enumerate(row) if count)
+    return float(first_bin * over_time["bin_seconds"])
+
+
+@pytest.mark.timeout(90)
+def test_simulate_auto_hold_deletes_the_first_pod_no_sooner_than_its_maximum_under_load() -> None:
+    # An auto hold judges quiet from the arrivals before t0: the old pods serve under load for the
+    # hold's maximum first, as a long-running pod has (1 s before: a history of the pools' fill).
+    # maxSurge 0: the first deletion follows the warm-up, no new pod to wait for.
+    rollout = ("--json", "--pods", "2", "--max-surge", "0", "--max-unavailable", "1", "--propagation-delay", "0.5")
+    completed = simulate(*rollout, "--rps", "20", "--prestop-delay", "auto", "--prestop-delay-max", "4")
+    result = result_of(completed)
+    assert result["settings"]["warm_up_seconds"] == 4
+    first_deletion = min(pod["deleted_after_seconds"] for pod in result["pods"])
+    bin_seconds = result["requests"]["over_time"]["bin_seconds"]
+    assert first_deletion - load_started_after_seconds(result) >= 4 - bin_seconds

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sidecar.integrations.reporter import TIMEOUT_SECONDS
+from sidecar.integrations.report_connection import TIMEOUT_SECONDS
 from tests.integrations.app_server import AppServer, uvicorn_port
 
 APP = "tests.integrations.plain_asgi_app:app"

@@ -125,8 +125,9 @@ def test_reporter_without_counting_requests_sends_no_count() -> None:
     assert all("requests_started" not in report for report in sidecar.reports)
 
 
-def test_reporter_an_older_sidecar_refusing_the_count_still_gets_every_report_without_it() -> None:
-    with DrainRecorder(refused_key="requests_started") as sidecar:
+@pytest.mark.parametrize("keep_alive", [pytest.param(False, id="closing"), pytest.param(True, id="keep-alive")])
+def test_reporter_an_older_sidecar_refusing_the_count_still_gets_every_report_without_it(keep_alive: bool) -> None:
+    with DrainRecorder(refused_key="requests_started", keep_alive=keep_alive) as sidecar:
         reporter = DrainReporter(sidecar.url, worker="web-1", counts_requests=True)
         reporter.request_started()
         reporter.set_inflight(1)

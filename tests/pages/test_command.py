@@ -3,10 +3,12 @@ with one line for input of no known shape, and no server dependency imported on 
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,3 +109,63 @@ def test_report_of_simulate_json_prints_what_simulate_printed_and_exits_by_its_v
     path.write_text(json.dumps(document))
     assert main(["report", str(path)]) == (0 if document["verdict"] == "pass" else 1)
     assert capsys.readouterr().out == render(document)
+
+
+def key_paths(document: object, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every key's path in a JSON document, through lists too."""
+    found: list[tuple[str | int, ...]] = []
+    if isinstance(document, dict):
+        for key, value in document.items():
+            found += [(*prefix, key), *key_paths(value, (*prefix, key))]
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            found += key_paths(value, (*prefix, index))
+    return found
+
+
+def without(document: dict[str, Any], path: tuple[str | int, ...]) -> dict[str, Any]:
+    cut = copy.deepcopy(document)
+    node: Any = cut
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return cut
+
+
+def rehearsal() -> dict[str, Any]:
+    from tests.simulate.pod_records import native_pod, tally
+    from tests.simulate.test_render import result
+
+    return result([native_pod("pod-a")], tally(ok=10))
+
+
+@pytest.mark.parametrize("as_page", [False, True], ids=["text", "html"])
+def test_report_of_a_simulate_json_without_a_key_exits_2_with_one_line_naming_it(tmp_path: Path, as_page: bool) -> None:
+    path, page = tmp_path / "cut.json", tmp_path / "cut.html"
+    path.write_text(json.dumps(without(rehearsal(), ("requests", "sent"))))
+    done = run_without_server("report", str(path), *(["--html", str(page)] if as_page else []))
+    assert done.returncode == 2
+    assert (done.stdout, page.exists()) == ("", False)
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"shutdown-sidecar report: error: {path}: ")
+    assert "no key 'sent'" in line
+
+
+def test_report_of_a_simulate_json_with_any_key_missing_renders_or_exits_2_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = rehearsal()
+    path = tmp_path / "cut.json"
+    paths = key_paths(document)
+    assert len(paths) > 100
+    refused = 0
+    for cut in paths:
+        path.write_text(json.dumps(without(document, cut)))
+        for page in ([], ["--html", str(tmp_path / "cut.html")]):
+            status = main(["report", str(path), *page])
+            error = capsys.readouterr().err
+            assert status in (0, 1, 2), cut
+            if status == 2:
+                refused += 1
+                assert len(error.splitlines()) == 1, (cut, error)
+    assert refused, "some keys are needed: their absence must be named"

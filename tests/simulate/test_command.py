@@ -80,6 +80,20 @@ def test_settings_document_reads_the_prestop_delay_from_the_sidecars_command() -
     assert (document["rps"], document["seed"], document["chart"]) == (20, 9, None)
 
 
+def test_settings_document_says_how_long_the_old_pods_served_before_the_first_deletion() -> None:
+    auto = options("--prestop-delay=auto", "--prestop-delay-max=6")
+    assert settings_document(auto, rehearsed(auto))["warm_up_seconds"] == 6
+    given = options("--prestop-delay=auto", "--prestop-delay-max=6", "--warm-up=2")
+    assert settings_document(given, rehearsed(given))["warm_up_seconds"] == 2
+
+
+def test_settings_document_warm_up_follows_the_charts_auto_hold(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("prestopDelaySeconds: auto\nprestopHold: {maxSeconds: 7}\n")
+    chosen = options(f"--chart={CHART}", f"--values={values}")
+    assert settings_document(chosen, rehearsed(chosen))["warm_up_seconds"] == 7
+
+
 def test_settings_document_without_a_sidecar_has_no_prestop_delay() -> None:
     chosen = options("--mode=none")
     assert settings_document(chosen, rehearsed(chosen))["prestop_delay_seconds"] is None

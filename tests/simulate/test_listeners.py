@@ -6,28 +6,31 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from sidecar.simulate import listeners
-from sidecar.simulate.listeners import decode_address, listening_addresses, unreachable_listeners
+from sidecar.simulate.listeners import listening_addresses, unreachable_listeners
 from sidecar.simulate.podspec import APP_PORT
 from tests.simulate.loopback_server import closed_port
 
+# A tcp6 table: 8080 listened on at the IPv4-mapped 127.0.0.3 and at ::, 9090 at ::1; one connection.
+TCP6_TABLE = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue
+   0: 0000000000000000FFFF00000300007F:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000
+   1: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000
+   2: 00000000000000000000000001000000:2382 00000000000000000000000000000000:0000 0A 00000000:00000000
+   3: 00000000000000000000000001000000:2382 00000000000000000000000001000000:D431 01 00000000:00000000
+"""
 
-@pytest.mark.parametrize(
-    ("hex_address", "text"),
-    [
-        pytest.param("0100007F", "127.0.0.1", id="ipv4-loopback"),
-        pytest.param("0300007F", "127.0.0.3", id="ipv4-pod-address"),
-        pytest.param("00000000", "0.0.0.0", id="ipv4-any"),
-        pytest.param("00000000000000000000000000000000", "::", id="ipv6-any"),
-        pytest.param("0000000000000000FFFF00000100007F", "127.0.0.1", id="ipv4-mapped"),
-        pytest.param("00000000000000000000000001000000", "::1", id="ipv6-loopback"),
-    ],
-)
-def test_decode_address_reads_proc_net_tcp(hex_address: str, text: str) -> None:
-    assert decode_address(hex_address) == text
+
+def test_listening_addresses_decode_the_tables_ipv6_and_mapped_ipv4_listeners(tmp_path: Path) -> None:
+    (tmp_path / "tcp6").write_text(TCP6_TABLE)
+    tables = (str(tmp_path / "tcp"), str(tmp_path / "tcp6"))  # no tcp: skipped
+    assert listening_addresses(8080, tables) == {"127.0.0.3", "::"}
+    assert listening_addresses(9090, tables) == {"::1"}
+    assert listening_addresses(7000, tables) == set()
 
 
 async def _nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

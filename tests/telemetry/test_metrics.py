@@ -82,6 +82,19 @@ def test_metrics_unmeasured_drain_leaves_margin_nan_and_duration_unobserved() ->
     assert metrics.registry.get_sample_value("sidecar_shutdowns_total", {"outcome": "unknown"}) == 1
 
 
+def test_metrics_app_exit_observes_no_drain_and_no_margin() -> None:
+    metrics, timeline = make()
+    value = metrics.registry.get_sample_value
+    timeline.begin(Trigger.SIGNAL, now=0)
+    timeline.advance(Phase.DRAIN, now=5)
+    timeline.end_drain(DrainEndSource.PROCESS_EXIT, Outcome.APP_EXIT, now=5, reason="it exited during the hold")
+    assert value("sidecar_shutdowns_total", {"outcome": "app_exit"}) == 1
+    assert value("sidecar_shutdown_phase_duration_seconds_count", {"phase": "prestop_delay"}) == 1
+    assert value("sidecar_shutdown_phase_duration_seconds_count", {"phase": "drain"}) == 0
+    assert value("sidecar_shutdown_duration_seconds_count") == 0
+    assert math.isnan(value("sidecar_shutdown_margin_seconds") or 0.0)
+
+
 def test_metrics_every_handled_signal_is_counted_the_shutdown_ones_from_zero() -> None:
     metrics, _ = make()
     assert SIGNAL_LABELS == ("SIGTERM", "SIGINT", "SIGQUIT")

@@ -37,6 +37,18 @@ def test_report_document_has_the_contract_keys_in_unix_seconds() -> None:
     assert document["phases"]["report"]["end"] is None
 
 
+def test_report_app_exit_has_a_drain_phase_without_times_and_no_drain_end_or_margin() -> None:
+    timeline = Timeline(Budget(30, 5, 1), wall_clock=lambda: 1_700_000_000.0)
+    timeline.begin(Trigger.SIGNAL, now=10)
+    timeline.advance(Phase.DRAIN, now=15)
+    timeline.end_drain(DrainEndSource.PROCESS_EXIT, Outcome.APP_EXIT, now=15, reason="it exited during the hold")
+    document = build_report(timeline, 15.1, drain_end_observed={DrainEndSource.PROCESS_EXIT: 12.0})
+    assert document["phases"]["drain"] == {"start": None, "end": None, "duration_seconds": None}
+    assert document["phases"]["prestop_delay"]["duration_seconds"] == 5
+    assert (document["outcome"], document["drain_end"], document["margin_seconds"]) == ("app_exit", None, None)
+    assert document.get("drain_end_observed") == {"process_exit": 2.0}
+
+
 def test_report_connections_are_null_unless_the_app_port_is_watched() -> None:
     assert build_report(finished_timeline(), 21)["connections"] is None
     counts = ConnectionCounts(at_t0=4, at_stop=3, at_drain_end=0, at_stop_opened_before_t0=2)

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from sidecar.config import Settings, TracingEnvironment, load_settings
-from sidecar.telemetry.sinks import ReportSinks
+from sidecar.lifecycle import DrainEndSource, Outcome
+from sidecar.telemetry.sinks import ReportSinks, trace_sink_after_setup
+from tests.e2e.otlp_receiver import otlp_receiver
+from tests.e2e.test_tracing import attributes
 from tests.telemetry.test_pushgateway import Push, pushgateway  # noqa: F401 - the fixture
+from tests.telemetry.test_tracing import finished_report
 
 OFF = TracingEnvironment(False, {})
 ON = TracingEnvironment(True, {"k8s.pod.name": "web-7d9f8b6c4-x2kfz", "k8s.namespace.name": "shop"})
@@ -29,7 +36,8 @@ def sink_names(settings: Settings, tracing: TracingEnvironment) -> set[str]:
 
 def test_sinks_none_when_nothing_is_configured() -> None:
     sinks = ReportSinks(settings(), OFF, CollectorRegistry())
-    assert sinks.trace_resource is None
+    sinks.start_tracing_setup()
+    assert "tracing-setup" not in {thread.name for thread in threading.enumerate()}
     assert sinks.for_deadline(time.monotonic() + 30, []) == {}
 
 
@@ -47,12 +55,27 @@ def test_sinks_one_per_configured_destination(
     assert sink_names(settings(**flags), tracing) == names
 
 
-def test_sinks_trace_resource_carries_the_pod_identity() -> None:
-    resource = ReportSinks(settings(), ON, CollectorRegistry()).trace_resource
-    assert resource is not None
-    assert resource.attributes["k8s.pod.name"] == "web-7d9f8b6c4-x2kfz"
-    assert resource.attributes["k8s.namespace.name"] == "shop"
-    assert resource.attributes["service.name"] == "shutdown-sidecar"
+def test_sinks_trace_sink_exports_the_trace_with_the_pod_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    document = finished_report(DrainEndSource.APP_REPORT, Outcome.CLEAN)
+    with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        sinks = ReportSinks(settings(), ON, CollectorRegistry())
+        sinks.start_tracing_setup()
+        sinks.for_deadline(time.monotonic() + 30, [])["otlp"](document)
+    [request] = receiver.requests
+    resource = attributes(request.resource_spans[0].resource.attributes)
+    assert resource["k8s.pod.name"] == "web-7d9f8b6c4-x2kfz"
+    assert resource["k8s.namespace.name"] == "shop"
+    assert resource["service.name"] == "shutdown-sidecar"
+
+
+def test_sinks_trace_sink_waits_for_the_tracing_setup_no_longer_than_its_deadline() -> None:
+    never: concurrent.futures.Future[Any] = concurrent.futures.Future()  # an SDK import that hangs
+    export = trace_sink_after_setup(never, [], time.monotonic() + 0.2)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="not imported before the deadline"):
+        export({})
+    assert time.monotonic() - started < 5, "the wait is bounded by the sink's deadline"
 
 
 def test_sinks_pushgateway_pushes_the_sidecar_registry_under_the_settings_grouping_key(

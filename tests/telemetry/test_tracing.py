@@ -113,6 +113,13 @@ def test_tracing_root_status_is_error_unless_the_outcome_is_clean(
         assert root.status.description == f"outcome {outcome.value}"
 
 
+def test_tracing_app_exit_has_no_drain_span() -> None:
+    document = finished_report(DrainEndSource.PROCESS_EXIT, Outcome.APP_EXIT)
+    spans = spans_by_name(build_spans(document, [], RESOURCE, ended_at=WALL_AT_T0 + 30))
+    assert set(spans) == {"shutdown", "shutdown.prestop_delay"}
+    assert "shutdown.margin_s" not in (spans["shutdown"].attributes or {})
+
+
 def test_tracing_root_status_says_why_the_outcome_is_not_clean() -> None:
     document = {**finished_report(DrainEndSource.CONNECTIONS, Outcome.UNKNOWN), "outcome_reason": "nothing saw it"}
     root = spans_by_name(build_spans(document, [], RESOURCE, ended_at=WALL_AT_T0 + 30))["shutdown"]
