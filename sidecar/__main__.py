@@ -3,6 +3,7 @@
 import gc
 import sys
 
+# No other import here: whatever this module imports runs before the collector is off.
 LONG_RUNNING_MODES = ("serve", "run")
 
 

@@ -95,9 +95,10 @@ class AdminServer:
             await self.shutdown()
 
     def _create_protocol(self) -> asyncio.Protocol:
-        config = self.config
         # AdminConfig and ServerState have what the protocol reads of uvicorn's Config and ServerState.
-        return config.http_protocol_class(config=config, server_state=self.server_state, app_state=self.app_state)  # type: ignore[arg-type]
+        config: Any = self.config
+        state: Any = self.server_state
+        return self.config.http_protocol_class(config=config, server_state=state, app_state=self.app_state)
 
     def stop(self) -> None:
         self._stop.set()
