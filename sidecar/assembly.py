@@ -177,6 +177,7 @@ class Sidecar:
         self.watchdog.start()
         self.own_listener.port = sock.getsockname()[1]
         self._warn_of_termination_log()
+        self.hold.warn_if_blind()
         # Before anything is spawned (a child inherits the signal mask) and before the server
         # accepts: a signal held since start-up (sidecar.signals.hold_signals) is delivered here.
         uninstall_signals = install_signal_handlers(asyncio.get_running_loop(), self.on_signal, self.on_other_signal)

@@ -154,13 +154,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for spec in setting_specs():
-        default = "none" if spec.default is None else spec.default
         parser.add_argument(
             spec.flag,
             dest=spec.name,
             metavar=spec.metavar,
             default=None,  # None = not given, so the environment variable can apply
-            help=f"{spec.help} [env {spec.env_var}; default {default}]",
+            help=f"{spec.help} [env {spec.env_var}; default {spec.shown_default}]",
         )
 
 

@@ -45,16 +45,22 @@ class Budget:
     prestop_delay_seconds: float
     report_reserve_seconds: float
 
-    def problem(self) -> str | None:
+    def problem(self, hold: str = "prestop delay") -> str | None:
         """Why this budget cannot work, or None. The one timing rule, for the sidecar's settings,
-        simulate's flags and the chart's template alike."""
+        simulate's flags and the chart's template alike. `hold` names the prestop delay in the
+        message (an auto hold is budgeted at its maximum)."""
         if self.prestop_delay_seconds + self.report_reserve_seconds >= self.grace_period_seconds:
             return (
-                f"prestop delay ({self.prestop_delay_seconds:g}s) + report reserve "
+                f"{hold} ({self.prestop_delay_seconds:g}s) + report reserve "
                 f"({self.report_reserve_seconds:g}s) must be less than the grace period "
                 f"({self.grace_period_seconds:g}s), or nothing is left to drain"
             )
         return None
+
+    @property
+    def prestop_delay_limit_seconds(self) -> float:
+        """The prestop delay must stay below this: the grace period less the report reserve."""
+        return self.grace_period_seconds - self.report_reserve_seconds
 
     def deadline(self, t0: float) -> float:
         """t0 + grace period: the kubelet's SIGKILL."""

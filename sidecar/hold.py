@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Final, Protocol
 
 from sidecar.deadline import wait_for_any
 from sidecar.drain.arrivals import ArrivalLog, PreT0Traffic
@@ -20,6 +20,9 @@ from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import HoldDocument
 
 logger = logging.getLogger(LOGGER_NAME)
+
+# The report's `hold.counting` without --app-port: nothing counts arrivals, so an auto hold lasts its maximum.
+NOT_COUNTED: Final = "no --app-port: arrivals are not counted, every auto hold lasts its maximum"
 
 
 class ArrivalSource(Protocol):
@@ -78,8 +81,19 @@ class Hold:
     @property
     def counting(self) -> str:
         if self.source is None:
-            return "no --app-port: arrivals are not counted"
+            return NOT_COUNTED
         return self.source.counting
+
+    def warn_if_blind(self) -> None:
+        """At start-up, once: an auto hold with nothing to count (no --app-port) lasts its maximum
+        at every shutdown, which the operator should learn before the first rollout, not at it.
+        (Counting that fails later is warned of once by the part that counts.)"""
+        if self.rule is not None and self.source is None:
+            logger.warning(
+                "every hold will last the maximum, %g s: pass --app-port, or --prestop-delay N for a fixed hold",
+                self.rule.maximum_seconds,
+                extra={"fields": {"reason": self.counting, "maximum_seconds": self.rule.maximum_seconds}},
+            )
 
     def _can_count(self) -> bool:
         return self.source is not None and self.source.problem is None
@@ -109,8 +123,8 @@ class Hold:
         self._t0 = t0
         if self.rule is None:
             return
-        if not self._can_count():  # a failure never shortens the hold
-            logger.warning("holding to the maximum", extra={"fields": {"reason": self.counting}})
+        if not self._can_count():  # a failure never shortens the hold; warned of already, at start or at the failure
+            logger.info("holding to the maximum", extra={"fields": {"reason": self.counting}})
             return
         assert self.source is not None  # noqa: S101 - _can_count() says so
         requests = None if self.requests is None else self.requests.arrivals.before(t0)

@@ -46,7 +46,7 @@ class HoldRule:
 # - minimum 1 s: kube-proxy applies endpoint changes at most once per --iptables-min-sync-period
 #   (1 s by default; https://kubernetes.io/docs/reference/command-line-tools-reference/kube-proxy/),
 #   so a busy pod can look quiet for up to a second while a node has yet to sync.
-# - maximum 15 s: three times the fixed default of 5 s, above the several seconds EndpointSlice
+# - maximum 15 s: three times the former fixed default of 5 s, above the several seconds EndpointSlice
 #   propagation takes on busy clusters (issue #22's worst case: 6 s with spread), and with the
 #   default report reserve (1 s) it leaves 14 s of the default 30 s grace period to drain.
 # - confidence 0.999 (epsilon 0.001): the window is ln(1000) = 6.9 mean gaps between arrivals,

@@ -69,6 +69,14 @@ def test_cli_run_help_names_the_signals_that_start_a_shutdown_and_those_forwarde
         assert sig.name in text, sig.name
 
 
+@pytest.mark.parametrize("mode", ["serve", "run"])
+def test_cli_help_gives_auto_as_the_prestop_delay_default(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_status([mode, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[env SIDECAR_PRESTOP_DELAY; default auto]" in text
+    assert "[env SIDECAR_PRESTOP_DELAY_MAX; default 15.0]" in text
+
+
 def test_cli_serve_help_names_every_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_status(["serve", "--help"]) == 0
     text = capsys.readouterr().out
@@ -83,6 +91,8 @@ def test_cli_serve_help_names_every_endpoint(capsys: pytest.CaptureFixture[str])
         pytest.param(["--grace-period", "0"], "--grace-period", id="zero"),
         pytest.param(["--prestop-delay", "-1"], "--prestop-delay", id="negative"),
         pytest.param(["--grace-period", "5", "--prestop-delay", "4.5"], "--prestop-delay", id="timing"),
+        # The default hold is auto, budgeted at its 15 s maximum: a 10 s grace period cannot hold it.
+        pytest.param(["--grace-period", "10"], "--prestop-delay-max", id="default-auto-past-the-grace-period"),
         pytest.param(["--port", "70000"], "--port", id="port-range"),
         pytest.param(["--app-port", "0"], "--app-port", id="app-port-zero"),
         pytest.param(["--stop-signal", "SIGKILL"], "--stop-signal", id="stop-signal"),

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from sidecar.config import Settings, SettingsError, load_settings, setting_specs
+from sidecar.hold_rule import DEFAULT_HOLD_RULE
 
 
 def test_config_every_setting_derives_flag_env_var_and_help() -> None:
@@ -31,11 +32,15 @@ def test_config_defaults_match_the_contract() -> None:
     # back to 0.0.0.0 where the kernel has no IPv6 (sidecar.admin.server.bind_admin_socket).
     assert (settings.host, settings.port) == ("::", 9180)
     assert load_settings({"host": "0.0.0.0"}, {}).host == "0.0.0.0"
+    # SPEC.md's table says 5: issue #22 made auto (None) the default once its grid showed auto drop
+    # no request wherever a fixed 5 s dropped none; its bounds keep their defaults.
     assert (settings.grace_period_seconds, settings.prestop_delay_seconds, settings.report_reserve_seconds) == (
         30,
-        5,
+        None,
         1,
     )
+    assert settings.hold_rule == DEFAULT_HOLD_RULE
+    assert (DEFAULT_HOLD_RULE.minimum_seconds, DEFAULT_HOLD_RULE.maximum_seconds) == (1, 15)
     assert (settings.log_format, settings.log_level, settings.linger_seconds) == ("json", "info", 0)
     assert settings.admin_token is None
 
@@ -89,6 +94,7 @@ def test_config_flags_win_over_the_environment() -> None:
             "--prestop-delay-max",
             id="auto-max-past-the-grace-budget",
         ),
+        pytest.param({"grace_period_seconds": "10"}, {}, "--prestop-delay-max", id="default-auto-past-the-budget"),
         pytest.param(
             {},
             {"SIDECAR_PRESTOP_DELAY": "auto", "SIDECAR_GRACE_PERIOD": "12"},
@@ -155,6 +161,22 @@ def test_config_prestop_delay_auto_budgets_its_maximum() -> None:
     assert settings.hold_rule is not None
     assert settings.hold_rule.maximum_seconds == 9
     assert settings.budget.prestop_delay_seconds == 9
+
+
+@pytest.mark.parametrize(
+    ("grace", "advice"),
+    [
+        pytest.param("10", "set --prestop-delay-max below 9 s, or --prestop-delay N for a fixed hold", id="room"),
+        pytest.param("1.5", "raise --grace-period, or set --prestop-delay N for a fixed hold", id="no-room"),
+    ],
+)
+def test_config_default_auto_hold_past_the_grace_budget_says_what_to_change(grace: str, advice: str) -> None:
+    # The flag names a maximum the user may never have given (auto is the default): the line says what to set.
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"grace_period_seconds": grace}, {})
+    assert raised.value.flag == "--prestop-delay-max"
+    assert raised.value.reason.startswith("the auto hold's maximum (15s) + report reserve (1s)")
+    assert raised.value.reason.endswith(advice)
 
 
 def test_config_prestop_evidence_defaults_to_connections_and_reaches_the_hold_rule() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from sidecar.drain.request_starts import RequestStarts
 from sidecar.hold import Hold
 from sidecar.hold_rule import HoldRule
 from sidecar.lifecycle import Phase, Timeline
+from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
 from sidecar.telemetry.report import HoldDocument
 
@@ -192,3 +194,27 @@ def test_convergence_is_zero_for_a_pod_that_had_traffic_and_got_none_after_t0() 
 
 def test_convergence_is_not_observed_for_a_pod_that_never_had_traffic() -> None:
     assert convergence_observed(Connections(time.monotonic() - 60), []) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("fixed", "rule", "source", "warned"),
+    [
+        pytest.param(None, RULE, None, True, id="auto-without-app-port"),
+        pytest.param(None, RULE, Connections(0.0), False, id="auto-counting"),
+        pytest.param(5.0, None, None, False, id="fixed"),
+    ],
+)
+def test_hold_warns_at_start_once_when_an_auto_hold_can_count_nothing(
+    fixed: float | None,
+    rule: HoldRule | None,
+    source: Connections | None,
+    warned: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+    hold = Hold(fixed, rule, source)
+    hold.warn_if_blind()
+    hold.begin(time.monotonic())  # t0: a blind hold is noted again, not warned of again
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    expected = "every hold will last the maximum, 3 s: pass --app-port, or --prestop-delay N for a fixed hold"
+    assert warnings == ([expected] if warned else [])

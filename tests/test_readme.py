@@ -108,3 +108,24 @@ def test_readme_install_and_deploy_lines_name_the_current_versions() -> None:
         )
         assert versions
         assert set(versions) == {chart_version}
+
+
+def settings_table_default(flag: str) -> str:
+    """The default column of the Settings table's row for `flag`."""
+    row = next(line for line in README.splitlines() if line.startswith(f"| `{flag}` |"))
+    return row.split("|")[3].strip().strip("`")
+
+
+def test_readme_settings_table_gives_the_holds_defaults_as_the_code_has_them() -> None:
+    specs = {spec.flag: spec for spec in setting_specs()}
+    for flag in ("--prestop-delay", "--prestop-delay-min", "--prestop-delay-max", "--prestop-quiet-confidence"):
+        shown = specs[flag].shown_default
+        assert settings_table_default(flag) == shown.removesuffix(".0"), flag
+    assert settings_table_default("--prestop-delay") == "auto"
+
+
+def test_readme_and_chart_readme_give_the_charts_hold_defaults() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert (values["prestopDelaySeconds"], values["prestopHold"]["maxSeconds"]) == ("auto", 9)
+    for name, value in (("prestopDelaySeconds", "auto"), ("prestopHold.maxSeconds", "9")):
+        assert f"| `{name}` | `{value}` |" in CHART_README, name

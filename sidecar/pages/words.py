@@ -71,6 +71,24 @@ def hold_words(report: Document) -> str | None:
     return f"hold {seconds(duration)}" + (f" ({why})" if why else "")
 
 
+def maximum_reason(hold: Document) -> str:
+    """Why an auto hold lasted its maximum: its traffic before t0 called for a quiet window as long
+    (a pooled client's few new connections, a few requests a second), or the window after the last
+    arrival since t0 ends later, or there was nothing before t0 to judge quiet by."""
+    window, maximum = number(hold.get("window_seconds")), number(hold.get("maximum_seconds"))
+    if window is None:
+        counted = hold.get("counting") in (None, "ok")
+        return "hit its maximum" + (": no arrival before t0 to judge quiet by" if counted else "")
+    if maximum is not None and window >= maximum:
+        return "hit its maximum: the traffic before t0 called for a quiet window as long"
+    last = number(hold.get("last_arrival_seconds"))
+    if last is not None:
+        return (
+            f"hit its maximum: {seconds(window)} of quiet after the last arrival, {seconds(last)} after t0, ends later"
+        )
+    return "hit its maximum: arrivals had not stopped"
+
+
 def hold_reason(report: Document) -> str | None:
     """Why the hold ended, from the `hold` key (None without one)."""
     hold = report.get("hold")
@@ -83,7 +101,7 @@ def hold_reason(report: Document) -> str | None:
         # Reported requests restart the quiet window in either evidence mode.
         "quiet": ("no new request or connection" if reports_requests else "no new connection")
         + (f" for {seconds(hold['window_seconds'])}" if number(hold.get("window_seconds")) else ""),
-        "maximum": "hit its maximum: arrivals had not stopped",
+        "maximum": maximum_reason(hold),
         "interrupted": "cut short by the sidecar's SIGTERM or a second Ctrl-C",
     }.get(str(released), str(released))
     counting = hold.get("counting")

@@ -17,6 +17,7 @@ from typing import Any, Final, TypeVar
 
 from sidecar.config import (
     SettingsError,
+    budget_problem,
     parse_int,
     parse_positive_seconds,
     parse_prestop_delay,
@@ -170,8 +171,9 @@ class Options:
     )
     prestop_delay_seconds: float | None = option(
         "--prestop-delay",
-        "3",
-        "the sidecar's --prestop-delay: seconds, or auto (the hold ends once new connections stop)",
+        "auto",
+        "the sidecar's --prestop-delay: seconds, or auto (the hold ends once new arrivals stop, within "
+        "--prestop-delay-max), the sidecar's default",
         parse=parse_prestop_delay,
         metavar="S|auto",
         from_chart=True,
@@ -179,7 +181,8 @@ class Options:
     prestop_delay_max_seconds: float = option(
         "--prestop-delay-max",
         "8",
-        "with --prestop-delay auto: the sidecar's --prestop-delay-max (8 fits the default 10 s grace period)",
+        "with --prestop-delay auto: the sidecar's --prestop-delay-max (8 fits the default 10 s grace period; "
+        "the sidecar's own default, 15, does not)",
         parse=parse_positive_seconds,
         metavar="S",
     )
@@ -446,7 +449,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
             raise SettingsError("--app", "asgi is a built-in app: give it or an APP CMD, not both")
         app_command = (sys.executable, "-m", "sidecar.simulate.asgi_app", "--port", PORT_PLACEHOLDER)
     options = Options(**values, app_command=app_command)  # type: ignore[arg-type]
-    problem = options.budget.problem()
+    problem = budget_problem(options.budget, options.hold_rule)
     if problem is not None:
         raise SettingsError("--grace-period", problem)
     problem = options.strategy.problem()

@@ -5,7 +5,9 @@ Lines file as they come, so an interrupted grid resumes where it stopped, and th
 printed from that file. Timings are measured, never asserted.
 
     python -m tests.benchmarks.hold_grid run --out grid.jsonl [--jobs 3] [--only KEY=VALUE ...]
+    python -m tests.benchmarks.hold_grid run --out grid.jsonl --only hold=auto-max9 propagation=6
     python -m tests.benchmarks.hold_grid table grid.jsonl
+    python -m tests.benchmarks.hold_grid compare grid.jsonl --holds fixed auto auto-max9
 
 A run `simulate` calls inconclusive (this machine too late to judge) is kept in the file and run
 again by the next `run` over the same file; the table uses the latest conclusive run of each."""
@@ -36,7 +38,11 @@ KINDS: Final = ("Deployment", "StatefulSet")
 HOLDS: Final = {
     "fixed": ("--prestop-delay", "5"),
     "auto": ("--prestop-delay", "auto", "--prestop-delay-max", "15"),
+    # The chart's default: its 30 s grace period, 20 s expected drain and 1 s reserve leave 9 s.
+    "auto-max9": ("--prestop-delay", "auto", "--prestop-delay-max", "9"),
 }
+# Holds run only when asked for by name (--only hold=...), never in the whole grid's run.
+ASKED_ONLY: Final = ("auto-requests", "auto-max9")
 # The evidence an operator would configure: behind kube-proxy (l4) new connections are the routing
 # decisions, behind a per-request proxy (l7) requests are. `auto-requests` (run only when asked
 # with --only hold=auto-requests) takes requests behind l4 too: the case the README warns against.
@@ -66,7 +72,7 @@ class Case:
         )
 
     def arguments(self) -> list[str]:
-        hold = HOLDS["auto" if self.hold == "auto-requests" else self.hold]
+        hold = HOLDS.get(self.hold, HOLDS["auto"])
         evidence = "requests" if self.hold == "auto-requests" else EVIDENCE[self.balancer]
         return [
             *COMMON,
@@ -161,11 +167,12 @@ def conclusive(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, A
 
 def run(out: Path, jobs: int, only: Mapping[str, str]) -> None:
     done = conclusive(read_records(out))
-    asked = {"hold": "auto-requests"}.items() <= only.items()
     todo = [
         case
         for case in all_cases()
-        if matches(case, only) and case.key not in done and (case.hold != "auto-requests" or asked)
+        if matches(case, only)
+        and case.key not in done
+        and (case.hold not in ASKED_ONLY or only.get("hold") == case.hold)
     ]
     # Heaviest first, so the last minutes are not one 500/s run alone.
     todo.sort(key=lambda case: (-case.rate, case.key))
@@ -214,6 +221,54 @@ def table(records: Sequence[Mapping[str, Any]], versus: str = "auto") -> str:
     return "\n".join(lines)
 
 
+HOLD_NAMES: Final = {
+    "fixed": "fixed 5 s",
+    "auto": "auto max 15",
+    "auto-max9": "auto max 9",
+    "auto-requests": "auto-requests",
+}
+
+
+def compare(records: Sequence[Mapping[str, Any]], holds: Sequence[str]) -> str:
+    """One row per propagation and rate over the cases every one of `holds` ran (conclusively):
+    cases with a failed request, failed requests, hold median / max over every pod, rollout median."""
+    latest = conclusive(records)
+    groups: dict[tuple[float, float, int], list[list[Mapping[str, Any]]]] = {}
+    which: dict[tuple[float, float, int], set[str]] = {}
+    for case in all_cases():
+        if case.hold != "fixed":
+            continue
+        runs = [latest.get(dataclasses.replace(case, hold=hold).key) for hold in holds]
+        if any(run is None for run in runs):
+            continue
+        group = (case.propagation, case.spread, case.rate)
+        groups.setdefault(group, []).append([run for run in runs if run is not None])
+        which.setdefault(group, set()).add(f"{case.balancer} {case.client}")
+    names = " / ".join(HOLD_NAMES.get(hold, hold) for hold in holds)
+    lines = [
+        f"| propagation | rate | balancer, client | cases | cases with a failed request: {names} | failed requests "
+        "| hold median, s | hold max, s | rollout median, s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (propagation, spread, rate), cases in groups.items():
+        columns = [[runs[index] for runs in cases] for index in range(len(holds))]
+        failing = " / ".join(str(sum(1 for run in column if run["failed"])) for column in columns)
+        failed = " / ".join(
+            f"{sum(run['failed'] for run in column):,} of {sum(run['sent'] for run in column):,}" for column in columns
+        )
+        held = [[hold for run in column for hold in run["holds"]] for column in columns]
+        median = " / ".join(f"{statistics.median(h):.1f}" if h else "-" for h in held)
+        longest = " / ".join(f"{max(h):.1f}" if h else "-" for h in held)
+        rollout = " / ".join(f"{statistics.median(run['rollout_seconds'] for run in column):.1f}" for column in columns)
+        combos = which[(propagation, spread, rate)]
+        shown = "all four" if len(combos) == len(BALANCERS) * len(CLIENTS) else ", ".join(sorted(combos))
+        lines.append(
+            f"| {propagation:g} ± {spread:g} s | {rate}/s | {shown} | {len(cases)} | {failing} | {failed} | {median} "
+            f"| {longest} | {rollout} |"
+        )
+    return "\n".join(lines)
+
+
 def parse_only(pairs: Sequence[str]) -> dict[str, str]:
     fields = {field.name for field in dataclasses.fields(Case)}
     only: dict[str, str] = {}
@@ -238,10 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--only", nargs="*", default=[], metavar="FIELD=VALUE")
     table_parser = commands.add_parser("table", help="print the Markdown table of a results file")
     table_parser.add_argument("results", type=Path)
-    table_parser.add_argument("--versus", choices=("auto", "auto-requests"), default="auto")
+    table_parser.add_argument("--versus", choices=("auto", *ASKED_ONLY), default="auto")
+    compare_parser = commands.add_parser("compare", help="print holds side by side, one row per propagation and rate")
+    compare_parser.add_argument("results", type=Path)
+    compare_parser.add_argument("--holds", nargs="+", choices=tuple(HOLD_NAMES), default=["fixed", "auto"])
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.out, args.jobs, parse_only(args.only))
+    elif args.command == "compare":
+        print(compare(read_records(args.results), args.holds))
     else:
         print(table(read_records(args.results), args.versus))
     return 0

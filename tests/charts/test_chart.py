@@ -186,7 +186,9 @@ def test_chart_measured_drain_flags_are_on_by_default() -> None:
     ],
 )
 def test_chart_later_sidecar_flags_follow_their_values(sidecar_values: dict[str, Any], expected: list[str]) -> None:
-    _, sidecar = container(rendered_kinds({"sidecar": sidecar_values})["Deployment"], "shutdown-sidecar")
+    # A fixed hold: the default, auto, needs watchAppPort.
+    values = {"sidecar": sidecar_values, "prestopDelaySeconds": 5}
+    _, sidecar = container(rendered_kinds(values)["Deployment"], "shutdown-sidecar")
     assert [a for a in sidecar["args"] if a.startswith(("--app-port", "--native-sidecar", "--linger"))] == expected
 
 
@@ -330,12 +332,18 @@ def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any
     [
         pytest.param(
             {"terminationGracePeriodSeconds": 20},
+            "timing: terminationGracePeriodSeconds (20) must be at least prestopHold.maxSeconds (9, "
+            "prestopDelaySeconds: auto) + expectedDrainSeconds (20) + reportReserveSeconds (1) = 30",
+            id="grace-below-sum-with-the-default-auto-hold",
+        ),
+        pytest.param(
+            {"terminationGracePeriodSeconds": 20, "prestopDelaySeconds": 5},
             "timing: terminationGracePeriodSeconds (20) must be at least prestopDelaySeconds (5) + "
             "expectedDrainSeconds (20) + reportReserveSeconds (1) = 26",
             id="grace-below-sum",
         ),
         pytest.param(
-            {"terminationGracePeriodSeconds": 6, "expectedDrainSeconds": 0},
+            {"terminationGracePeriodSeconds": 6, "expectedDrainSeconds": 0, "prestopDelaySeconds": 5},
             "timing: prestopDelaySeconds (5) + reportReserveSeconds (1) must be less than "
             "terminationGracePeriodSeconds (6)",
             id="sidecar-own-check",
@@ -346,15 +354,16 @@ def test_chart_invalid_values_fail_with_the_schema_message(values: dict[str, Any
             id="hold-min-above-max",
         ),
         pytest.param(
-            {"prestopDelaySeconds": "auto", "terminationGracePeriodSeconds": 16, "expectedDrainSeconds": 0},
+            {"prestopHold": {"maxSeconds": 15}, "terminationGracePeriodSeconds": 16, "expectedDrainSeconds": 0},
             "timing: prestopHold.maxSeconds (15, prestopDelaySeconds: auto) + reportReserveSeconds (1) must be "
             "less than terminationGracePeriodSeconds (16)",
             id="hold-max-past-the-grace-budget",
         ),
         pytest.param(
-            {"prestopDelaySeconds": "auto", "sidecar": {"watchAppPort": False}},
-            "prestopDelaySeconds: auto counts the connections to the app port: it needs sidecar.watchAppPort: true",
-            id="auto-without-the-app-port",
+            {"sidecar": {"watchAppPort": False}},
+            "prestopDelaySeconds: auto (the default) counts the connections to the app port: it needs "
+            "sidecar.watchAppPort: true; with watchAppPort: false set a fixed prestopDelaySeconds (e.g. 5)",
+            id="default-auto-without-the-app-port",
         ),
         pytest.param(
             {"sidecar": {"adminToken": {"enabled": True, "existingSecret": "ops-token"}}},
@@ -404,6 +413,38 @@ def test_chart_timing_at_the_limit_renders() -> None:
     # Exactly prestop + drain + reserve is enough; the sidecar's own check still holds (5 + 1 < 26).
     values = {"terminationGracePeriodSeconds": 26, "prestopDelaySeconds": 5, "expectedDrainSeconds": 20}
     assert "Deployment" in rendered_kinds(values)
+    # The defaults sit at the limit too: a 9 s auto hold + 20 s drain + 1 s reserve = the 30 s grace period.
+    assert "Deployment" in rendered_kinds()
+
+
+def test_chart_defaults_to_the_auto_hold_within_what_the_grace_budget_leaves() -> None:
+    _, sidecar = container(rendered_kinds()["Deployment"], "shutdown-sidecar")
+    assert [arg for arg in sidecar["args"] if arg.startswith(("--prestop", "--grace-period", "--app-port"))] == [
+        "--grace-period=30",
+        "--prestop-delay=auto",
+        "--prestop-delay-min=1",
+        "--prestop-delay-max=9",
+        "--prestop-quiet-confidence=0.999",
+        "--prestop-evidence=connections",
+        "--app-port=8080",
+    ]
+
+
+def test_chart_fixed_prestop_delay_is_the_old_behaviour_without_the_hold_bounds() -> None:
+    _, sidecar = container(rendered_kinds({"prestopDelaySeconds": 5})["Deployment"], "shutdown-sidecar")
+    assert [arg for arg in sidecar["args"] if arg.startswith("--prestop")] == ["--prestop-delay=5"]
+
+
+@pytest.mark.parametrize(
+    ("values", "timing"),
+    [
+        pytest.param({}, "prestop hold auto, at most 9s + expected drain 20s", id="auto"),
+        pytest.param({"prestopDelaySeconds": 5}, "prestop delay 5s + expected drain 20s", id="fixed"),
+    ],
+)
+def test_chart_notes_give_the_hold_as_configured(values: dict[str, Any], timing: str) -> None:
+    [notes] = [text for path, text in render(values).items() if path.endswith("NOTES.txt")]
+    assert f"is wired into {RELEASE}-shutdown-sidecar.\n\nTiming: grace 30s = {timing}" in notes
 
 
 def test_chart_own_chart_example_uses_the_named_templates(tmp_path: Path) -> None:
@@ -421,6 +462,7 @@ def test_chart_own_chart_example_uses_the_named_templates(tmp_path: Path) -> Non
     field, sidecar = container(deployment, "shutdown-sidecar")
     assert field == "initContainers"
     assert "--grace-period=45" in sidecar["args"]
+    assert {"--prestop-delay=auto", "--prestop-delay-max=13", "--app-port=8080"} <= set(sidecar["args"])
     token_env = next(e for e in sidecar["env"] if e["name"] == "SIDECAR_ADMIN_TOKEN")
     assert token_env["valueFrom"]["secretKeyRef"]["name"] == by_kind["Secret"]["metadata"]["name"]
     _, web = container(deployment, "web")

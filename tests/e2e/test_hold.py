@@ -138,16 +138,24 @@ def test_hold_auto_without_arrivals_before_t0_holds_to_the_maximum(
     assert (hold["released_by"], hold["window_seconds"], hold["rate_per_second"]) == ("maximum", None, None)
 
 
-def test_hold_auto_without_app_port_holds_to_the_maximum_and_says_why(start_sidecar: StartSidecar) -> None:
-    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "auto", "--prestop-delay-max", "1")
+def test_hold_auto_by_default_without_app_port_warns_once_at_start_and_holds_to_the_maximum(
+    start_sidecar: StartSidecar,
+) -> None:
+    # No --prestop-delay: auto is the default. Nothing counts arrivals, so the operator is told at
+    # start-up, before any rollout, what every hold will be.
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay-max", "1")
+    blind = "every hold will last the maximum, 1 s: pass --app-port, or --prestop-delay N for a fixed hold"
+    warning = sidecar.wait_for_log(lambda line: line.get("msg") == blind, 5)
+    assert "app-port" in warning["reason"]
+    assert sidecar.get("/status").json()["phase"] == "running"
     events = httpx.post(sidecar.url("/prestop"), timeout=10)
     assert events.status_code == 200
     assert sidecar.wait(timeout=15) is not None
-    warning = sidecar.wait_for_log(lambda line: line.get("msg") == "holding to the maximum", 0)
-    assert "app-port" in warning["reason"]
+    assert [line["msg"] for line in sidecar.logs() if line.get("level") == "warning"] == [blind]
     hold = hold_of(sidecar)
-    assert hold["released_by"] == "maximum"
+    assert (hold["mode"], hold["released_by"], hold["maximum_seconds"]) == ("auto", "maximum", 1.0)
     assert hold["counting"] == warning["reason"]
+    assert "lasts its maximum" in str(hold["counting"])
 
 
 def test_hold_fixed_is_reported_as_fixed(start_sidecar: StartSidecar) -> None:

@@ -176,7 +176,7 @@ def test_serve_app_port_keeps_readiness_failing_until_the_app_listens(start_side
     # The app container may have no readiness probe of its own: the pod must not join the
     # endpoints before the app listens.
     port = free_port()
-    sidecar = start_sidecar("--grace-period", "10", "--app-port", str(port))
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "5", "--app-port", str(port))
     not_ready = sidecar.get("/readyz", params={"verbose": ""})
     assert not_ready.status_code == 503
     assert f"nothing listening on port {port}" in not_ready.text
@@ -289,7 +289,7 @@ def test_serve_app_port_never_bound_is_named_in_the_log_once(start_sidecar: Star
     # Issue #21: a wrong --app-port (or an app that never binds it) left the log silent, and only
     # /readyz?verbose said why the pod never became ready.
     port = free_port()
-    sidecar = start_sidecar("--grace-period", "10", "--app-port", str(port))
+    sidecar = start_sidecar("--grace-period", "10", "--prestop-delay", "5", "--app-port", str(port))
     warning = sidecar.wait_for_log(lambda line: line.get("msg") == "nothing listening on the app port", 15)
     assert warning["app_port"] == port
     assert warning["level"] == "warning"

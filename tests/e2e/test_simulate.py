@@ -69,6 +69,10 @@ def test_simulate_default_rehearsal_drops_nothing_with_the_sidecar_and_requests_
         assert pod["within_grace"]
         assert pod["report"]["outcome"] == "clean"
         assert pod["report"]["drain_end_source"] == "sidecar_sigterm"
+        # The sidecar's default hold, auto, within simulate's default maximum (8 s of the 10 s grace period).
+        hold = pod["report"]["hold"]
+        assert (hold["mode"], hold["maximum_seconds"]) == ("auto", 8.0)
+        assert hold["released_by"] in ("quiet", "maximum")
         assert pod["containers"]["app"]["pre_stop_hook"]["result"] == "200"
         # A native sidecar is signalled only once the app container has exited.
         sidecar, app = pod["containers"]["shutdown-sidecar"], pod["containers"]["app"]

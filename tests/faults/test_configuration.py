@@ -97,7 +97,8 @@ def test_configuration_unwritable_termination_log_is_named_at_start_in_one_warni
 ) -> None:
     (tmp_path / "file").write_text("")
     path = str(tmp_path / name) if name else str(tmp_path)
-    sidecar = start_sidecar("--termination-log", path)
+    # A fixed hold: the default, auto, warns at start too without --app-port.
+    sidecar = start_sidecar("--termination-log", path, "--prestop-delay", "5")
     warnings = [line for line in sidecar.logs() if line["level"] == "warning"]
     assert [(line["msg"], line["path"], line["reason"]) for line in warnings] == [
         ("termination log not writable: the report will not be written there", path, reason.format(tmp=tmp_path))
@@ -105,6 +106,6 @@ def test_configuration_unwritable_termination_log_is_named_at_start_in_one_warni
 
 
 def test_configuration_writable_termination_log_gets_no_warning(start_sidecar: StartSidecar, tmp_path: Path) -> None:
-    sidecar = start_sidecar("--termination-log", str(tmp_path / "report"))
+    sidecar = start_sidecar("--termination-log", str(tmp_path / "report"), "--prestop-delay", "5")
     assert [line for line in sidecar.logs() if line["level"] == "warning"] == []
     assert not (tmp_path / "report").exists(), "checked without writing: a file there may hold the last report"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from sidecar.pages.words import late_words, summary_line
 
 T0 = 1_800_000_000.0
@@ -108,3 +110,30 @@ def test_summary_line_names_the_background_tasks_the_app_cancelled_or_left_stuck
     line = summary_line(report(app=app))
     assert "app said complete, cancelled task refresh-cache, stuck tasks poll, sync" in line
     assert "upload" not in line
+
+
+@pytest.mark.parametrize(
+    ("hold", "why"),
+    [
+        pytest.param(
+            {"window_seconds": 1.0, "last_arrival_seconds": 7.5},
+            "hit its maximum: 1.0 s of quiet after the last arrival, 7.5 s after t0, ends later",
+            id="arrivals-went-on",
+        ),
+        pytest.param(
+            {"window_seconds": 8.0},
+            "hit its maximum: the traffic before t0 called for a quiet window as long",
+            id="window-as-long-as-the-maximum",
+        ),
+        pytest.param({"window_seconds": None}, "hit its maximum: no arrival before t0 to judge quiet by", id="no-rate"),
+        pytest.param(
+            {"window_seconds": None, "counting": "no --app-port: arrivals are not counted"},
+            "hit its maximum; could not count arrivals: no --app-port",
+            id="nothing-counted",
+        ),
+    ],
+)
+def test_summary_line_says_why_an_auto_hold_lasted_its_maximum(hold: dict[str, Any], why: str) -> None:
+    # The default hold is auto: the reason must not say arrivals went on when the window was the maximum.
+    maximum = {"mode": "auto", "released_by": "maximum", "duration_seconds": 8.0, "maximum_seconds": 8.0, **hold}
+    assert f"hold 8.0 s ({why}" in summary_line(report(hold=maximum))

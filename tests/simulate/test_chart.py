@@ -91,7 +91,8 @@ def test_chart_default_values_keep_the_sidecar_probes(tmp_path: Path) -> None:
         pytest.param(f"--termination-log={TERMINATION_LOG_PLACEHOLDER}", id="termination-log-added"),
         pytest.param("--native-sidecar=true", id="native-flag-kept"),
         pytest.param("--grace-period=30", id="grace-kept"),
-        pytest.param("--prestop-delay=5", id="prestop-delay-kept"),
+        pytest.param("--prestop-delay=auto", id="prestop-delay-kept"),
+        pytest.param("--prestop-delay-max=9", id="prestop-delay-max-kept"),
     ],
 )
 def test_chart_sidecar_argv_has(tmp_path: Path, argument: str) -> None:

@@ -32,7 +32,11 @@ def options(*flags: str) -> Options:
 def test_options_defaults() -> None:
     got = options()
     assert got.mode is Mode.NATIVE
-    assert got.budget == Budget(10.0, 3.0, REPORT_RESERVE_SECONDS)
+    # The sidecar's default hold, auto, budgeted at a maximum that fits the 10 s grace period.
+    assert (got.prestop_delay_seconds, got.prestop_delay_max_seconds) == (None, 8.0)
+    assert got.budget == Budget(10.0, 8.0, REPORT_RESERVE_SECONDS)
+    assert got.hold_rule is not None
+    assert got.hold_rule.evidence == "connections"
     assert got.propagation_delay_seconds == 2.0
     assert got.propagation_spread_seconds == 0.0
     assert got.rate_per_second == 50.0

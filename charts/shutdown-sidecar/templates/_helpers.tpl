@@ -186,7 +186,7 @@ hold the prestop delay, the expected drain and the report reserve.
 {{- fail (printf "timing: prestopHold.minSeconds (%v) must not exceed prestopHold.maxSeconds (%v), or the sidecar refuses to start" $v.prestopHold.minSeconds $v.prestopHold.maxSeconds) -}}
 {{- end -}}
 {{- if not $v.sidecar.watchAppPort -}}
-{{- fail "timing: prestopDelaySeconds: auto counts the connections to the app port: it needs sidecar.watchAppPort: true" -}}
+{{- fail "timing: prestopDelaySeconds: auto (the default) counts the connections to the app port: it needs sidecar.watchAppPort: true; with watchAppPort: false set a fixed prestopDelaySeconds (e.g. 5)" -}}
 {{- end -}}
 {{- else -}}
 {{- $delay = float64 $v.prestopDelaySeconds -}}
