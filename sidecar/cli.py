@@ -97,9 +97,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The whole command line; with `argv`, simulate's options only when it names simulate: they
-    cost the imports of sidecar.simulate (about 10 ms), which serve and run never need (report's
-    likewise, sidecar.pages)."""
+    """The whole command line; with `argv`, each command's options only when it names the command:
+    simulate's cost the imports of sidecar.simulate (about 10 ms), which serve and run never need
+    (report's likewise, sidecar.pages), and serve's and run's 25 flags each about 1 ms."""
     parser = OneLineErrorParser(prog="shutdown-sidecar", description=DESCRIPTION, formatter_class=Formatter)
     parser.add_argument("--version", action="version", version=f"shutdown-sidecar {__version__}")
     commands = parser.add_subparsers(dest="mode", metavar="COMMAND")
@@ -110,7 +110,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=RawDescriptionFormatter,
     )
-    add_setting_flags(serve)
+    if argv is None or "serve" in argv:
+        add_setting_flags(serve)
     run = commands.add_parser(
         "run",
         help="be the app container's entrypoint: run CMD as a child and drain it",
@@ -119,7 +120,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=RawDescriptionFormatter,
     )
-    add_setting_flags(run)
+    if argv is None or "run" in argv:
+        add_setting_flags(run)
     run.add_argument("command", nargs=argparse.REMAINDER, help="the app's command, after --")
     simulate = commands.add_parser(
         "simulate",
@@ -185,12 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # From here on a signal waits for the handlers (installed before the port accepts) instead of
     # ending the process: the kubelet may signal a container the moment it starts.
-    from sidecar.admin.uvicorn_core import import_uvicorn_without_its_cli
-    from sidecar.lean_imports import import_prometheus_client_without_exposition
+    from sidecar.lean_imports import defer_server_packages
     from sidecar.signals import hold_signals, restore_signal_mask
 
-    import_uvicorn_without_its_cli()
-    import_prometheus_client_without_exposition()
+    defer_server_packages()
     previous_mask = hold_signals()
     startup = prepare_to_serve(args)
     if isinstance(startup, int):
@@ -204,8 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(startup.settings.log_format, startup.settings.log_level)
     configure_prometheus_client()
     # Everything imported so far lives until exit: move it out of the collector's sight. Run-time
-    # collections then skip it, and so does interpreter teardown (about 20 ms of the exit).
+    # collections then skip it, and so does interpreter teardown (about 20 ms of the exit). The
+    # collector is back on from here (the command line's entry turned it off for the start-up).
     gc.freeze()
+    gc.enable()
     import asyncio
 
     return asyncio.run(serve(startup.settings, startup.sock, startup.command, startup.tracing))

@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import resource
+
+# uvicorn's httptools protocol calls urllib.parse.unquote for a path with '%' but imports only
+# `urllib`: the submodule must be loaded by someone, and start-up no longer guarantees it does.
+import urllib.parse  # noqa: F401
 from typing import Final
 
 import httptools

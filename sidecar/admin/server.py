@@ -1,23 +1,24 @@
-"""The uvicorn server that leaves signals, timing and exit to us. uvicorn's Server.serve() installs
-its own SIGINT/SIGTERM handlers and re-raises the signal when it stops, its main loop wakes at
-10 Hz, and its shutdown sleeps 0.1 s and polls connections; each is replaced here. These hooks are
-uvicorn internals: pyproject pins the range, and tests/admin/test_server.py fails when they move."""
+"""The admin server: the accept loop (sidecar.admin.listener) and the bounded httptools protocol
+(sidecar.admin.protocol) on one socket bound before anything starts, served until stop(), then
+closed within STOP_GRACE_SECONDS. Signals, timing and exit are the shutdown sequence's. uvicorn's
+Server is not used: it installs SIGINT/SIGTERM handlers and re-raises the signal when it stops, its
+main loop wakes at 10 Hz, its shutdown sleeps 0.1 s and polls connections, and its module imports
+email, platform and random for a date header, a banner and max-requests jitter the admin port has no
+use for. Of uvicorn only the httptools protocol is used; tests/admin/test_server.py fails when what
+it reads of its server and config moves."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Generator, Iterable
-from typing import Final, cast
+from collections.abc import Iterable
+from typing import Any, Final
 
-import uvicorn
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp
-from uvicorn.lifespan.off import LifespanOff
 
 from sidecar.admin.listener import AdminListener
 from sidecar.admin.probes import ProbeFastPath
@@ -30,22 +31,21 @@ STOP_GRACE_SECONDS: Final = 0.05
 
 
 class AdminConfig:
-    """The settings uvicorn's Server and httptools protocol read, as the admin port uses them: no
-    TLS, no lifespan, no WebSockets, no proxy headers, no server or date header, no concurrency
-    limit. uvicorn.Config would offer all of those, and cost every start the imports of ssl and
-    logging.config (sidecar.admin.uvicorn_core)."""
+    """The settings uvicorn's httptools protocol reads, as the admin port uses them: no TLS, no
+    WebSockets, no proxy headers, no concurrency limit. uvicorn.Config would offer all of those,
+    and cost every start the imports of ssl and logging.config (sidecar.lean_imports)."""
 
     loaded = True
     root_path = ""
     asgi_version = "3.0"
     ws_protocol_class = None  # ws="none": an upgrade request is answered as plain HTTP
-    lifespan_class = LifespanOff
     # uvicorn's own limit answers 503 to everything, probes included, once reached; ours evicts.
     limit_concurrency = None
     reset_contextvars = False
-    encoded_headers: list[tuple[bytes, bytes]] = []  # noqa: RUF012 (read only)
 
-    def __init__(self, app: ASGIApp, http_protocol_class: type[asyncio.Protocol], timeout_keep_alive: int) -> None:
+    def __init__(
+        self, app: ASGIApp, http_protocol_class: type[BoundedHttpToolsProtocol], timeout_keep_alive: int
+    ) -> None:
         # Nothing proxies the admin port (probes and hooks come from the kubelet, to the pod IP):
         # no X-Forwarded-* middleware may rewrite the client or sit between a probe and its answer.
         self.loaded_app = app
@@ -53,59 +53,63 @@ class AdminConfig:
         self.timeout_keep_alive = timeout_keep_alive
 
     def load(self) -> None:
-        """Everything is built in __init__ (uvicorn's Server calls this before serving)."""
+        """Everything is built in __init__ (the protocol calls this when `loaded` is false)."""
 
 
-class AdminServer(uvicorn.Server):
+class ServerState:
+    """What the httptools protocol shares with its server (the fields of uvicorn's ServerState):
+    the open connections, the requests' tasks, a count, and the headers added to every answer
+    (none: probes need no server or date header, so nothing has to tick to keep a date fresh)."""
+
+    def __init__(self) -> None:
+        self.total_requests = 0
+        self.connections: set[BoundedHttpToolsProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.default_headers: list[tuple[bytes, bytes]] = []
+
+
+class AdminServer:
+    """Serves `config`'s app from serve() until stop(); `listening` is set once it accepts."""
+
     def __init__(self, config: AdminConfig) -> None:
-        super().__init__(config)  # type: ignore[arg-type]  # what Server reads of a uvicorn.Config
+        self.config = config
+        self.server_state = ServerState()
+        self.app_state: dict[str, Any] = {}  # no lifespan: the `state` of every request, empty
         self.listener: AdminListener | None = None
-        self._stop = asyncio.Event()
         self.listening = asyncio.Event()
+        self._stop = asyncio.Event()
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # Our own accept loop (sidecar.admin.listener) instead of loop.create_server's; no lifespan.
-        config = cast(AdminConfig, self.config)
-        if sockets is None or len(sockets) != 1:
+    async def serve(self, sockets: list[socket.socket]) -> None:
+        """Accept on the one bound, listening socket in `sockets` until stop(), then shut down.
+        Raises ValueError for any other number of sockets."""
+        if len(sockets) != 1:
             raise ValueError("the admin server serves exactly one bound socket")
-
-        def create_protocol() -> asyncio.Protocol:
-            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state
-            )
-            return protocol
-
-        protocol_class = config.http_protocol_class
-        # build_config's protocol class carries the connection table the listener evicts from.
-        connections = (
-            protocol_class.admin_connections
-            if issubclass(protocol_class, BoundedHttpToolsProtocol)
-            else AdminConnections()
+        self.listener = AdminListener(
+            sockets[0], self._create_protocol, self.config.http_protocol_class.admin_connections
         )
-        self.listener = AdminListener(sockets[0], create_protocol, connections)
         self.listener.start()
-        self.started = True
         self.listening.set()
+        try:
+            await self._stop.wait()  # events only: nothing ticks or polls while the sidecar is idle
+        finally:
+            await self.shutdown()
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        # Signals belong to the shutdown sequence (sidecar.signals); uvicorn must neither
-        # install handlers nor re-raise a captured signal when it returns.
-        yield
-
-    async def main_loop(self) -> None:
-        # No date header (probes do not need one), so nothing has to tick: sleep until told.
-        self.server_state.default_headers = list(self.config.encoded_headers)
-        await self._stop.wait()
+    def _create_protocol(self) -> asyncio.Protocol:
+        # AdminConfig and ServerState have what the protocol reads of uvicorn's Config and ServerState.
+        config: Any = self.config
+        state: Any = self.server_state
+        return self.config.http_protocol_class(config=config, server_state=state, app_state=self.app_state)
 
     def stop(self) -> None:
         self._stop.set()
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+    async def shutdown(self) -> None:
+        """Stop accepting, close connections owed nothing, let the requests under way finish within
+        STOP_GRACE_SECONDS, and cancel the rest."""
         if self.listener is not None:
             self.listener.close()
         for connection in list(self.server_state.connections):
-            if isinstance(connection, BoundedHttpToolsProtocol) and connection.is_evictable:
+            if connection.is_evictable:
                 # Owed nothing (idle, or still sending): closed now, so a handler waiting for its
                 # body sees a disconnect and returns, instead of being cancelled below and logging
                 # a traceback, a thousand of them under a slow-body attack, past the deadline.
@@ -130,7 +134,7 @@ def build_config(app: ASGIApp, connections: AdminConnections | None = None) -> A
         # Probes without a query are answered by the protocol itself: no ASGI request, no task.
         probes = app if isinstance(app, ProbeFastPath) else None
 
-    # uvicorn logs its start-up chatter at info, and an access line per request: neither is wanted.
+    # uvicorn's protocol logs a line per request to an access logger with a handler: not wanted.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     access = logging.getLogger("uvicorn.access")
     access.setLevel(logging.WARNING)

@@ -4,22 +4,33 @@ one run, printed with ratios to the skeleton; never asserted.
 
     pytest tests/benchmarks/test_footprint_benchmark.py -m benchmark -s -p no:cacheprovider
 
-FOOTPRINT_BASE=/path/to/another/checkout adds that tree's sidecar as further rows (`python -m
-sidecar` run from there), so a change is measured against its base in the same session;
-FOOTPRINT_UVLOOP=1 adds `serve` on uvloop's event loop.
+FOOTPRINT_BASE=/path/to/another/checkout adds that tree's sidecar as further rows, so a change is
+measured against its base in the same session; FOOTPRINT_UVLOOP=1 adds `serve` on uvloop's event
+loop.
 
-Each tree's sidecar package is byte-compiled first, as the image's is (pip compiles as it
-installs): a checkout run with PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module from
-source at each start (about 30 ms here), which no pod does and the skeleton's packages never pay.
-FOOTPRINT_FROM_SOURCE=1 measures that way instead."""
+Both sides run as shipped, alike: each in a virtual environment of its own, made here, whose
+dependencies are this environment's installed packages (a path line in a .pth file: importable,
+their own .pth files not run), and each tree's sidecar built into a wheel and installed there, as
+the image does (pip byte-compiles as it installs), started by its `shutdown-sidecar` script as the
+image's entrypoint is. A development environment runs, at every interpreter start, the .pth files
+of its editable install (its finder imports pathlib, urllib.parse, ipaddress: about 10 ms in
+`-X importtime`), of coverage and of setuptools, which no image runs. Measured both ways (11 starts
+each, interleaved), they cost both sides about the same and little (skeleton 156 / 156 ms, base
+sidecar 104 / 104 ms): the sidecar and the skeleton import those modules anyway. FOOTPRINT_IN_DEV_VENV=1
+measures the earlier way: this environment's Python for all, each tree's `python -m sidecar` from
+the checkout, byte-compiled.
+Every start waits FOOTPRINT_START_GAP seconds (1) after the previous target ended, so that none
+starts while the kernel tears down the previous target's burst connections."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +51,10 @@ BURST_CONNECTIONS = 2000
 # after another was answered in 84 ms median, into one at a sidecar at rest in 18 ms).
 # FOOTPRINT_BURST_GAP=0 sends them back to back, as before.
 BURST_GAP_SECONDS = float(os.environ.get("FOOTPRINT_BURST_GAP", "1"))
+# Each start waits as long after the previous target ended: a target that follows one with bursts
+# (each sidecar's `run` follows its `serve`; the skeleton follows `base run`, which has none) would
+# otherwise start while the kernel tears down that target's thousands of connections.
+START_GAP_SECONDS = float(os.environ.get("FOOTPRINT_START_GAP", "1"))
 PACED_RATE = 1000
 PACED_SECONDS = 3.0
 SKELETON = """
@@ -71,6 +86,12 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="h
 """
 
 
+IN_DEV_VENV = bool(os.environ.get("FOOTPRINT_IN_DEV_VENV"))
+# What the image's build stage copies to build the wheel (Dockerfile).
+BUILD_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "sidecar")
+HERE = Path(__file__).parents[2]
+
+
 @dataclass
 class Target:
     name: str
@@ -88,30 +109,70 @@ class Target:
 ON_UVLOOP = "import sys, uvloop; uvloop.install(); from sidecar.cli import main; sys.exit(main())"
 
 
-def sidecar_argv(mode: str, *, uvloop: bool = False) -> Callable[[int], list[str]]:
+def sidecar_argv(mode: str, python: str, *, uvloop: bool = False) -> Callable[[int], list[str]]:
+    """The sidecar in `mode`, started by the `shutdown-sidecar` script next to `python` (as the
+    image's entrypoint), or by `python -m sidecar` in a development environment."""
+
     def argv(port: int) -> list[str]:
         common = ["--host", "127.0.0.1", "--port", str(port), "--termination-log", "", "--grace-period", "60"]
         command = ["--", "sleep", "600"] if mode == "run" else []
-        entry = ["-c", ON_UVLOOP] if uvloop else ["-m", "sidecar"]
-        return [sys.executable, *entry, mode, *common, "--prestop-delay", "0", *command]
+        if uvloop:
+            entry = [python, "-c", ON_UVLOOP]
+        elif IN_DEV_VENV:
+            entry = [python, "-m", "sidecar"]
+        else:
+            entry = [str(Path(python).parent / "shutdown-sidecar")]
+        return [*entry, mode, *common, "--prestop-delay", "0", *command]
 
     return argv
 
 
-def targets(skeleton: Path) -> list[Target]:
-    found = [
-        Target("skeleton", lambda port: [sys.executable, str(skeleton), str(port)]),
-        Target("sidecar serve", sidecar_argv("serve"), has_prestop=True),
-        Target("sidecar run", sidecar_argv("run")),
-    ]
-    if os.environ.get("FOOTPRINT_UVLOOP"):
-        found.append(Target("serve on uvloop", sidecar_argv("serve", uvloop=True), has_prestop=True))
+def shipped_environment(where: Path, tree: Path | None = None) -> str:
+    """A virtual environment at `where` with this environment's packages importable, and `tree`'s
+    sidecar built into a wheel and installed, as the image's build stage does; its Python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
+    python = str(where / "bin" / "python")
+    site_packages = Path(sysconfig.get_path("purelib", "venv", {"base": str(where), "platbase": str(where)}))
+    # A path line: this environment's packages, without running its .pth files.
+    (site_packages / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    if tree is not None:
+        source = where.with_name(f"{where.name}-src")
+        for name in BUILD_SOURCES:
+            if (tree / name).is_dir():
+                shutil.copytree(tree / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                source.mkdir(parents=True, exist_ok=True)
+                shutil.copy(tree / name, source / name)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+        wheels = where.with_name(f"{where.name}-wheels")
+        build = [*pip, "wheel", "--no-cache-dir", "--no-deps", "--wheel-dir", str(wheels), str(source)]
+        subprocess.run(build, check=True, timeout=300)
+        install = [*pip, "--python", python, "install", "--no-cache-dir", "--no-deps", *map(str, wheels.glob("*.whl"))]
+        subprocess.run(install, check=True, timeout=300)
+    return python
+
+
+def targets(skeleton: Path, workspace: Path) -> list[Target]:
     base = os.environ.get("FOOTPRINT_BASE")
-    if base:
+    trees = {"sidecar": HERE, **({"base": Path(base)} if base else {})}
+    if IN_DEV_VENV:
+        for tree in trees.values():
+            byte_compile(tree)
+        skeleton_python = sys.executable
+        python = dict.fromkeys(trees, sys.executable)
+        cwd: dict[str, Path | None] = dict(trees)
+    else:
+        skeleton_python = shipped_environment(workspace / "skeleton")
+        python = {name: shipped_environment(workspace / name, tree) for name, tree in trees.items()}
+        cwd = dict.fromkeys(trees)
+    found = [Target("skeleton", lambda port: [skeleton_python, str(skeleton), str(port)])]
+    for name in trees:
         found += [
-            Target("base serve", sidecar_argv("serve"), Path(base), has_prestop=True),
-            Target("base run", sidecar_argv("run"), Path(base)),
+            Target(f"{name} serve", sidecar_argv("serve", python[name]), cwd[name], has_prestop=True),
+            Target(f"{name} run", sidecar_argv("run", python[name]), cwd[name]),
         ]
+        if name == "sidecar" and os.environ.get("FOOTPRINT_UVLOOP"):
+            found.append(Target("serve on uvloop", sidecar_argv("serve", python[name], uvloop=True), cwd[name], True))
     return found
 
 
@@ -140,6 +201,7 @@ def in_a_burst(port: int, method: str, path: str) -> float:
 
 def measure(target: Target, bursts: int) -> None:
     port = free_port()
+    time.sleep(START_GAP_SECONDS)
     started = time.monotonic()
     process = subprocess.Popen(
         target.argv(port), cwd=target.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -170,17 +232,14 @@ def byte_compile(tree: Path) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120)
 
 
-def test_benchmark_footprint_against_the_skeleton(skeleton: Path) -> None:
-    runs = targets(skeleton)
-    if not os.environ.get("FOOTPRINT_FROM_SOURCE"):
-        for tree in {target.cwd or Path(__file__).parents[2] for target in runs[1:]}:
-            byte_compile(tree)
+def test_benchmark_footprint_against_the_skeleton(skeleton: Path, tmp_path: Path) -> None:
+    runs = targets(skeleton, tmp_path)
     for _ in range(ROUNDS):
         for target in runs:
             measure(target, bursts=3)
     reference = runs[0]
-    compiled = "from source" if os.environ.get("FOOTPRINT_FROM_SOURCE") else "byte-compiled"
-    print(f"\n== footprint, {ROUNDS} rounds interleaved, sidecar {compiled} (median, [min-max]; ratio to skeleton)")
+    how = "in this environment, from the checkouts" if IN_DEV_VENV else "each as shipped, in a venv of its own"
+    print(f"\n== footprint, {ROUNDS} rounds interleaved, {how} (median, [min-max]; ratio to skeleton)")
     for figure in reference.figures | runs[1].figures:
         print(f"  {figure}")
         for target in runs:
