@@ -131,8 +131,11 @@ def test_lean_imports_the_collector_is_off_while_the_sidecar_starts_and_on_once_
 
 
 def run_python(code: str) -> str:
+    # Without the coverage measurement pytest-cov starts in subprocesses (COV_CORE_*, and coverage's
+    # own COVERAGE_PROCESS_START): coverage imports platform and more, which these checks look for.
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("COV_CORE_", "COVERAGE_"))}
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60, check=False, env=env
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
