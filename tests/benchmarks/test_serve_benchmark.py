@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -74,14 +74,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for_exit(pid: int, timeout: float) -> float:
-    """time.time() when `pid` exits, from a pidfd: Popen.wait(timeout) polls with sleeps up to 50 ms."""
+def wait_for_exit(pid: int, timeout: float, clock: Callable[[], float] = time.time) -> float:
+    """`clock()` when `pid` exits, from a pidfd: Popen.wait(timeout) polls with sleeps up to 50 ms."""
     pidfd = os.pidfd_open(pid)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
         assert poller.poll(timeout * 1000), "the process did not exit"
-        return time.time()
+        return clock()
     finally:
         os.close(pidfd)
 

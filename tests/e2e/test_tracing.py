@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.benchmarks.test_serve_benchmark import wait_for_exit
 from tests.e2e.otlp_receiver import otlp_receiver
 from tests.e2e.sidecar_process import SidecarProcess
 from tests.e2e.test_run import free_port
@@ -94,18 +96,22 @@ def test_tracing_failing_collector_is_named_and_bounded_by_the_deadline(
             "--grace-period", "3", "--prestop-delay", "0.1", "--report-reserve", "1.2",
             env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
         )  # fmt: skip
-        sent = sidecar.send_signal(signal.SIGTERM)
-        probes: list[float] = []
-        with httpx.Client(timeout=2) as client:
-            while sidecar.proc.poll() is None:
-                started = time.monotonic()
-                try:
-                    client.get(sidecar.url("/readyz"))
-                except httpx.TransportError:
-                    break
-                probes.append(time.monotonic() - started)
-        assert sidecar.wait(timeout=5) == 0
-        assert time.monotonic() - sent < 3, "the process outlived the deadline"
+        # The exit's time from a pidfd opened before the signal: the observer's own wait (Popen's
+        # polling, up to 50 ms late) must not count against the sidecar's deadline.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            exited = pool.submit(wait_for_exit, sidecar.proc.pid, 10, time.monotonic)
+            sent = sidecar.send_signal(signal.SIGTERM)
+            probes: list[float] = []
+            with httpx.Client(timeout=2) as client:
+                while sidecar.proc.poll() is None:
+                    started = time.monotonic()
+                    try:
+                        client.get(sidecar.url("/readyz"))
+                    except httpx.TransportError:
+                        break
+                    probes.append(time.monotonic() - started)
+            assert sidecar.wait(timeout=5) == 0
+            assert exited.result() - sent < 3, "the process outlived the deadline"
     errors = sidecar.report()["errors"]
     assert len(errors) == 1
     assert errors[0].startswith("otlp: ")
