@@ -43,7 +43,8 @@ def test_simulate_starved_past_the_grace_period_is_inconclusive_and_names_the_la
         end_session(process)
 
     result = json.loads(out.read_text())
-    assert (status, result["verdict"]) == (3, "inconclusive"), err.read_text()
+    reasons = json.dumps({key: result.get(key) for key in ("reasons", "doubts", "lateness")}, indent=1)
+    assert (status, result["verdict"]) == (3, "inconclusive"), f"{err.read_text()}\n{reasons}"
     assert result["lateness"]["loop"]["max_lag_seconds"] >= STARVED_SECONDS - 1
     assert result["reasons"] == result["doubts"]
     assert any("the rehearsal" in doubt for doubt in result["doubts"]), result["doubts"]
