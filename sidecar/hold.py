@@ -13,7 +13,7 @@ from typing import Final, Protocol
 
 from sidecar.deadline import wait_for_any
 from sidecar.drain.arrivals import ArrivalLog, PreT0Traffic
-from sidecar.hold_rule import HoldRule, choose_evidence, quiet_window, release_at
+from sidecar.hold_rule import HoldRule, choose_evidence, quiet_window, release_at, too_little_history_reason
 from sidecar.lifecycle import Phase, Timeline
 from sidecar.logs import LOGGER_NAME
 from sidecar.telemetry.metrics import ShutdownMetrics
@@ -135,8 +135,7 @@ class Hold:
                 "holding to the maximum",
                 extra={
                     "fields": {
-                        "reason": f"counted only {self._traffic.span_seconds:.3g} s before t0, less than the "
-                        "maximum: too little history to judge quiet",
+                        "reason": too_little_history_reason(f"{self._traffic.span_seconds:.3g} s"),
                     }
                 },
             )

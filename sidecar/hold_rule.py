@@ -81,6 +81,12 @@ def too_little_history(traffic: PreT0Traffic, rule: HoldRule) -> bool:
     return traffic.span_seconds < min(rule.maximum_seconds, LOOKBACK_SECONDS)
 
 
+def too_little_history_reason(counted: str) -> str:
+    """Why a hold with too_little_history lasted its maximum, in the log and the report's words;
+    `counted`: how long counting ran before t0, as the caller writes seconds."""
+    return f"counted only {counted} before t0, less than the maximum: too little history to judge quiet"
+
+
 def release_at(t0: float, window: float | None, last_arrival: float | None, rule: HoldRule) -> float:
     """When the hold ends: `window` after t0 or after the last arrival since t0, whichever is
     later, and never past t0 + the maximum (None window: at the maximum)."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sidecar.hold_rule import too_little_history_reason
+
 Document = Mapping[str, Any]
 
 # How the drain's end was seen, as a person would say it.
@@ -81,10 +83,7 @@ def maximum_reason(hold: Document) -> str:
         counted = hold.get("counting") in (None, "ok")
         span = number(hold.get("counted_seconds"))
         if counted and number(hold.get("rate_per_second")) and span is not None and maximum and span < maximum:
-            return (
-                f"hit its maximum: counted only {seconds(span)} before t0, less than the maximum: "
-                "too little history to judge quiet"
-            )
+            return f"hit its maximum: {too_little_history_reason(seconds(span))}"
         return "hit its maximum" + (": no arrival before t0 to judge quiet by" if counted else "")
     if maximum is not None and window >= maximum:
         return "hit its maximum: the traffic before t0 called for a quiet window as long"
